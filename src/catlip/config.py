@@ -1,0 +1,206 @@
+"""Typed run configuration.
+
+A run is described by one :class:`Config` made of small dataclasses. YAML recipes under ``configs/`` fill it,
+and ``section.field=value`` overrides from the command line change single fields. Unknown keys are errors:
+a typo in a recipe must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("catlip", "superclass", "clip", "siglip")
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    # Sources: "synthetic", webdataset shards (paths, brace patterns, URLs), a CSV/TSV/JSONL manifest, or an
+    # image folder with sidecar .txt captions. Several sources are read one after another.
+    train: list[str] = field(default_factory=lambda: ["synthetic"])
+    synthetic_size: int = 2048
+    caption_keys: list[str] = field(default_factory=lambda: ["txt", "json"])
+    image_key: str = "jpg;jpeg;png;webp"
+    caption_column: str = "caption"
+    image_column: str = "image"
+    vocab: str = ""  # path to a vocabulary JSON; empty = build one from the training captions first
+    labels_file: str = ""  # pre-extracted labels (JSONL from `catlip labels`), optional
+    vocab_min_count: int = 5
+    vocab_top_k: int = 0
+    image_size: int = 64
+    batch_size: int = 64
+    num_workers: int = 2
+    augment: str = "rrc_flip"  # none | rrc_flip | randaugment
+    rrc_scale_min: float = 0.4
+    multiscale: bool = False  # CatLIP Appendix A variable-resolution, variable-batch sampler
+    multiscale_sizes: list[int] = field(default_factory=lambda: [128, 160, 192, 224, 256, 288, 320])
+    context_length: int = 77  # text tokens for CLIP / SigLIP
+    shuffle_buffer: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_tiny_patch16_224"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
+    head_bias_init: float = 0.0  # CatLIP: a negative bias starts the sigmoid near the label prior
+    drop_path_rate: float = 0.0
+    grad_checkpointing: bool = False
+    # CLIP / SigLIP towers
+    embed_dim: int = 512
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    init_logit_scale: float = 2.6592  # log(1 / 0.07)
+    init_logit_bias: float = -10.0  # SigLIP
+
+
+@dataclass
+class MethodConfig:
+    name: str = "catlip"  # catlip | superclass | clip | siglip
+    loss: str = ""  # empty = the method's own (bce, idf_softmax, clip, siglip); ablations: bce, asl, soft_margin, two_way
+    subword_stopwords: bool = False  # SuperClass: drop English stop-words before BPE
+    proper_nouns: bool = False  # CatLIP: proper nouns become labels too
+    idf_momentum: float = 0.0  # 0 = exact running document counts
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    steps: int = 1000
+    min_lr_ratio: float = 0.0
+    grad_accum: int = 1
+    clip_grad: float = 1.0  # 0 disables
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on GPU, fp32 on CPU)
+    device: str = "auto"
+    compile: bool = False
+    ema_decay: float = 0.0  # 0 disables EMA
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    distributed: str = "ddp"  # ddp | fsdp (used only under torchrun)
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> Config:
+        if self.method.name not in METHODS:
+            raise ConfigError(f"method.name must be one of {METHODS}, got {self.method.name!r}")
+        if self.optim.steps <= 0:
+            raise ConfigError("optim.steps must be positive")
+        if self.data.batch_size <= 0:
+            raise ConfigError("data.batch_size must be positive")
+        return self
+
+
+def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
+    """Build a dataclass tree from a nested dict, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where or 'config'}: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = from_dict(value, hint, path) if dataclasses.is_dataclass(hint) else _coerce(value, hint, path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v] if value else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(v, item, path) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if hint in (int, float, str):
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.seed=3`` -> (["train", "seed"], 3). The value is read as YAML so lists and numbers work."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Recipe file (optional) + overrides -> validated Config."""
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    raw = apply_overrides(raw, overrides or [])
+    return from_dict(raw).validate()
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
