@@ -17,3 +17,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (set CATLIP_SHARED_DATA to point at it)")
     return SHARED_DATA
+
+
+def pytest_configure(config):
+    # Several workers share two cores; one intra-op thread keeps test timings stable and results deterministic.
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("CATLIP_TEST_THREADS", "1"))
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(int(os.environ.get("CATLIP_TEST_THREADS", "1")))
