@@ -45,6 +45,7 @@ class DataConfig:
     multiscale_sizes: list[int] = field(default_factory=lambda: [128, 160, 192, 224, 256, 288, 320])
     context_length: int = 77  # text tokens for CLIP / SigLIP
     shuffle_buffer: int = 1000
+    max_image_pixels: int = 89_478_485  # PIL's default; larger images are skipped as decompression bombs
 
 
 @dataclass
@@ -98,6 +99,9 @@ class TrainConfig:
     log_every: int = 10
     distributed: str = "ddp"  # ddp | fsdp (used only under torchrun)
     progress: bool = True
+    resume: str = ""  # "" = fresh run, "auto" = newest valid checkpoint in output_dir if any, or a checkpoint path
+    stop_after: int = 0  # stop this process after N optimizer steps (time-boxed jobs); the schedule keeps optim.steps
+    tensorboard: bool = True
 
 
 @dataclass
