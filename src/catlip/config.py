@@ -62,6 +62,7 @@ class ModelConfig:
     text_heads: int = 8
     init_logit_scale: float = 2.6592  # log(1 / 0.07)
     init_logit_bias: float = -10.0  # SigLIP
+    siglip_init_logit_scale: float = 2.302585  # log(10), the SigLIP paper's t' init (CLIP uses init_logit_scale)
 
 
 @dataclass
@@ -70,7 +71,8 @@ class MethodConfig:
     loss: str = ""  # empty = the method's own (bce, idf_softmax, clip, siglip); ablations: bce, asl, soft_margin, two_way
     subword_stopwords: bool = False  # SuperClass: drop English stop-words before BPE
     proper_nouns: bool = False  # CatLIP: proper nouns become labels too
-    idf_momentum: float = 0.0  # 0 = exact running document counts
+    idf_momentum: float = 0.0  # 0 = exact running document counts; m in (0,1): counts decay by m each step
+    use_idf: bool = True  # SuperClass idf_softmax: IDF-weight the targets (False = plain L1-normalised multi-hot)
 
 
 @dataclass
