@@ -1,0 +1,116 @@
+"""Stream captions from many files through a label extractor, one file per worker process.
+
+Workers only return small partial statistics (counts, first-seen indices); they are merged in input order, so
+the result does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import glob
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from catlip.analysis.stats import CorpusStats
+from catlip.errors import DataError
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    method: str = "catlip"
+    extractor_options: tuple = ()  # sorted (name, value) pairs: hashable, picklable
+    column: str | None = None
+    unlabelled_keep: int = 20
+    seed: int = 0
+
+
+@dataclass
+class ScanResult:
+    stats: CorpusStats
+    files: list = field(default_factory=list)  # [{"path", "samples", "captions", "skipped"}]
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files from paths, directories (their files, sorted), globs and brace patterns ("shard-{000..005}.tar")."""
+    from braceexpand import braceexpand  # a webdataset dependency; the shard-pattern convention users know
+
+    files: list[str] = []
+    for spec in inputs:
+        for pattern in braceexpand(spec):
+            if os.path.isdir(pattern):
+                found = sorted(str(p) for p in Path(pattern).iterdir() if p.is_file() and not p.name.startswith("."))
+            elif any(ch in pattern for ch in "*?["):
+                found = sorted(glob.glob(pattern))
+            else:
+                found = [pattern] if os.path.isfile(pattern) else []
+            if not found:
+                raise DataError(f"input {pattern!r} matches no file")
+            files.extend(found)
+    return list(dict.fromkeys(files))
+
+
+_EXTRACTORS: dict = {}
+
+
+def _extractor(options: ScanOptions):
+    # One extractor per process and configuration: building it loads WordNet and the tagger tables.
+    key = (options.method, repr(options.extractor_options))  # repr: option values may be lists
+    if key not in _EXTRACTORS:
+        from catlip.labels import get_extractor
+
+        _EXTRACTORS[key] = get_extractor(options.method, **dict(options.extractor_options))
+    return _EXTRACTORS[key]
+
+
+def scan_file(path: str, file_index: int, options: ScanOptions) -> tuple[CorpusStats, dict]:
+    """Statistics of one caption file or shard."""
+    from catlip.labels.corpus import iter_captions
+
+    extractor = _extractor(options)
+    stats = CorpusStats(unlabelled_keep=options.unlabelled_keep, seed=options.seed)
+    skipped: Counter = Counter()
+    for number, captions in enumerate(iter_captions(path, column=options.column, stats=skipped)):
+        stats.add_sample([extractor.extract(c) for c in captions], captions, sample_id=f"{file_index}:{number}")
+    stats.skipped.update({str(k): int(v) for k, v in skipped.items() if isinstance(v, int)})
+    info = {"path": path, "samples": stats.num_samples, "captions": stats.num_captions,
+            "skipped": int(sum(stats.skipped.values()))}
+    return stats, info
+
+
+def _scan_job(job):
+    return scan_file(*job)
+
+
+def scan(files: list[str], options: ScanOptions, workers: int = 1, progress: bool = True) -> ScanResult:
+    """Scan ``files`` with up to ``workers`` processes (in-process when 1), merging in input order."""
+    from tqdm import tqdm
+
+    jobs = [(path, i, options) for i, path in enumerate(files)]
+    total = CorpusStats(unlabelled_keep=options.unlabelled_keep, seed=options.seed)
+    result = ScanResult(total)
+    bar = tqdm(total=len(jobs), unit="file", desc="analyze", disable=not progress)
+    workers = max(1, min(workers, len(jobs)))
+    pool = None
+    if workers > 1:
+        # fork shares the already parsed WordNet map with the children; spawn elsewhere
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
+    try:
+        parts = pool.imap(_scan_job, jobs) if pool else map(_scan_job, jobs)
+        for stats, info in parts:
+            total.merge(stats)
+            result.files.append(info)
+            bar.update(1)
+            bar.set_postfix(captions=total.num_captions, synsets=len(total.caption_counts))
+    except BaseException:
+        if pool:
+            pool.terminate()
+        raise
+    finally:
+        bar.close()
+        if pool:
+            pool.close()
+            pool.join()
+    return result
