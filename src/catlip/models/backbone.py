@@ -1,0 +1,104 @@
+"""Image backbones: any timm model by name, headless, following the timm feature contract.
+
+A backbone is a plain timm model created with ``num_classes=0``: ``forward_features(x)`` gives the unpooled
+features, ``forward_head(f, pre_logits=True)`` the pooled embedding of size ``num_features``. Evaluation relies
+on nothing else, so every timm architecture (ViTs, ConvNeXts, ResNets, ...) works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..errors import CatlipError
+
+
+class BackboneError(CatlipError):
+    """A backbone name or keyword argument that timm cannot build."""
+
+
+def backbone_spec(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size: bool = False) -> dict[str, Any]:
+    """The timm name and keyword arguments a backbone is (re)built from; stored with exported weights."""
+    kwargs: dict[str, Any] = {"drop_path_rate": model_cfg.drop_path_rate, **model_cfg.backbone_kwargs}
+    kwargs.setdefault("img_size", image_size)
+    if dynamic_img_size:
+        # Multi-scale training feeds several resolutions; ViTs then interpolate position embeddings per batch.
+        kwargs.setdefault("dynamic_img_size", True)
+    return {"name": model_cfg.backbone, "kwargs": kwargs}
+
+
+def create_backbone(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size: bool = False) -> nn.Module:
+    """Build ``model_cfg.backbone`` from timm with random weights and no classifier.
+
+    ``img_size`` (and ``dynamic_img_size``) are passed only to models that accept them (ViT-like); the chosen
+    arguments are recorded in ``model.catlip_spec`` so exports can rebuild the same architecture.
+    """
+    spec = backbone_spec(model_cfg, image_size, dynamic_img_size=dynamic_img_size)
+    model, kwargs = _create(spec["name"], dict(spec["kwargs"]), explicit=set(model_cfg.backbone_kwargs))
+    if model_cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.catlip_spec = {"name": spec["name"], "kwargs": kwargs}
+    return model
+
+
+def _create(name: str, kwargs: dict[str, Any], explicit: set[str]) -> tuple[nn.Module, dict[str, Any]]:
+    # timm offers no way to ask a model class which keywords it takes; a constructor rejects an unknown one
+    # before building any layer, so trying is cheap. Only the arguments we added ourselves may be dropped.
+    optional = [k for k in ("dynamic_img_size", "img_size") if k not in explicit]
+    while True:
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=0, **kwargs), kwargs
+        except TypeError as err:
+            dropped = next((k for k in optional if k in kwargs and f"'{k}'" in str(err)), None)
+            if dropped is None:
+                raise BackboneError(f"timm cannot build {name!r} with {kwargs}: {err}") from None
+            kwargs.pop(dropped)
+        except RuntimeError as err:
+            if "Unknown model" in str(err):
+                raise BackboneError(f"unknown timm model {name!r} (see timm.list_models())") from None
+            raise
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP / FSDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def pooled_features(backbone: nn.Module, images: Tensor) -> Tensor:
+    """The backbone's own pooled embedding (B, num_features): CLS token for ViTs, average for convnets."""
+    return backbone.forward_head(backbone.forward_features(images), pre_logits=True)
+
+
+def patch_tokens(backbone: nn.Module, features: Tensor) -> Tensor:
+    """Spatial tokens (B, N, C) of ``forward_features`` output, without CLS / register (prefix) tokens.
+
+    Sequence models give (B, T, C) with ``num_prefix_tokens`` leading tokens; convnets give (B, C, H, W).
+    """
+    if features.ndim == 4:
+        return features.flatten(2).transpose(1, 2)
+    if features.ndim == 3:
+        return features[:, getattr(backbone, "num_prefix_tokens", 0):]
+    raise BackboneError(f"unexpected forward_features output of shape {tuple(features.shape)}")
+
+
+def average_pooled(backbone: nn.Module, images: Tensor) -> Tensor:
+    """Average of the patch tokens (B, num_features): the features SuperClass classifies."""
+    return patch_tokens(backbone, backbone.forward_features(images)).mean(dim=1)
+
+
+def num_features(backbone: nn.Module) -> int:
+    return int(unwrap(backbone).num_features)
+
+
+@torch.no_grad()
+def describe(backbone: nn.Module) -> str:
+    params = sum(p.numel() for p in backbone.parameters())
+    return f"{type(unwrap(backbone)).__name__} ({params / 1e6:.2f} M parameters, {num_features(backbone)} features)"
