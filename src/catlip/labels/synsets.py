@@ -1,0 +1,174 @@
+"""CatLIP labels: caption → nouns → WordNet noun synsets, keyed "n%08d" (WordNet 3.0 offset = ImageNet wnid).
+
+style="paper" (default) follows the paper's Eq. (1): tag parts of speech, keep nouns (NN, NNS; NNP/NNPS only with
+`proper_nouns=True`), reduce each to its WordNet base form (exception lists first: men → man), and take the most
+frequent noun sense (the first synset in sense order). Multi-word WordNet nouns are matched longest-first ("ice
+cream", "fire hydrant", "new york") when the span ends in a noun and its other words are noun/adjective-like, so
+a compound counts once even if the tagger split it. Synonyms merge ("photo" and "photograph" → n03925226).
+
+style="corenet" reproduces the rule of the original CatLIP code (corenet's WordNet-tagged dataset), for
+comparison: the caption is lower-cased, tokens are part-of-speech tagged but the tags are ignored; every token is
+lemmatised as a noun (NLTK's lemmatizer: the *shortest* base form WordNet knows, else the token), and kept only if
+the first noun synset of that lemma is *named* after it, i.e. the synset's head (first) lemma is the token's lemma
+(`synset.name() == lemma + ".n.01"`). So "photo" (its sense is named photograph.n.01) and "kids" (child.n.01) are
+dropped, while verbs and adjectives that also are nouns ("walking" → walking.n.01, "red" → red.n.01) are kept.
+No collocations are matched (NLTK's word tokenizer splits "ice cream").
+"""
+
+from __future__ import annotations
+
+from catlip.labels.tagger import NOUN_TAGS, PROPER_TAGS, get_tagger
+from catlip.labels.text import normalize, tokenize
+from catlip.labels.wordnet import get_wordnet
+
+STYLES = ("paper", "corenet")
+# Tags a non-final word of a multi-word noun may carry ("ice/NN cream", "new/JJ york", "living/VBG room").
+_INNER_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "JJ", "FW", "VBG", "CD"})
+# A VBG after these is a predicate ("a man riding horse"), not a modifier ("the living room").
+_PREDICATE_BEFORE = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "VBZ", "VBP", "VBD", "MD", "TO", "EX", "WP", "WDT"})
+
+
+class SynsetExtractor:
+    """`extract(caption) -> list[str]` of synset keys in first-occurrence order, no duplicates."""
+
+    method = "catlip"
+
+    def __init__(self, proper_nouns: bool = False, style: str = "paper"):
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+        self.proper_nouns = bool(proper_nouns)
+        self.style = style
+        self.options = {"proper_nouns": self.proper_nouns, "style": style}
+        self.wordnet = get_wordnet()
+        self.tagger = get_tagger()
+        tags = self.tagger.tags
+        heads = NOUN_TAGS | PROPER_TAGS if proper_nouns else NOUN_TAGS
+        self._head_ids = frozenset(i for i, t in enumerate(tags) if t in heads)
+        self._inner_ids = frozenset(i for i, t in enumerate(tags) if t in _INNER_TAGS)
+        self._vbg = tags.index("VBG")
+        self._predicate_ids = frozenset(i for i, t in enumerate(tags) if t in _PREDICATE_BEFORE)
+        self._noun_key: dict[str, str | None] = {}
+        self._colloc_key: dict[tuple[str, ...], str | None] = {}
+        self._corenet_key: dict[str, str | None] = {}
+
+    # ------------------------------------------------------------------ word → key (cached)
+
+    def _word_key(self, word: str) -> str | None:
+        low = word.lower()
+        key = self._noun_key.get(low, "")
+        if key == "":
+            forms = self.wordnet.morphy(low)
+            key = self._noun_key[low] = self.wordnet.first_synset(forms[0]) if forms else None
+        return key
+
+    def _span_key(self, words: tuple[str, ...]) -> str | None:
+        key = self._colloc_key.get(words, "")
+        if key == "":
+            forms = self.wordnet.morphy("_".join(words))
+            key = self._colloc_key[words] = self.wordnet.first_synset(forms[0]) if forms else None
+        return key
+
+    # ------------------------------------------------------------------ paper style
+
+    def _collocation(self, low: list[str], tags: list[int], i: int) -> tuple[str | None, int]:
+        """(key, length) of the longest multi-word noun starting at token i, or (None, 0)."""
+        longest = self.wordnet.collocation_starts.get(low[i])
+        if longest is None:
+            return None, 0
+        n_max = min(longest, len(low) - i)
+        for n in range(n_max, 1, -1):
+            if tags[i + n - 1] not in self._head_ids:
+                continue
+            if not self._inner_ok(tags, i, n):
+                continue
+            key = self._span_key(tuple(low[i:i + n]))
+            if key is not None:
+                return key, n
+        return None, 0
+
+    def _inner_ok(self, tags: list[int], i: int, n: int) -> bool:
+        inner = self._inner_ids
+        for j in range(i, i + n - 1):
+            t = tags[j]
+            if t not in inner:
+                return False
+            if t == self._vbg and j > 0 and tags[j - 1] in self._predicate_ids:
+                return False
+        return True
+
+    def _extract_paper(self, caption: str) -> list[str]:
+        tokens = tokenize(caption)
+        if not tokens:
+            return []
+        tags = self.tagger.tag_ids(tokens)
+        low = [t.lower() for t in tokens]
+        starts = self.wordnet.collocation_starts
+        heads = self._head_ids
+        out: list[str] = []
+        i, n = 0, len(tokens)
+        while i < n:
+            if low[i] in starts and tags[i] in self._inner_ids | heads:
+                key, span = self._collocation(low, tags, i)
+                if key is not None:
+                    if key not in out:
+                        out.append(key)
+                    i += span
+                    continue
+            if tags[i] in heads:
+                key = self._word_key(low[i])
+                if key is not None and key not in out:
+                    out.append(key)
+            i += 1
+        return out
+
+    # ------------------------------------------------------------------ corenet style
+
+    def _nltk_lemma(self, word: str) -> str:
+        """NLTK WordNetLemmatizer for nouns: the shortest known base form (ties: first found), else the word."""
+        wn = self.wordnet
+        exc = wn._exceptions.get(word)
+        if exc is not None:
+            forms = [f for f in dict.fromkeys((word,) + exc) if wn.has_lemma(f)]
+        else:
+            forms = [f for f in dict.fromkeys([word] + _detach(word)) if wn.has_lemma(f)]
+            todo = _detach(word)
+            while not forms and todo:
+                todo = [g for f in todo for g in _detach(f)]
+                forms = [f for f in dict.fromkeys(todo) if wn.has_lemma(f)]
+        return min(forms, key=len) if forms else word
+
+    def _corenet_word(self, word: str) -> str | None:
+        key = self._corenet_key.get(word, "")
+        if key == "":
+            lemma = self._nltk_lemma(word)
+            first = self.wordnet.first_synset(lemma)
+            key = first if first is not None and self.wordnet.synset_lemmas(first)[0].lower() == lemma else None
+            self._corenet_key[word] = key
+        return key
+
+    def _extract_corenet(self, caption: str) -> list[str]:
+        out: list[str] = []
+        for tok in tokenize(normalize(caption).lower()):
+            key = self._corenet_word(tok)
+            if key is not None and key not in out:
+                out.append(key)
+        return out
+
+    # ------------------------------------------------------------------ public
+
+    def extract(self, caption: str) -> list[str]:
+        """Synset keys of `caption`; never raises on any string (junk yields no labels)."""
+        if not isinstance(caption, str) or not caption.strip():
+            return []
+        if self.style == "corenet":
+            return self._extract_corenet(caption)
+        return self._extract_paper(caption)
+
+    def name(self, key: str) -> str:
+        return self.wordnet.name(key)
+
+
+def _detach(form: str) -> list[str]:
+    from catlip.labels.wordnet import _NOUN_RULES
+
+    return [form[: -len(old)] + new for old, new in _NOUN_RULES if form.endswith(old)]

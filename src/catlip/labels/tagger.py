@@ -1,0 +1,307 @@
+"""English part-of-speech tagger: a bigram HMM decoded with Viterbi over the Penn-Treebank-trained tables that
+Debian's `liblingua-en-tagger-perl` ships (`words.yml`: tag counts per word; `tags.yml`: P(tag | previous tag)).
+
+Unknown words get tag scores from a suffix model built from the *rare* words of the same lexicon (rare words
+behave like unseen ones), split by word shape (capitalised, lower-case, with digits, hyphenated); the score is
+P(tag | shape, suffix) / P(tag), the usual Bayes inversion into an emission.
+
+Speed: candidates per word are computed once and cached; words with a single candidate tag split the sentence
+into independent runs (every best path passes through them), and each run's best tags are cached keyed by
+(left tag, words, right tag), so repeated phrases ("a man in a red shirt") are decoded once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+
+from catlip.labels.resources import locate
+
+# Lingua's tag names → Penn Treebank tags.
+_PENN = {"det": "DT", "ppc": ",", "pp": ".", "ppd": "$", "ppl": "``", "ppr": "''", "pps": ":", "prps": "PRP$",
+         "wps": "WP$", "lrb": "-LRB-", "rrb": "-RRB-"}
+_OPEN_CLASS = {"NN", "NNS", "NNP", "NNPS", "JJ", "JJR", "JJS", "VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "RB", "CD",
+               "FW", "UH"}
+NOUN_TAGS = frozenset({"NN", "NNS"})
+PROPER_TAGS = frozenset({"NNP", "NNPS"})
+_ENTRY = re.compile(r'^("?)(.+?)\1: \{ (.*) \}\s*$')
+_NUMBER = re.compile(r"^[-+]?\d[\d.,/:]*$")
+_ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th)$", re.IGNORECASE)
+_ADDRESS = re.compile(r"^(?:\S+@\S+\.\w+|(?:https?://|www\.)\S+|\S+\.(?:com|org|net|edu|gov)(?:/\S*)?)$", re.I)
+_PUNCT_WORD = {"(": "*LRB*", "[": "*LRB*", "{": "*LCB*", ")": "*RRB*", "]": "*RRB*", "}": "*RCB*", '"': "``"}
+_RARE_MAX = 3           # lexicon words with at most this many occurrences model unknown words
+_MIN_SUFFIX_COUNT = 20  # a suffix needs this much evidence before it is trusted over a shorter one
+_MIN_SHARE = 0.005      # tags a word had in under 0.5 % of its occurrences are annotation noise; drop them
+_FLOOR = math.log(1e-7)
+_SMOOTH = 0.01      # weight of the tag prior in the transition table
+
+
+def _parse_yml(path: Path) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            m = _ENTRY.match(line)
+            if not m:
+                continue
+            fields = {}
+            for item in m.group(3).split(", "):
+                tag, _, value = item.partition(": ")
+                fields[_PENN.get(tag, tag.upper())] = float(value)
+            table[m.group(2)] = fields
+    return table
+
+
+def _shape(word: str) -> str:
+    if any(c.isdigit() for c in word):
+        return "d"
+    if "-" in word:
+        return "h"
+    return "C" if word[:1].isupper() else "l"
+
+
+class Tagger:
+    """Bigram HMM tagger with Penn Treebank tags. `tag(tokens)` returns one tag per token."""
+
+    def __init__(self, root: str | Path | None = None):
+        root = Path(root) if root is not None else locate("tagger")
+        lexicon = _parse_yml(root / "words.yml")
+        hmm = {_PENN.get(prev, prev.upper()): row for prev, row in _parse_yml(root / "tags.yml").items()}
+        self.tags: list[str] = sorted(set(hmm) | {t for row in hmm.values() for t in row})
+        self._tid = {t: i for i, t in enumerate(self.tags)}
+        self._start = self._tid["."]  # a sentence starts as if after a full stop
+        tag_totals: dict[str, float] = defaultdict(float)
+        for counts in lexicon.values():
+            for tag, c in counts.items():
+                tag_totals[tag] += c
+        self._log_total = {t: math.log(c) for t, c in tag_totals.items()}
+        grand = sum(tag_totals.values())
+        self._prior = {t: c / grand for t, c in tag_totals.items()}
+        # Interpolating with the tag prior lets transitions WSJ never saw (web text, captions) still happen.
+        self._trans = [[_FLOOR] * len(self.tags) for _ in self.tags]
+        for prev in self.tags:
+            row = hmm.get(prev, {})
+            for tag in self.tags:
+                p = (1 - _SMOOTH) * row.get(tag, 0.0) + _SMOOTH * self._prior.get(tag, 0.0)
+                self._trans[self._tid[prev]][self._tid[tag]] = math.log(p) if p > 0 else _FLOOR
+        self._lexicon = lexicon
+        self._suffix = self._suffix_model(lexicon)
+        self._cands: dict[str, tuple] = {}
+        self._runs: dict[tuple, tuple] = {}
+        self.noun_ids = frozenset(self._tid[t] for t in NOUN_TAGS)
+        self.proper_ids = frozenset(self._tid[t] for t in PROPER_TAGS)
+
+    # ------------------------------------------------------------------ emission candidates
+
+    @staticmethod
+    def _suffix_model(lexicon) -> dict[tuple[str, str], dict[str, float]]:
+        model: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for word, counts in lexicon.items():
+            total = sum(counts.values())
+            if total > _RARE_MAX or not word[:1].isalnum():
+                continue
+            shape, low = _shape(word), word.lower()
+            for k in range(0, 5):
+                if k > len(low):
+                    break
+                row = model[(shape, low[len(low) - k:] if k else "")]
+                for tag, c in counts.items():
+                    if tag in _OPEN_CLASS:
+                        row[tag] += c
+        return {key: dict(row) for key, row in model.items()}
+
+    def _unknown(self, word: str, shape: str) -> dict[str, float]:
+        low = word.lower()
+        best = self._suffix.get((shape, "")) or self._suffix[("l", "")]
+        for k in range(1, min(4, len(low)) + 1):
+            row = self._suffix.get((shape, low[-k:]))
+            if row is None or sum(row.values()) < _MIN_SUFFIX_COUNT:
+                break
+            best = row
+        total = sum(best.values())
+        return {t: c / total for t, c in best.items()}
+
+    def _known(self, counts: dict[str, float]) -> list[tuple[int, float]]:
+        total = sum(counts.values())
+        return [(self._tid[t], math.log(c) - self._log_total[t]) for t, c in counts.items()
+                if c / total >= _MIN_SHARE and t in self._tid]
+
+    def _compute(self, word: str, first: bool) -> tuple:
+        lex = self._lexicon
+        counts = None
+        if first and word[:1].isupper():
+            # A sentence-initial capital says nothing: if the word is also a common lower-case word ("Dog",
+            # "I"), pool both spellings but not the capitalised one's proper-noun uses; else keep the name.
+            exact, lower = lex.get(word), lex.get(word.lower())
+            counts = self._pool_capitalised(word.lower(), lower) if lower else exact
+        else:
+            counts = lex.get(word) or lex.get(word.lower())
+            if word.islower() and sum((counts or {}).values()) < 5:
+                counts = self._pool_capitalised(word, counts)
+        if counts is None and word in _PUNCT_WORD:
+            counts = lex.get(_PUNCT_WORD[word])
+        if counts is None and _ORDINAL.match(word):
+            counts = lex.get("*ORD*")
+        if counts is None and _NUMBER.match(word):
+            counts = lex.get("*NUM*")
+        if counts is not None:
+            return tuple(self._known(counts))
+        if not any(c.isalnum() for c in word) or _ADDRESS.match(word):
+            # Symbols, e-mail and web addresses are not words of any open class (and never nouns).
+            return ((self._tid["SYM"], 0.0),)
+        shape = "l" if first and _shape(word) == "C" else _shape(word)
+        probs = self._unknown(word, shape)
+        return tuple((self._tid[t], math.log(p / self._prior[t])) for t, p in probs.items()
+                     if p >= 0.01 and t in self._prior)
+
+    def _pool_capitalised(self, word: str, counts: dict | None) -> dict | None:
+        # Web text writes "i", "u.s." in lower case; borrow the common-word uses of the capitalised spelling
+        # (never its proper-noun uses: lower-case "york" is unknown, not a name).
+        pooled = dict(counts or {})
+        for variant in (word.capitalize(), word.upper()):
+            for tag, c in self._lexicon.get(variant, {}).items():
+                if tag not in PROPER_TAGS:
+                    pooled[tag] = pooled.get(tag, 0) + c
+        return pooled or None
+
+    def candidates(self, word: str, first: bool = False) -> tuple:
+        """((tag id, log emission score), ...) for a token; cached per (word, sentence-initial)."""
+        key = ("\x00" + word) if first else word
+        cands = self._cands.get(key)
+        if cands is None:
+            cands = self._cands[key] = self._compute(word, first)
+        return cands
+
+    # ------------------------------------------------------------------ decoding
+
+    def _viterbi(self, left: int, run: list[tuple], right: int | None) -> tuple[int, ...]:
+        trans = self._trans
+        scores = {left: 0.0}
+        back: list[dict[int, int]] = []
+        for cands in run:
+            new: dict[int, float] = {}
+            ptr: dict[int, int] = {}
+            for tag, emit in cands:
+                best_prev, best = -1, -1e300
+                for prev, s in scores.items():
+                    v = s + trans[prev][tag]
+                    if v > best:
+                        best, best_prev = v, prev
+                new[tag] = best + emit
+                ptr[tag] = best_prev
+            scores = new
+            back.append(ptr)
+        if right is not None:
+            last = max(scores, key=lambda t: scores[t] + trans[t][right])
+        else:
+            last = max(scores, key=scores.__getitem__)
+        out = [last]
+        for ptr in reversed(back[1:]):
+            last = ptr[last]
+            out.append(last)
+        return tuple(reversed(out))
+
+    def tag_ids(self, tokens: list[str]) -> list[int]:
+        """Tag ids for `tokens` (see `self.tags`)."""
+        out: list[int] = []
+        left = self._start
+        pending: list[tuple] = []
+        pending_words: list[str] = []
+        n = len(tokens)
+        for i in range(n + 1):
+            if i < n:
+                cands = self.candidates(tokens[i], i == 0)
+                if len(cands) > 1 or not cands:
+                    pending.append(cands if cands else ((self._tid["NN"], 0.0),))
+                    pending_words.append(tokens[i] if i else "\x00" + tokens[i])
+                    continue
+                anchor = cands[0][0]
+            else:
+                anchor = None
+            if pending:
+                key = (left, tuple(pending_words), anchor)
+                tags = self._runs.get(key)
+                if tags is None:
+                    tags = self._runs[key] = self._viterbi(left, pending, anchor)
+                out.extend(tags)
+                pending, pending_words = [], []
+            if anchor is not None:
+                out.append(anchor)
+                left = anchor
+        return out
+
+    def tag(self, tokens: list[str]) -> list[str]:
+        """Penn Treebank tag per token."""
+        names = self.tags
+        return [names[t] for t in self.tag_ids(tokens)]
+
+    def clear_cache(self) -> None:
+        self._cands.clear()
+        self._runs.clear()
+
+
+@lru_cache(maxsize=None)
+def _cached(root: str | None) -> Tagger:
+    return Tagger(root)
+
+
+def get_tagger(root: str | Path | None = None) -> Tagger:
+    """Process-wide tagger (tables parsed once)."""
+    return _cached(str(root) if root is not None else None)
+
+
+# Tags English-EWT adds to the WSJ tagset (addresses, hyphens, list markers ...): no WSJ-trained tagger emits them.
+_WEB_ONLY = {"ADD", "AFX", "GW", "HYPH", "NFP", "XX"}
+
+
+def read_conllu(path: str | Path):
+    """Sentences of a CoNLL-U file as lists of (form, xpos); multi-word token ranges and empty nodes skipped."""
+    sent: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.rstrip("\n")
+            if not line:
+                if sent:
+                    yield sent
+                sent = []
+                continue
+            if line.startswith("#"):
+                continue
+            cols = line.split("\t")
+            if len(cols) >= 5 and cols[0].isdigit():
+                sent.append((cols[1], cols[4]))
+    if sent:
+        yield sent
+
+
+def evaluate_conllu(path: str | Path, tagger: Tagger | None = None) -> dict:
+    """Penn tag accuracy and noun-vs-not F1 on gold-tokenised CoNLL-U (XPOS column = Penn tags).
+
+    "noun" is NN/NNS/NNP/NNPS; `common_noun_f1` counts only NN/NNS (what CatLIP keeps by default).
+    """
+    tagger = tagger or get_tagger()
+    total = correct = penn_total = penn_correct = 0
+    pairs = {"noun": [0, 0, 0], "common": [0, 0, 0]}  # tp, fp, fn
+    groups = {"noun": NOUN_TAGS | PROPER_TAGS, "common": NOUN_TAGS}
+    for sent in read_conllu(path):
+        words = [w for w, _ in sent]
+        for (_, gold), pred in zip(sent, tagger.tag(words)):
+            total += 1
+            correct += gold == pred
+            if gold not in _WEB_ONLY:
+                penn_total += 1
+                penn_correct += gold == pred
+            for name, group in groups.items():
+                g, p = gold in group, pred in group
+                pairs[name][0] += g and p
+                pairs[name][1] += p and not g
+                pairs[name][2] += g and not p
+
+    def f1(tp, fp, fn):
+        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+    return {"tokens": total, "accuracy": correct / max(total, 1),
+            "accuracy_wsj_tagset": penn_correct / max(penn_total, 1), "noun_f1": f1(*pairs["noun"]),
+            "common_noun_f1": f1(*pairs["common"])}

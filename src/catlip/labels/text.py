@@ -1,0 +1,39 @@
+"""Normalise and tokenize a caption; shared by both extractors. Never raises on any `str`."""
+
+from __future__ import annotations
+
+import html
+import re
+
+# Captions longer than this are truncated: a 100k-character "caption" is junk text, and the cap bounds the work.
+MAX_CHARS = 2000
+
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+# Penn-Treebank-like tokens: "do|n't", "man|'s", hyphenated words kept whole, numbers with separators whole.
+_TOKEN = re.compile(
+    r"\w+?(?=n't\b)|n't\b|'(?:s|re|ve|ll|m|d)\b|\d+(?:[.,/:]\d+)*(?:st|nd|rd|th|s)?\b|\w+(?:-\w+)*|[^\w\s]",
+    re.IGNORECASE,
+)
+
+
+def normalize(caption: str) -> str:
+    """Unescape HTML entities (&amp; → &), drop URLs and control characters, unify quotes and whitespace."""
+    if not isinstance(caption, str):
+        caption = str(caption)
+    text = caption[:MAX_CHARS]
+    if "&" in text:
+        text = html.unescape(text)
+    if "://" in text or "www." in text.lower():
+        text = _URL.sub(" ", text)
+    text = _CONTROL.sub(" ", text).translate(_QUOTES)
+    # All-caps captions ("DOG ON THE BEACH") would otherwise look like proper nouns to the tagger.
+    if text.isupper() and sum(c.isalpha() for c in text) > 3:
+        text = text.lower()
+    return text
+
+
+def tokenize(caption: str) -> list[str]:
+    """Normalised caption → word tokens (Penn-style splitting of clitics and punctuation)."""
+    return _TOKEN.findall(normalize(caption))

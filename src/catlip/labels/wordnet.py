@@ -1,0 +1,182 @@
+"""A small WordNet 3.0 reader for nouns, over the Debian `wordnet-base` files (format: wndb(5)).
+
+Only `index.noun` and `noun.exc` are parsed up front (~0.2 s). Synset records are read on demand: in wndb the
+synset offset *is* the byte offset of its line in `data.noun`, so one memory-mapped slice fetches a record. The
+map is read-only and shared, so forked worker processes reuse it safely (no shared file position).
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections import deque
+from functools import lru_cache
+from pathlib import Path
+
+from catlip.labels.resources import locate
+
+# Noun detachment rules of WordNet's morphy(7), tried in this order.
+_NOUN_RULES = (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
+               ("men", "man"), ("ies", "y"))
+_HYPERNYM_POINTERS = (b"@", b"@i")
+
+
+def key_of(offset: int) -> str:
+    """The catlip/ImageNet key of a noun synset: "n" + 8-digit WordNet 3.0 offset."""
+    return "n%08d" % offset
+
+
+class WordNet:
+    """Noun side of WordNet 3.0: morphology, lemma → synsets in sense order, lemmas, glosses and hypernyms."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else locate("wordnet")
+        self._index = self._read_index(self.root / "index.noun")
+        self._exceptions = self._read_exceptions(self.root / "noun.exc")
+        with open(self.root / "data.noun", "rb") as fh:
+            self._data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        # Longest multi-word lemma per first word, so collocation matching only tries plausible lengths.
+        self.collocation_starts: dict[str, int] = {}
+        for lemma in self._index:
+            if "_" in lemma:
+                parts = lemma.split("_")
+                if len(parts) > self.collocation_starts.get(parts[0], 1):
+                    self.collocation_starts[parts[0]] = len(parts)
+        self.max_collocation_words = max(self.collocation_starts.values(), default=1)
+        self._records: dict[str, tuple] = {}
+
+    @staticmethod
+    def _read_index(path: Path) -> dict[str, tuple[str, ...]]:
+        index: dict[str, tuple[str, ...]] = {}
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("  "):  # licence header
+                    continue
+                parts = line.split()
+                # lemma pos synset_cnt p_cnt [ptr...] sense_cnt tagsense_cnt offsets...; offsets are the tail.
+                n_synsets = int(parts[2])
+                index[parts[0]] = tuple("n" + off for off in parts[-n_synsets:])
+        return index
+
+    @staticmethod
+    def _read_exceptions(path: Path) -> dict[str, tuple[str, ...]]:
+        exc: dict[str, tuple[str, ...]] = {}
+        if path.is_file():
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 2:
+                        exc[parts[0]] = tuple(parts[1:])
+        return exc
+
+    # ------------------------------------------------------------------ lemmas and morphology
+
+    def has_lemma(self, lemma: str) -> bool:
+        return lemma in self._index
+
+    def morphy(self, word: str) -> list[str]:
+        """Noun base forms of `word` found in WordNet: exception-list forms first (men → man), then the word
+        itself, then forms from the detachment rules (applied repeatedly until one is a lemma)."""
+        form = word.strip().lower().replace(" ", "_")
+        if not form:
+            return []
+        out: list[str] = []
+        for cand in self._exceptions.get(form, ()):
+            if cand in self._index and cand not in out:
+                out.append(cand)
+        if form in self._index and form not in out:
+            out.append(form)
+        if out:
+            return out
+        forms = [form]
+        while forms:
+            forms = [f[: -len(old)] + new for f in forms for old, new in _NOUN_RULES if f.endswith(old) and len(f) > len(old)]
+            found = [f for f in dict.fromkeys(forms) if f in self._index]
+            if found:
+                return found
+        return []
+
+    def noun_synsets(self, lemma: str) -> list[str]:
+        """Synset keys of an exact noun lemma ("ice_cream" or "ice cream"), most frequent sense first."""
+        return list(self._index.get(lemma.strip().lower().replace(" ", "_"), ()))
+
+    def first_synset(self, lemma: str) -> str | None:
+        senses = self._index.get(lemma)
+        return senses[0] if senses else None
+
+    # ------------------------------------------------------------------ synset records
+
+    def _record(self, key: str) -> tuple[list[str], list[str], str]:
+        """(lemma names, hypernym keys, gloss) of a synset, parsed once."""
+        rec = self._records.get(key)
+        if rec is not None:
+            return rec
+        if len(key) != 9 or key[0] != "n" or not key[1:].isdigit():
+            raise KeyError(f"not a noun synset key: {key!r}")
+        off = int(key[1:])
+        end = self._data.find(b"\n", off)
+        line = self._data[off:end if end >= 0 else len(self._data)]
+        if not line.startswith(key[1:].encode()):
+            raise KeyError(f"no noun synset at offset {key[1:]}")
+        head, _, gloss = line.partition(b" | ")
+        f = head.split()
+        n_words = int(f[3], 16)
+        lemmas = [f[4 + 2 * i].decode("utf-8", "replace") for i in range(n_words)]
+        p = 4 + 2 * n_words
+        n_ptrs = int(f[p])
+        hypernyms = []
+        for i in range(n_ptrs):
+            sym, target, pos = f[p + 1 + 4 * i], f[p + 2 + 4 * i], f[p + 3 + 4 * i]
+            if sym in _HYPERNYM_POINTERS and pos == b"n":
+                hypernyms.append("n" + target.decode())
+        rec = (lemmas, hypernyms, gloss.decode("utf-8", "replace").strip())
+        self._records[key] = rec
+        return rec
+
+    def synset_lemmas(self, key: str) -> list[str]:
+        """Lemma names of a synset in WordNet order, e.g. ['ice_cream', 'icecream']."""
+        return list(self._record(key)[0])
+
+    def gloss(self, key: str) -> str:
+        return self._record(key)[2]
+
+    def hypernyms(self, key: str) -> list[str]:
+        """Direct hypernyms and instance hypernyms."""
+        return list(self._record(key)[1])
+
+    def hypernym_paths(self, key: str) -> list[list[str]]:
+        """Every path from the root (entity) down to `key`, root first and `key` last."""
+        parents = self._record(key)[1]
+        if not parents:
+            return [[key]]
+        return [path + [key] for parent in parents for path in self.hypernym_paths(parent)]
+
+    def _ancestor_distances(self, key: str) -> dict[str, int]:
+        dist = {key: 0}
+        queue = deque([key])
+        while queue:
+            cur = queue.popleft()
+            for parent in self._record(cur)[1]:
+                if parent not in dist:
+                    dist[parent] = dist[cur] + 1
+                    queue.append(parent)
+        return dist
+
+    def path_similarity(self, a: str, b: str) -> float:
+        """NLTK's path similarity: 1 / (1 + shortest distance through a common hypernym); 0.0 if none."""
+        da, db = self._ancestor_distances(a), self._ancestor_distances(b)
+        common = [da[k] + db[k] for k in da.keys() & db.keys()]
+        return 1.0 / (1 + min(common)) if common else 0.0
+
+    def name(self, key: str) -> str:
+        """Human-readable name: the first lemma with spaces, e.g. 'ice cream'."""
+        return self._record(key)[0][0].replace("_", " ")
+
+
+@lru_cache(maxsize=None)
+def _cached(root: str | None) -> WordNet:
+    return WordNet(root)
+
+
+def get_wordnet(root: str | Path | None = None) -> WordNet:
+    """Process-wide WordNet instance (parsed once)."""
+    return _cached(str(root) if root is not None else None)
