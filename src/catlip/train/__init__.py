@@ -1,0 +1,1 @@
+"""The trainer: one loop for every method, atomic resumable checkpoints, logging, distributed set-up."""

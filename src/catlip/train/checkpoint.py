@@ -1,0 +1,232 @@
+"""Atomic checkpoints with no pickled code, resume discovery, and loading a trained method for evaluation.
+
+Layout of ``<run>/checkpoints/step_0000200/``: ``model.safetensors`` (method state dict), optional
+``ema.safetensors``, ``train_state.pt`` (optimizer state, sampler position, RNG states, skip counts: tensors and
+plain containers only, read with ``torch.load(weights_only=True)``), ``vocab.json`` and ``meta.json``.
+A checkpoint is written into a hidden temporary folder and renamed into place; ``latest`` (a one-line file naming
+the folder) is replaced after that, so a crash at any moment leaves the previous good checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from catlip.errors import CheckpointError, VocabularyError
+
+PREFIX = "step_"
+# Sections whose change makes old weights meaningless for the run (the rest may change between resumes).
+COMPAT_SECTIONS = ("model", "method")
+
+
+def code_version() -> dict:
+    from catlip import __version__
+
+    commit = None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"catlip": __version__, "git_commit": commit, "torch": torch.__version__}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage (tied weights), and we must not alias live params
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items() if torch.is_tensor(v)}
+
+
+def _write_atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(root: Path, step: int, *, model_state: dict, train_state: dict, meta: dict,
+                    vocab_path: Path | None = None, ema_state: dict | None = None, keep: int = 2) -> Path:
+    """Write ``root/step_XXXXXXX`` atomically, point ``root/latest`` at it, keep the newest ``keep``."""
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{PREFIX}{step:07d}"
+    final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_file(_tensors(model_state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if ema_state is not None:
+            save_file(_tensors(ema_state), str(tmp / "ema.safetensors"), metadata={"format": "pt"})
+        torch.save(train_state, tmp / "train_state.pt")
+        if vocab_path is not None and Path(vocab_path).exists():
+            shutil.copyfile(vocab_path, tmp / "vocab.json")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))  # written last
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # the same step saved again (e.g. a re-run): move the old one aside first
+            old = root / f".old-{name}-{os.getpid()}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except Exception as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {final}: {err}; the previous checkpoint is kept") from err
+    _write_atomic_text(root / "latest", name + "\n")
+    _prune(root, keep, final)
+    return final
+
+
+def _prune(root: Path, keep: int, newest: Path) -> None:
+    dirs = list_checkpoints(root)
+    for old in dirs[:-max(1, keep)]:
+        if old != newest:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Finished checkpoint folders, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+@dataclass
+class Loaded:
+    path: Path
+    model_state: dict
+    train_state: dict | None
+    meta: dict
+    ema_state: dict | None = None
+
+
+def load_checkpoint(path: Path, *, with_train_state: bool = True) -> Loaded:
+    """Read and validate one checkpoint folder; any damage is a CheckpointError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: meta.json missing or unreadable ({err}); incomplete checkpoint") from None
+    files = {}
+    for name in ("model.safetensors", "ema.safetensors"):
+        if name == "ema.safetensors" and not (path / name).exists():
+            continue
+        try:
+            files[name] = load_file(str(path / name))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{path / name}: truncated or corrupt ({err})") from None
+    train_state = load_train_state(path / "train_state.pt") if with_train_state else None
+    return Loaded(path, files["model.safetensors"], train_state, meta, files.get("ema.safetensors"))
+
+
+def load_train_state(file: Path) -> dict:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{file}: refuses to load: it holds pickled code or objects, not plain tensors "
+                              f"({str(err).splitlines()[0]})") from None
+    except (OSError, EOFError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{file}: truncated or corrupt ({err})") from None
+
+
+def find_checkpoint(path: Path, *, with_train_state: bool = True, required: bool = True) -> Loaded | None:
+    """Newest valid checkpoint for a run dir, a ``checkpoints/`` dir or one checkpoint folder.
+
+    ``latest`` is tried first; if it is broken the newest valid older checkpoint is used and a warning says so.
+    """
+    path = Path(path)
+    if (path / "meta.json").exists() or (path / "model.safetensors").exists():
+        return load_checkpoint(path, with_train_state=with_train_state)
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    candidates = list(reversed(list_checkpoints(root)))
+    pointer = root / "latest"
+    if pointer.exists():
+        named = root / pointer.read_text().strip()
+        candidates = [named] + [c for c in candidates if c != named]
+    errors = []
+    for cand in candidates:
+        try:
+            loaded = load_checkpoint(cand, with_train_state=with_train_state)
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        if errors:
+            warnings.warn(f"skipped broken checkpoint(s): {'; '.join(errors)}; using {cand}", stacklevel=2)
+        return loaded
+    if required:
+        detail = f": {'; '.join(errors)}" if errors else ""
+        raise CheckpointError(f"no valid checkpoint under {path}{detail}")
+    return None
+
+
+def check_compatible(meta: dict, cfg_dict: dict, vocab_hash: str | None) -> None:
+    """A resume must use the same vocabulary and the same model/method settings as the checkpoint."""
+    if meta.get("vocab_hash") != vocab_hash:
+        raise VocabularyError(f"checkpoint was trained with vocabulary {meta.get('vocab_hash')} but this run uses "
+                              f"{vocab_hash}; resume with the run's own vocab.json or start a new output_dir")
+    old = meta.get("config", {})
+    diffs = [f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {v!r}" for s in COMPAT_SECTIONS
+             for k, v in cfg_dict[s].items() if old.get(s, {}).get(k) != v]
+    if diffs:
+        raise CheckpointError("checkpoint is incompatible with this config: " + "; ".join(diffs))
+
+
+@dataclass
+class Pretrained:
+    method: torch.nn.Module
+    config: object
+    vocab: object
+    meta: dict
+
+
+def load_pretrained(path: str | Path, *, ema: bool = False) -> Pretrained:
+    """A trained method (eval mode, CPU) with its config and vocabulary, from a run dir or checkpoint dir."""
+    from catlip.config import from_dict
+    from catlip.methods import build_method
+
+    loaded = find_checkpoint(Path(path), with_train_state=False)
+    cfg = from_dict(loaded.meta["config"])
+    vocab = None
+    for cand in (loaded.path / "vocab.json", loaded.path.parent.parent / "vocab.json"):
+        if cand.exists():
+            from catlip.labels.vocab import Vocabulary
+
+            vocab = Vocabulary.load(cand)
+            break
+    if vocab is not None and loaded.meta.get("vocab_hash") not in (None, vocab.hash):
+        raise VocabularyError(f"{loaded.path}: vocab.json does not match the checkpoint's vocabulary hash")
+    method = build_method(cfg, int(loaded.meta.get("num_classes", len(vocab) if vocab else 0)))
+    state = loaded.ema_state if ema and loaded.ema_state is not None else loaded.model_state
+    try:
+        method.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{loaded.path}: weights do not fit the recorded config: {err}") from None
+    return Pretrained(method.eval(), cfg, vocab, loaded.meta)

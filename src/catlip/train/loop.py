@@ -1,0 +1,191 @@
+"""``pretrain(cfg)``: one training loop for every method (the method owns targets and loss).
+
+Order of a run: process group → run dir → resume point → vocabulary (checked against the checkpoint) → method,
+wrapper, optimizer, states → loader positioned at the exact next sample → steps → checkpoints → loss curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from catlip.config import save_config
+from catlip.train import checkpoint as ckpt
+from catlip.train import distributed as dd
+from catlip.train.log import RunLogger
+from catlip.train.optim import build_optimizer, lr_at, set_lr
+from catlip.train.step import to_device, train_step
+from catlip.train.vocab_setup import resolve_vocabulary
+
+
+def _precision(cfg, device: torch.device):
+    """(autocast context factory, GradScaler or None). auto = bf16 on GPU, fp32 on CPU."""
+    p = cfg.train.precision
+    if p == "auto":
+        p = "bf16" if device.type == "cuda" else "fp32"
+    if p == "fp32":
+        return contextlib.nullcontext, None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[p]
+    scaler = torch.amp.GradScaler(device.type) if p == "fp16" else None
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
+
+
+def _resume_point(cfg, run_dir: Path):
+    spec = cfg.train.resume
+    if not spec:
+        return None
+    if spec == "auto":
+        return ckpt.find_checkpoint(run_dir, required=False)
+    return ckpt.find_checkpoint(Path(spec), required=True)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Run:
+    """The pieces of one run that a checkpoint captures."""
+
+    def __init__(self, cfg, d: dd.Dist, run_dir: Path, vocab, loaded):
+        self.cfg, self.d, self.run_dir, self.vocab = cfg, d, run_dir, vocab
+        from catlip.methods import build_method
+
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        self.method = build_method(cfg, len(vocab) if vocab is not None else 0).to(d.device)
+        self.model = dd.wrap_model(self.method, cfg.train.distributed, d)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.autocast, self.scaler = _precision(cfg, d.device)
+        self.ema = None
+        if cfg.train.ema_decay > 0:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.method, decay=cfg.train.ema_decay)
+        self.step, self.samples, self.skipped = 0, 0, {}
+        torch.manual_seed(cfg.train.seed * 1000 + 1 + d.rank)  # per-rank stream for dropout / drop-path
+        if loaded is not None:
+            self._restore(loaded)
+        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+
+    def _restore(self, loaded) -> None:
+        ts = loaded.train_state
+        dd.load_full_state(self.model, self.optimizer, loaded.model_state, ts["optimizer"])
+        if self.ema is not None and loaded.ema_state is not None:
+            self.ema.module.load_state_dict(loaded.ema_state)
+        if self.scaler is not None and "scaler" in ts:
+            self.scaler.load_state_dict(ts["scaler"])
+        self.step, self.samples, self.skipped = int(ts["step"]), int(ts["samples_seen"]), dict(ts["skipped"])
+        rngs = ts["rng"]
+        _set_rng_state(rngs[self.d.rank] if self.d.rank < len(rngs) else rngs[0])
+
+    def save(self, loader) -> None:
+        model_state, optim_state = dd.full_state(self.model, self.optimizer)
+        rngs = dd.gather_objects(_rng_state(), self.d)
+        if self.d.is_main:
+            train_state = {"optimizer": optim_state, "step": self.step, "samples_seen": loader.samples_seen,
+                           "epoch": loader.epoch, "skipped": dict(loader.stats), "rng": rngs}
+            if self.scaler is not None:
+                train_state["scaler"] = self.scaler.state_dict()
+            meta = {"config": self.cfg.to_dict(), "step": self.step, "epoch": loader.epoch,
+                    "samples_seen": loader.samples_seen, "num_classes": len(self.vocab) if self.vocab else 0,
+                    "vocab_hash": self.vocab.hash if self.vocab is not None else None,
+                    "vocab_size": len(self.vocab) if self.vocab is not None else 0,
+                    "method": self.cfg.method.name, "world_size": self.d.world_size,
+                    "skipped_samples": dict(loader.stats), "code": ckpt.code_version()}
+            ema_state = self.ema.module.state_dict() if self.ema is not None else None
+            ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, model_state=model_state,
+                                 train_state=train_state, meta=meta, vocab_path=self.run_dir / "vocab.json",
+                                 ema_state=ema_state, keep=self.cfg.train.keep_checkpoints)
+        dd.barrier(self.d)
+
+
+def _setup(cfg, vocab):
+    d = dd.init_distributed(cfg.train.device)
+    run_dir = Path(cfg.train.output_dir)
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dd.barrier(d)
+    loaded = _resume_point(cfg, run_dir)
+    if d.is_main and vocab is None:
+        vocab = resolve_vocabulary(cfg, run_dir, resuming=loaded is not None, build=True,
+                                   progress=cfg.train.progress)
+        if loaded is not None:
+            ckpt.check_compatible(loaded.meta, cfg.to_dict(), vocab.hash if vocab is not None else None)
+        if vocab is not None:
+            vocab.save(run_dir / "vocab.json")
+        save_config(cfg, run_dir / "config.yaml")
+    dd.barrier(d)
+    if not d.is_main and vocab is None:
+        vocab = resolve_vocabulary(cfg, run_dir, resuming=True, build=False)
+    return d, run_dir, vocab, loaded
+
+
+def _say(d: dd.Dist, text: str) -> None:
+    if d.is_main:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+
+def pretrain(cfg, vocab=None) -> Path:
+    """Train ``cfg`` to ``optim.steps`` (or ``train.stop_after``); returns the run dir. Resumable at any step.
+
+    ``vocab``: use this vocabulary instead of ``data.vocab`` / building one (it is saved into the run dir).
+    """
+    from catlip.data import build_train_loader
+
+    d, run_dir, vocab, loaded = _setup(cfg, vocab)
+    run = _Run(cfg, d, run_dir, vocab, loaded)
+    if loaded is not None:
+        _say(d, f"resuming from {loaded.path} at step {run.step} (sample {run.samples})")
+    loader = build_train_loader(cfg, vocab, method_inputs=run.method.inputs, rank=d.rank,
+                                world_size=d.world_size, start_sample=run.samples)
+    loader.stats.update(run.skipped)
+    end = min(cfg.optim.steps, cfg.train.stop_after) if cfg.train.stop_after > 0 else cfg.optim.steps
+    logger = RunLogger(run_dir, total_steps=end, start_step=run.step, enabled=d.is_main,
+                       progress=cfg.train.progress, tensorboard=cfg.train.tensorboard, device=d.device)
+    run.method.train()
+    batches, losses, saved_at = iter(loader), [], run.step
+    try:
+        while run.step < end:
+            micro = [to_device(next(batches), d.device) for _ in range(cfg.optim.grad_accum)]
+            lr = lr_at(run.step, cfg.optim)
+            set_lr(run.optimizer, lr)
+            out = train_step(run.forward_model, micro, run.optimizer, autocast=run.autocast, scaler=run.scaler,
+                             clip_grad=cfg.optim.clip_grad)
+            run.step += 1
+            if run.ema is not None:
+                run.ema.update(run.method, step=run.step)
+            losses.append(out["loss"])
+            logger.count(sum(len(b["image"]) for b in micro) * d.world_size)
+            if run.step % cfg.train.log_every == 0 or run.step == end:
+                extras = {k: v for k, v in out.items() if k != "loss"}
+                logger.log(run.step, {"loss": dd.all_mean(sum(losses) / len(losses), d), "lr": lr, **extras,
+                                      "epoch": loader.epoch, "samples": loader.samples_seen,
+                                      "skipped": sum(loader.stats.values())})
+                losses = []
+            if run.step % cfg.train.ckpt_every == 0 or run.step == end:
+                run.save(loader)
+                saved_at = run.step
+    finally:
+        logger.close()
+    if saved_at != run.step:
+        run.save(loader)
+    if loader.stats:
+        _say(d, f"skipped {sum(loader.stats.values())} bad samples: {dict(loader.stats)}")
+    _say(d, f"run dir: {run_dir}")
+    dd.cleanup(d)
+    return run_dir
