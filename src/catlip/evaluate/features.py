@@ -1,0 +1,134 @@
+"""Frozen features of a labelled dataset, computed once and optionally cached on disk.
+
+The encoder is any module mapping images to vectors; :class:`Encoder` builds one from the timm backbone contract
+(``forward_features`` then ``forward_head(pre_logits=True)``) or, with a pre-trained head, from the head's own
+pooling, so Transfer Init weights apply to exactly these features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from catlip.evaluate.datasets import LabelledData, collate_skip
+
+
+class Encoder(nn.Module):
+    """images -> the features a probe reads.
+
+    Without a head: the timm pooled embedding (``forward_head(forward_features(x), pre_logits=True)``). With a
+    pre-trained classification head that defines ``pool(backbone, features)`` (CatLIP: the same embedding;
+    SuperClass: LayerNorm of the mean patch token), exactly what the head's Linear layer reads, so Transfer
+    Init rows apply to these features unchanged.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head if head is not None and hasattr(head, "pool") else None
+
+    @property
+    def num_features(self) -> int:
+        return int(self.backbone.num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone.forward_features(images)
+        if self.head is not None:
+            return self.head.pool(self.backbone, feats)
+        return self.backbone.forward_head(feats, pre_logits=True)
+
+
+@dataclass
+class Features:
+    x: torch.Tensor  # (N, D) float32
+    y: torch.Tensor  # (N,) int64 class indices, or (N, C) multi-hot float
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def subset(self, idx: torch.Tensor) -> Features:
+        return Features(self.x[idx], self.y[idx], 0)
+
+
+def module_hash(module: nn.Module) -> str:
+    """16 hex chars over parameter names, shapes and values: the identity of a set of weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def default_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, data: LabelledData, *, batch_size: int = 256, num_workers: int = 0,
+                     device: str | torch.device = "auto", progress: bool = True, desc: str = "features") -> Features:
+    """Run the encoder over every readable image once; unreadable or unlabelled samples are counted in ``skipped``."""
+    device = default_device(device) if isinstance(device, str) else device
+    encoder = encoder.to(device).eval()
+    loader = DataLoader(data.dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
+    xs, ys, skipped = [], [], 0
+    total = len(data) or None
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False)
+    for batch in loader:
+        skipped += batch["skipped"]
+        bar.update(batch["skipped"])
+        if batch["image"] is None:
+            continue
+        target = batch["target"]
+        keep = (target >= 0) if target.dim() == 1 else torch.ones(len(target), dtype=torch.bool)
+        skipped += int((~keep).sum())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            feats = encoder(batch["image"][keep].to(device, non_blocking=True))
+        xs.append(feats.float().cpu())
+        ys.append(target[keep])
+        bar.update(len(target))
+    bar.close()
+    if not xs:
+        from catlip.errors import DataError
+
+        raise DataError(f"{data.spec}: no readable labelled image ({skipped} skipped)")
+    return Features(torch.cat(xs), torch.cat(ys), skipped)
+
+
+def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Path | None, *, weights_id: str = "",
+                    transform_id: str = "", **kwargs) -> Features:
+    """:func:`extract_features`, reusing ``cache_dir/<key>.safetensors`` when the same weights saw the same data.
+
+    The key covers the encoder's weights (``weights_id`` or their hash), the data spec, the transform and the
+    class count, so a different checkpoint or resolution never reads stale features.
+    """
+    if not cache_dir:
+        return extract_features(encoder, data, **kwargs)
+    from safetensors.torch import load_file, save_file
+
+    weights_id = weights_id or module_hash(encoder)
+    key = hashlib.sha256(f"{weights_id}|{data.spec}|{transform_id}|{data.num_classes}|{data.multilabel}".encode())
+    path = Path(cache_dir) / f"features-{weights_id}-{key.hexdigest()[:16]}.safetensors"
+    if path.is_file():
+        try:
+            t = load_file(str(path))
+            return Features(t["x"], t["y"], int(t["skipped"].item()))
+        except Exception:  # a truncated cache file is recomputed, never trusted
+            pass
+    feats = extract_features(encoder, data, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"x": feats.x.contiguous(), "y": feats.y.contiguous(), "skipped": torch.tensor([feats.skipped])},
+              str(tmp), metadata={"data": data.spec, "weights": weights_id})
+    os.replace(tmp, path)
+    return feats

@@ -1,0 +1,204 @@
+"""Fine-tune the whole model on a labelled dataset (CatLIP Appendix A, Table 7b/c).
+
+AdamW with weight decay on matrices only, optional layer-wise learning-rate decay (timm), the pre-training
+warmup + cosine schedule (``catlip.train.optim.lr_at``), cross-entropy with label smoothing (single-label) or
+BCE (multi-label). The classifier starts random or from the pre-trained head (Transfer Init).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from catlip.config import ConfigError, OptimConfig, apply_overrides, from_dict
+from catlip.errors import DataError
+from catlip.evaluate.datasets import LabelledData, _ShardDataset, collate_skip
+from catlip.evaluate.features import default_device, extract_features
+from catlip.evaluate.linear_probe import balanced_subset
+from catlip.evaluate.metrics import topk_accuracy
+from catlip.evaluate.multilabel import multilabel_loss, multilabel_metrics
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 10
+    lr: float = 3e-5
+    min_lr: float = 3e-6
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    layer_decay: float = 1.0  # 1 = off; the paper's classification recipes list none
+    label_smoothing: float = 0.1
+    batch_size: int = 128
+    image_size: int = 0  # 0 = the checkpoint's pre-training resolution
+    rrc_scale_min: float = 0.08
+    multilabel: bool = False
+    init: str = "random"  # random | transfer
+    alpha: float = 0.5  # Transfer Init path-similarity threshold
+    fraction: float = 1.0  # class-balanced share of the training set
+    clip_grad: float = 0.0
+    seed: int = 0
+    num_workers: int = 4
+    shuffle_buffer: int = 2000  # webdataset shards
+    device: str = "auto"
+
+    def validate(self) -> FinetuneConfig:
+        if self.init not in ("random", "transfer"):
+            raise ConfigError(f"init must be random or transfer, got {self.init!r}")
+        if self.epochs <= 0 or self.batch_size <= 0 or not 0 < self.fraction <= 1:
+            raise ConfigError("epochs and batch_size must be positive and fraction in (0, 1]")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError("layer_decay must lie in (0, 1]")
+        return self
+
+
+def load_finetune_config(path: str | Path | None, overrides: list[str] | None = None) -> FinetuneConfig:
+    """A recipe from ``configs/finetune_*.yaml`` plus ``key=value`` overrides; unknown keys are errors."""
+    import yaml
+
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+    raw = apply_overrides(raw, overrides or [])
+    return from_dict(raw, FinetuneConfig, "finetune").validate()
+
+
+class Classifier(nn.Module):
+    """encoder (backbone + pooling) followed by a linear classifier."""
+
+    def __init__(self, encoder: nn.Module, linear: nn.Linear):
+        super().__init__()
+        self.encoder = encoder
+        self.linear = linear
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.encoder(images))
+
+
+def param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
+    """AdamW groups carrying ``lr_scale``: layer-wise decay over the backbone (timm), scale 1 for the rest."""
+    from catlip.train import optim
+
+    if cfg.layer_decay >= 1 or not hasattr(model.encoder.backbone, "group_matcher"):
+        groups = optim.param_groups(model, cfg.weight_decay)
+        return [dict(g, lr_scale=1.0) for g in groups if g["params"]]
+    from timm.optim import param_groups_layer_decay
+
+    backbone = model.encoder.backbone
+    no_wd = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else ()
+    groups = param_groups_layer_decay(backbone, cfg.weight_decay, no_weight_decay_list=no_wd,
+                                      layer_decay=cfg.layer_decay)
+    seen = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.parameters() if id(p) not in seen and p.requires_grad]
+    groups.append({"params": [p for p in rest if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr_scale": 1.0})
+    groups.append({"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": 1.0})
+    return [g for g in groups if g["params"]]
+
+
+def _train_loader(data: LabelledData, cfg: FinetuneConfig) -> tuple[DataLoader, int]:
+    ds = data.dataset
+    if isinstance(ds, _ShardDataset):
+        if cfg.fraction < 1:
+            raise DataError("fine-tuning on a fraction of the data needs an image folder or a manifest, not shards")
+        return DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=collate_skip), \
+            count_shard_samples(ds.urls)
+    if cfg.fraction < 1:
+        targets = torch.stack([torch.as_tensor(t) for _, t in ds.items])
+        ds = Subset(ds, balanced_subset(targets, fraction=cfg.fraction, seed=cfg.seed).tolist())
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.num_workers,
+                        collate_fn=collate_skip, drop_last=len(ds) > cfg.batch_size)
+    return loader, len(ds)
+
+
+def count_shard_samples(urls: list[str]) -> int:
+    """Samples (distinct keys with an image member) in tar shards, from the member names only."""
+    import tarfile
+
+    total = 0
+    for url in urls:
+        with tarfile.open(url) as tar:
+            keys = {m.name.rsplit(".", 1)[0] for m in tar if m.isfile() and m.name.lower().endswith(
+                (".jpg", ".jpeg", ".png", ".webp"))}
+        total += len(keys)
+    return total
+
+
+def evaluate_classifier(model: nn.Module, data: LabelledData, *, batch_size: int = 256, num_workers: int = 0,
+                        device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
+    """top-1/top-5 (single-label) or mAP (multi-label) of a model mapping images to logits."""
+    out = extract_features(model, data, batch_size=batch_size, num_workers=num_workers, device=device,
+                           progress=progress, desc="evaluate")
+    if data.multilabel:
+        m = multilabel_metrics(out.x, out.y)
+        return {"mAP": m["mAP"], "num_images": len(out), "skipped": out.skipped}
+    return {**topk_accuracy(out.x, out.y), "num_images": len(out), "skipped": out.skipped}
+
+
+def finetune(encoder: nn.Module, linear: nn.Linear, train: LabelledData, test: LabelledData | None,
+             cfg: FinetuneConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train encoder + linear end to end; evaluate on ``test`` after every epoch. Returns history and config."""
+    from catlip.train.optim import lr_at
+
+    torch.manual_seed(cfg.seed)
+    device = default_device(cfg.device)
+    model = Classifier(encoder, linear).to(device)
+    loader, num_samples = _train_loader(train, cfg)
+    per_epoch = max(1, math.ceil(num_samples / cfg.batch_size))
+    total = cfg.epochs * per_epoch
+    schedule = OptimConfig(lr=cfg.lr, warmup_steps=int(cfg.warmup_epochs * per_epoch), steps=total,
+                           min_lr_ratio=cfg.min_lr / cfg.lr if cfg.lr else 0.0)
+    groups = param_groups(model, cfg)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    history, step, skipped = [], 0, 0
+    bar = tqdm(total=total, desc="finetune", disable=not progress)
+    for epoch in range(cfg.epochs):
+        if hasattr(train.dataset, "set_epoch"):
+            train.dataset.set_epoch(epoch)
+        model.train()
+        losses = []
+        for batch in loader:
+            skipped += batch["skipped"]
+            if batch["image"] is None:
+                continue
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, schedule) * g.get("lr_scale", 1.0)
+            loss = _loss(model, batch, cfg, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
+        row = {"epoch": epoch + 1, "steps": step, "train_loss": sum(losses) / max(1, len(losses))}
+        if test is not None:
+            model.eval()
+            row.update(evaluate_classifier(model, test, batch_size=cfg.batch_size, device=device, progress=False))
+        history.append(row)
+    bar.close()
+    return {"history": history, "final": history[-1], "train_images": num_samples, "train_skipped": skipped,
+            "config": dataclasses.asdict(cfg), "model": model}
+
+
+def _loss(model: Classifier, batch: dict, cfg: FinetuneConfig, device: torch.device) -> torch.Tensor:
+    images, target = batch["image"].to(device, non_blocking=True), batch["target"].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(images)
+    if target.dim() == 2:
+        return multilabel_loss(logits, target)
+    return F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)

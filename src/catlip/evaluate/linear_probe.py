@@ -1,0 +1,233 @@
+"""Probes on frozen features: logistic regression over a small hyper-parameter grid, closed-form ridge, k-NN.
+
+The logistic probe trains every (learning rate, weight decay) pair of the grid at once: their weights are stacked
+into one tensor and each pair is its own AdamW parameter group, so one pass over the cached features (same batches
+for all) replaces a loop of runs. The pair with the best validation score is then refit on the whole training set.
+Like the paper (Table 7a), training is AdamW with a cosine schedule for a fixed number of epochs; the initial
+classifier is either random (``nn.Linear``'s default) or given (Transfer Init).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from catlip.evaluate.features import Features
+from catlip.evaluate.metrics import mean_average_precision, topk_accuracy
+
+
+# ---------------------------------------------------------------- subsets
+
+
+def balanced_subset(labels: torch.Tensor, *, fraction: float | None = None, shots: int | None = None,
+                    seed: int = 0) -> torch.Tensor:
+    """Seeded class-balanced sample: ``fraction`` of each class (at least one image) or ``shots`` per class.
+
+    Multi-label targets (N, C) are balanced on each row's first positive class.
+    """
+    if (fraction is None) == (shots is None):
+        raise ValueError("give exactly one of fraction or shots")
+    cls = labels if labels.dim() == 1 else labels.float().argmax(dim=1)
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(cls).tolist():
+        members = torch.nonzero(cls == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        n = shots if shots is not None else max(1, round(fraction * len(members)))
+        chosen.append(members[: min(n, len(members))])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def split_train_val(labels: torch.Tensor, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-balanced split; classes with a single sample stay entirely in the training part."""
+    cls = labels if labels.dim() == 1 else labels.float().argmax(dim=1)
+    gen = torch.Generator().manual_seed(seed + 7919)
+    train, val = [], []
+    for c in torch.unique(cls).tolist():
+        members = torch.nonzero(cls == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        n_val = int(len(members) * val_fraction) if len(members) > 1 else 0
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
+
+
+# ---------------------------------------------------------------- logistic regression
+
+
+@dataclass
+class ProbeConfig:
+    epochs: int = 30  # paper Table 7a
+    min_steps: int = 200  # tiny subsets (1 %, k-shot) still get enough optimiser steps to converge
+    batch_size: int = 256
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-2])
+    min_lr_ratio: float = 1e-6 / 3e-5  # paper: 3e-5 -> 1e-6
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class ProbeResult:
+    linear: nn.Linear
+    lr: float
+    weight_decay: float
+    val_score: float
+    grid: list[dict] = field(default_factory=list)
+
+
+def _random_linear(dim: int, num_classes: int, seed: int) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(dim, num_classes)
+
+
+def fit_linear_grid(feats: Features, num_classes: int, cfg: ProbeConfig, init: nn.Linear | None = None,
+                    grid: list[tuple[float, float]] | None = None, device: str | torch.device = "cpu") -> list[nn.Linear]:
+    """Train one linear classifier per (lr, weight decay) pair in a single pass; returns them in grid order."""
+    grid = grid or [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
+    start = init if init is not None else _random_linear(feats.x.shape[1], num_classes, cfg.seed)
+    weights = [nn.Parameter(start.weight.detach().clone().float().to(device)) for _ in grid]
+    biases = [nn.Parameter(start.bias.detach().clone().float().to(device)) for _ in grid]
+    groups = []
+    for (lr, wd), w, b in zip(grid, weights, biases):
+        groups += [{"params": [w], "lr": lr, "weight_decay": wd}, {"params": [b], "lr": lr, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups)
+    x, y = feats.x.to(device), feats.y.to(device)
+    n = x.shape[0]
+    per_epoch = math.ceil(n / cfg.batch_size)
+    steps = max(cfg.epochs * per_epoch, cfg.min_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, cfg.min_lr_ratio))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    multilabel = y.dim() == 2
+    step = 0
+    while step < steps:
+        order = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            logits = torch.einsum("nd,gcd->gnc", x[idx], torch.stack(weights)) + torch.stack(biases)[:, None, :]
+            loss = _grid_loss(logits, y[idx], multilabel)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step >= steps:
+                break
+    out = []
+    for w, b in zip(weights, biases):
+        lin = nn.Linear(w.shape[1], w.shape[0])
+        lin.weight.data.copy_(w.detach().cpu())
+        lin.bias.data.copy_(b.detach().cpu())
+        out.append(lin)
+    return out
+
+
+def _cosine(step: int, total: int, min_ratio: float) -> float:
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def _grid_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Sum over grid members of each one's batch-mean loss (members share no parameters, so gradients separate)."""
+    g, n, c = logits.shape
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, y.expand(g, n, c).float(), reduction="sum") / n
+    return F.cross_entropy(logits.reshape(g * n, c), y.repeat(g), reduction="sum") / n
+
+
+def score(linear: nn.Linear, feats: Features) -> dict[str, float]:
+    """top-1/top-5 for single-label features, mAP for multi-label ones."""
+    with torch.no_grad():
+        logits = linear(feats.x)
+    if feats.y.dim() == 2:
+        return {"mAP": mean_average_precision(logits, feats.y)["mAP"]}
+    return topk_accuracy(logits, feats.y)
+
+
+def train_probe(train: Features, num_classes: int, cfg: ProbeConfig | None = None, init: nn.Linear | None = None,
+                device: str | torch.device = "cpu") -> ProbeResult:
+    """Pick (lr, weight decay) on a held-out class-balanced split, then refit on all of ``train``."""
+    cfg = cfg or ProbeConfig()
+    grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
+    tr_idx, val_idx = split_train_val(train.y, cfg.val_fraction, cfg.seed)
+    key = "mAP" if train.y.dim() == 2 else "top1"
+    if len(grid) > 1 and len(val_idx) > 0:
+        models = fit_linear_grid(train.subset(tr_idx), num_classes, cfg, init, grid, device)
+        val = train.subset(val_idx)
+        scores = [score(m, val)[key] for m in models]
+        best = max(range(len(grid)), key=lambda i: (scores[i], -i))
+    else:
+        scores, best = [float("nan")] * len(grid), 0
+    table = [{"lr": lr, "weight_decay": wd, f"val_{key}": s} for (lr, wd), s in zip(grid, scores)]
+    (final,) = fit_linear_grid(train, num_classes, cfg, init, [grid[best]], device)
+    return ProbeResult(final, grid[best][0], grid[best][1], scores[best], table)
+
+
+# ---------------------------------------------------------------- ridge (few-shot)
+
+
+def ridge_fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, lam: float) -> nn.Linear:
+    """Closed-form ridge regression onto one-hot targets, unpenalised bias (solved on centred data, float64)."""
+    x64 = x.double()
+    targets = F.one_hot(y, num_classes).double() if y.dim() == 1 else y.double()
+    mx, my = x64.mean(0), targets.mean(0)
+    xc, yc = x64 - mx, targets - my
+    gram = xc.T @ xc + lam * torch.eye(x.shape[1], dtype=torch.float64)
+    w = torch.linalg.solve(gram, xc.T @ yc)  # (D, C)
+    lin = nn.Linear(x.shape[1], num_classes)
+    lin.weight.data.copy_(w.T.float())
+    lin.bias.data.copy_((my - mx @ w).float())
+    return lin
+
+
+def ridge_probe(train: Features, num_classes: int, lambdas: list[float] | None = None) -> tuple[nn.Linear, dict]:
+    """Ridge probe with the penalty chosen by exact leave-one-out accuracy (hat-matrix identity, no refits).
+
+    ``lambdas`` are relative to the mean eigenvalue of the centred Gram matrix, so the grid is scale-free.
+    """
+    lambdas = lambdas or [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    x = train.x.double()
+    y1 = F.one_hot(train.y, num_classes).double() if train.y.dim() == 1 else train.y.double()
+    n = x.shape[0]
+    xc, yc = x - x.mean(0), y1 - y1.mean(0)
+    evals, evecs = torch.linalg.eigh(xc.T @ xc)
+    evals = evals.clamp_min(0)
+    proj = xc @ evecs  # (N, D)
+    pty = proj.T @ yc  # (D, C)
+    scale = float(evals.mean()) or 1.0
+    results = []
+    for rel in lambdas:
+        inv = 1.0 / (evals + rel * scale)
+        fitted = proj @ (inv[:, None] * pty) + y1.mean(0)
+        hat = (proj.pow(2) * inv).sum(1) + 1.0 / n
+        loo = y1 - (y1 - fitted) / (1 - hat).clamp_min(1e-9)[:, None]
+        truth = train.y if train.y.dim() == 1 else y1.argmax(1)
+        acc = float((loo.argmax(1) == truth).double().mean())
+        err = float((y1 - loo).pow(2).sum(1).mean())
+        results.append({"lambda": rel * scale, "relative_lambda": rel, "loo_top1": acc, "loo_sq_error": err})
+    best = max(results, key=lambda r: (r["loo_top1"], -r["loo_sq_error"]))
+    return ridge_fit(train.x, train.y, num_classes, best["lambda"]), {"chosen": best, "grid": results}
+
+
+# ---------------------------------------------------------------- k-NN
+
+
+@torch.no_grad()
+def knn_accuracy(train: Features, test: Features, num_classes: int, k: int = 20, temperature: float = 0.07,
+                 chunk: int = 1024) -> dict[str, float]:
+    """Cosine k-NN with neighbours weighted by exp(similarity / T) (the DINO protocol); top-1 and top-5."""
+    if train.y.dim() != 1:
+        raise ValueError("k-NN accuracy needs single-label targets")
+    bank = F.normalize(train.x.float(), dim=1)
+    k = min(k, bank.shape[0])
+    votes_all = []
+    for i in range(0, test.x.shape[0], chunk):
+        q = F.normalize(test.x[i : i + chunk].float(), dim=1)
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(q.shape[0], num_classes)
+        votes.scatter_add_(1, train.y[idx], (sim / temperature).exp())
+        votes_all.append(votes)
+    return topk_accuracy(torch.cat(votes_all), test.y)

@@ -1,0 +1,88 @@
+"""What evaluation loads: a pre-trained checkpoint, or ``random:<backbone>`` for the random-init floor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from catlip.errors import CheckpointError
+from catlip.evaluate.features import Encoder, module_hash
+
+RANDOM_PREFIX = "random:"
+
+
+@dataclass
+class EvalModel:
+    source: str
+    method_name: str  # catlip | superclass | clip | siglip | random
+    backbone: nn.Module
+    image_size: int
+    head: nn.Module | None = None  # classification head (catlip, superclass)
+    vocab: Any = None
+    method: nn.Module | None = None  # the whole method (CLIP towers for zero-shot)
+    context_length: int = 77
+
+    def encoder(self) -> Encoder:
+        return Encoder(self.backbone, self.head)
+
+    def weights_id(self) -> str:
+        return module_hash(self.encoder())
+
+    def head_weight(self, purpose: str):
+        """(weight (V, D), bias (V,)) of the pre-trained classifier, or a clear error naming ``purpose``."""
+        if self.head is None or self.vocab is None:
+            why = "has no classification head" if self.head is None else "has no vocabulary (vocab.json)"
+            hint = " (use `catlip zeroshot`, which takes the text tower for CLIP)" if self.method_name in ("clip", "siglip") else ""
+            raise CheckpointError(f"{purpose} needs a CatLIP or SuperClass checkpoint; {self.source} "
+                                  f"(method {self.method_name}) {why}{hint}")
+        fc = getattr(self.head, "fc", None)
+        if not isinstance(fc, nn.Linear):
+            raise CheckpointError(f"{self.source}: the classification head has no Linear layer `fc`")
+        return fc.weight.detach(), fc.bias.detach() if fc.bias is not None else None
+
+
+def load_eval_model(spec: str, image_size: int | None = None, ema: bool = False) -> EvalModel:
+    """A checkpoint (run dir or checkpoint dir) or ``random:NAME`` (a timm name or a pre-training recipe .yaml)."""
+    if spec.startswith(RANDOM_PREFIX):
+        return _random_model(spec[len(RANDOM_PREFIX):], image_size)
+    from catlip.train.checkpoint import load_pretrained
+
+    pre = load_pretrained(spec, ema=ema)
+    cfg = pre.config
+    size = image_size or cfg.data.image_size
+    method = pre.method
+    if size != cfg.data.image_size:
+        _resize(method.backbone, size, spec)
+    head = getattr(method, "head", None)
+    return EvalModel(spec, cfg.method.name, method.backbone, size, head, pre.vocab, method, cfg.data.context_length)
+
+
+def _random_model(name: str, image_size: int | None) -> EvalModel:
+    from catlip.config import ModelConfig, load_config
+    from catlip.models.backbone import create_backbone
+
+    if name.endswith((".yaml", ".yml")):
+        cfg = load_config(name)  # same architecture as that recipe's pre-training, random weights
+        size = image_size or cfg.data.image_size
+        model_cfg = cfg.model
+    else:
+        size = image_size or 224
+        model_cfg = ModelConfig(backbone=name)
+    import torch
+
+    torch.manual_seed(0)  # the floor must be the same random network every time
+    backbone = create_backbone(model_cfg, size)
+    return EvalModel(f"random:{name}", "random", backbone.eval(), size)
+
+
+def _resize(backbone: nn.Module, size: int, source: str) -> None:
+    """Evaluate at another resolution: timm ViTs resample their position embeddings (``set_input_size``)."""
+    fn = getattr(backbone, "set_input_size", None)
+    if fn is None:
+        return  # convolutional backbones take any size as they are
+    try:
+        fn(img_size=size)
+    except (TypeError, ValueError, AssertionError) as err:
+        raise CheckpointError(f"{source}: cannot evaluate at image size {size}: {err}") from None

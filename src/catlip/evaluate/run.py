@@ -1,0 +1,209 @@
+"""The three evaluation procedures behind ``catlip probe | finetune | zeroshot``: load, evaluate, tabulate."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from catlip.errors import CatlipError, CheckpointError
+from catlip.evaluate.datasets import ClassList, LabelledData, eval_transform, open_labelled, train_transform
+from catlip.evaluate.features import Features, cached_features
+from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
+                                          train_probe, _random_linear)
+from catlip.evaluate.model import EvalModel, load_eval_model
+from catlip.evaluate.transfer_init import DEFAULT_ALPHA, CoverageReport, map_classes, transfer_init
+
+
+def _open_pair(train: str | None, test: str, classes: str | None, transform, multilabel: bool
+               ) -> tuple[LabelledData | None, LabelledData]:
+    train_data = open_labelled(train, classes, transform, multilabel) if train else None
+    cls = train_data.classes if train_data else classes
+    return train_data, open_labelled(test, cls, transform, multilabel)
+
+
+def _coverage(model: EvalModel, classes: ClassList, alpha: float, purpose: str, dataset: str
+              ) -> tuple[torch.Tensor, torch.Tensor | None, CoverageReport]:
+    weight, bias = model.head_weight(purpose)
+    return weight, bias, map_classes(classes, model.vocab, alpha, dataset)
+
+
+def _features(model: EvalModel, data: LabelledData, encoder: nn.Module, wid: str, opts: dict) -> Features:
+    return cached_features(encoder, data, opts.get("cache_dir"), weights_id=wid, transform_id=f"eval{model.image_size}",
+                           batch_size=opts.get("batch_size", 256), num_workers=opts.get("num_workers", 0),
+                           device=opts.get("device", "auto"), progress=opts.get("progress", True),
+                           desc=f"features {Path(data.spec).name}")
+
+
+def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None, *,
+              fractions: Sequence[float] = (1.0,), shots: Sequence[int] = (), inits: Sequence[str] = ("random",),
+              knn: bool = True, multilabel: bool = False, alpha: float = DEFAULT_ALPHA, image_size: int | None = None,
+              probe: ProbeConfig | None = None, seed: int = 0, **opts: Any) -> dict[str, Any]:
+    """Linear probes (logistic over an lr/wd grid; ridge for k-shot) and k-NN on frozen features."""
+    probe = probe or ProbeConfig(seed=seed)
+    model = load_eval_model(checkpoint, image_size)
+    train_data, test_data = _open_pair(train, test, classes, eval_transform(model.image_size), multilabel)
+    num_classes = train_data.num_classes
+    result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size,
+                              "train": train, "test": test, "num_classes": num_classes, "rows": []}
+    starts: dict[str, Any] = {}
+    if "transfer" in inits:
+        weight, bias, report = _coverage(model, train_data.classes, alpha, "--init transfer", Path(train).name)
+        result["coverage"] = report.to_dict()
+        starts["transfer"] = lambda: transfer_init(weight, bias, report, seed)
+    encoder = model.encoder()
+    wid = model.weights_id()
+    result["weights_id"] = wid
+    tr, te = _features(model, train_data, encoder, wid, opts), _features(model, test_data, encoder, wid, opts)
+    result.update(train_images=len(tr), test_images=len(te), skipped={"train": tr.skipped, "test": te.skipped},
+                  empty_classes=train_data.empty_classes)
+    dim = tr.x.shape[1]
+    starts.setdefault("random", lambda: _random_linear(dim, num_classes, seed))
+    subsets = [(f"{_pct(f)} of train", balanced_subset(tr.y, fraction=f, seed=seed)) for f in fractions]
+    subsets += [(f"{k}-shot", balanced_subset(tr.y, shots=k, seed=seed)) for k in shots]
+    for label, idx in subsets:
+        sub = tr.subset(idx)
+        for init in inits:
+            fit = train_probe(sub, num_classes, probe, init=starts[init](), device=opts.get("probe_device", "cpu"))
+            result["rows"].append({"protocol": "logistic", "subset": label, "init": init, "n_train": len(idx),
+                                   **score(fit.linear, te), "lr": fit.lr, "weight_decay": fit.weight_decay})
+        if label.endswith("-shot") and not multilabel:
+            lin, info = ridge_probe(sub, num_classes)
+            result["rows"].append({"protocol": "ridge", "subset": label, "init": "-", "n_train": len(idx),
+                                   **score(lin, te), "lambda": info["chosen"]["lambda"]})
+    if knn and not multilabel:
+        result["rows"].append({"protocol": "knn (k=20)", "subset": "100% of train", "init": "-", "n_train": len(tr),
+                               **knn_accuracy(tr, te, num_classes)})
+    return result
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode: str = "auto",
+                 alpha: float = DEFAULT_ALPHA, use_bias: bool = True, image_size: int | None = None,
+                 **opts: Any) -> dict[str, Any]:
+    """Zero-shot top-1/top-5: from the classification head (CatLIP, SuperClass) or CLIP's text tower."""
+    from catlip.evaluate.zero_shot import clip_class_embeddings, clip_zero_shot, head_zero_shot
+
+    model = load_eval_model(checkpoint, image_size)
+    if mode == "auto":
+        mode = "text" if model.method_name in ("clip", "siglip") else "head"
+    _, test_data = _open_pair(None, test, classes, eval_transform(model.image_size), False)
+    result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,
+                              "num_classes": test_data.num_classes}
+    if mode == "head":
+        weight, bias, report = _coverage(model, test_data.classes, alpha, "head zero-shot", Path(test).name)
+        feats = _features(model, test_data, model.encoder(), model.weights_id(), opts)
+        result.update(head_zero_shot(feats, weight, bias, report, use_bias), coverage=report.to_dict())
+    elif mode == "text":
+        method = model.method
+        if method is None or not hasattr(method, "encode_text"):
+            raise CheckpointError(f"text zero-shot needs a CLIP/SigLIP checkpoint; {checkpoint} (method "
+                                  f"{model.method_name}) has no text tower (use --mode head)")
+        import open_clip
+
+        tower = _ImageTower(method)
+        feats = _features(model, test_data, tower, "clip-" + model.weights_id(), opts)
+        device = next(method.parameters()).device
+        emb = clip_class_embeddings(method.encode_text, lambda t: open_clip.tokenize(t, model.context_length),
+                                    test_data.classes.names, device=device)
+        result.update(clip_zero_shot(feats, emb))
+    else:
+        raise CatlipError(f"--mode must be auto, head or text, not {mode!r}")
+    result.update(test_images=len(feats), skipped=feats.skipped)
+    return result
+
+
+class _ImageTower(nn.Module):
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.encode_image(images)
+
+
+def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | None = None, *,
+                 config: str | None = None, overrides: Sequence[str] = (), save: str | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Fine-tune the whole network with a ``configs/finetune_*.yaml`` recipe; optionally save the weights."""
+    from catlip.evaluate.finetune import finetune, load_finetune_config
+
+    cfg = load_finetune_config(config, list(overrides))
+    model = load_eval_model(checkpoint, cfg.image_size or None)
+    size = model.image_size
+    train_data = open_labelled(train, classes, train_transform(size, scale_min=cfg.rrc_scale_min), cfg.multilabel,
+                               shuffle=cfg.shuffle_buffer, seed=cfg.seed)
+    test_data = open_labelled(test, train_data.classes, eval_transform(size), cfg.multilabel) if test else None
+    result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "train": train, "test": test,
+                              "num_classes": train_data.num_classes, "image_size": size}
+    encoder = model.encoder()
+    if cfg.init == "transfer":
+        weight, bias, report = _coverage(model, train_data.classes, cfg.alpha, "init: transfer", Path(train).name)
+        linear = transfer_init(weight, bias, report, cfg.seed)
+        result["coverage"] = report.to_dict()
+    else:
+        linear = _random_linear(encoder.num_features, train_data.num_classes, cfg.seed)
+    out = finetune(encoder, linear, train_data, test_data, cfg, progress=progress)
+    trained = out.pop("model")
+    if save:
+        _save_weights(trained, save)
+        result["saved"] = save
+    result.update(out)
+    return result
+
+
+def _save_weights(model: nn.Module, path: str) -> None:
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp))
+    os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------- output
+
+
+def format_table(rows: list[dict], columns: Sequence[str]) -> str:
+    """Fixed-width text table; floats in [0, 1] named like metrics are shown as percentages."""
+    def cell(col: str, value: Any) -> str:
+        if isinstance(value, float):
+            if col in ("top1", "top5", "mAP", "val_top1") or col.startswith("top1"):
+                return "nan" if math.isnan(value) else f"{100 * value:.2f}"
+            return f"{value:.3g}"
+        return "" if value is None else str(value)
+
+    body = [[cell(c, r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | None) -> None:
+    if not path:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=_jsonable))
+    os.replace(tmp, target)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
