@@ -22,6 +22,7 @@ from catlip.labels.text import normalize, tokenize
 from catlip.labels.wordnet import get_wordnet
 
 STYLES = ("paper", "corenet")
+_MAX_CACHE = 2_000_000  # cached word records before the cache is dropped (bounded memory on web-scale text)
 # Tags a non-final word of a multi-word noun may carry ("ice/NN cream", "new/JJ york", "living/VBG room").
 _INNER_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "JJ", "FW", "VBG", "CD"})
 # A VBG after these is a predicate ("a man riding horse"), not a modifier ("the living room").
@@ -45,9 +46,12 @@ class SynsetExtractor:
         heads = NOUN_TAGS | PROPER_TAGS if proper_nouns else NOUN_TAGS
         self._head_ids = frozenset(i for i, t in enumerate(tags) if t in heads)
         self._inner_ids = frozenset(i for i, t in enumerate(tags) if t in _INNER_TAGS)
+        self._colloc_ids = self._head_ids | self._inner_ids  # tags a word that matters here can carry
         self._vbg = tags.index("VBG")
         self._predicate_ids = frozenset(i for i, t in enumerate(tags) if t in _PREDICATE_BEFORE)
         self._noun_key: dict[str, str | None] = {}
+        self._info: dict[str, tuple] = {}
+        self._info_first: dict[str, tuple] = {}
         self._colloc_key: dict[tuple[str, ...], str | None] = {}
         self._corenet_key: dict[str, str | None] = {}
 
@@ -70,55 +74,79 @@ class SynsetExtractor:
 
     # ------------------------------------------------------------------ paper style
 
-    def _collocation(self, low: list[str], tags: list[int], i: int) -> tuple[str | None, int]:
-        """(key, length) of the longest multi-word noun starting at token i, or (None, 0)."""
-        longest = self.wordnet.collocation_starts.get(low[i])
+    def _collocation(self, low: list[str], tags: list[int], prev_tag: int) -> tuple[str | None, int]:
+        """(key, length) of the longest multi-word noun at the start of `low` (tags aligned, `prev_tag` = tag of
+        the word before), or (None, 0)."""
+        longest = self.wordnet.collocation_starts.get(low[0])
         if longest is None:
             return None, 0
-        n_max = min(longest, len(low) - i)
-        for n in range(n_max, 1, -1):
-            if tags[i + n - 1] not in self._head_ids:
-                continue
-            if not self._inner_ok(tags, i, n):
-                continue
-            key = self._span_key(tuple(low[i:i + n]))
-            if key is not None:
-                return key, n
+        for n in range(min(longest, len(low)), 1, -1):
+            if tags[n - 1] in self._head_ids and self._inner_ok(tags, n, prev_tag):
+                key = self._span_key(tuple(low[:n]))
+                if key is not None:
+                    return key, n
         return None, 0
 
-    def _inner_ok(self, tags: list[int], i: int, n: int) -> bool:
+    def _inner_ok(self, tags: list[int], n: int, prev_tag: int) -> bool:
         inner = self._inner_ids
-        for j in range(i, i + n - 1):
+        for j in range(n - 1):
             t = tags[j]
             if t not in inner:
                 return False
-            if t == self._vbg and j > 0 and tags[j - 1] in self._predicate_ids:
+            if t == self._vbg and (tags[j - 1] if j else prev_tag) in self._predicate_ids:
                 return False
         return True
+
+    def _token_info(self, word: str, first: bool) -> tuple:
+        """(tag candidates, lower-case form, words that may follow in a multi-word noun, key if a noun)."""
+        low = word.lower()
+        key = self._noun_key.get(low, "")
+        if key == "":
+            key = self._word_key(low)
+        info = (self.tagger.candidates(word, first), low, self.wordnet.collocation_next.get(low), key)
+        cache = self._info_first if first else self._info
+        if len(cache) > _MAX_CACHE:
+            cache.clear()
+        cache[word] = info
+        return info
 
     def _extract_paper(self, caption: str) -> list[str]:
         tokens = tokenize(caption)
         if not tokens:
             return []
-        tags = self.tagger.tag_ids(tokens)
-        low = [t.lower() for t in tokens]
-        starts = self.wordnet.collocation_starts
+        get = self._info.get
+        w0 = tokens[0]
+        if w0[:1].isupper():  # sentence-initial capitals are looked up differently
+            first = self._info_first.get(w0) or self._token_info(w0, True)
+        else:
+            first = get(w0) or self._token_info(w0, False)
+        infos = [first] + [get(w) or self._token_info(w, False) for w in tokens[1:]]
+        tags = self.tagger.decode(tokens, [inf[0] for inf in infos])
+        maybe = self._colloc_ids
+        picks = [i for i, tag in enumerate(tags) if tag in maybe]
+        if not picks:
+            return []
         heads = self._head_ids
         out: list[str] = []
-        i, n = 0, len(tokens)
-        while i < n:
-            if low[i] in starts and tags[i] in self._inner_ids | heads:
-                key, span = self._collocation(low, tags, i)
+        n, skip_to = len(tokens), 0
+        for i in picks:
+            if i < skip_to:
+                continue
+            info = infos[i]
+            follow = info[2]
+            if follow is not None and i + 1 < n and infos[i + 1][1] in follow:
+                span_max = i + self.wordnet.max_collocation_words
+                key, span = self._collocation([inf[1] for inf in infos[i:span_max]], tags[i:span_max],
+                                              tags[i - 1] if i else -1)
                 if key is not None:
                     if key not in out:
                         out.append(key)
-                    i += span
+                    skip_to = i + span
                     continue
             if tags[i] in heads:
-                key = self._word_key(low[i])
+                key = info[3]
                 if key is not None and key not in out:
                     out.append(key)
-            i += 1
         return out
 
     # ------------------------------------------------------------------ corenet style

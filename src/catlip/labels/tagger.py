@@ -36,6 +36,7 @@ _RARE_MAX = 3           # lexicon words with at most this many occurrences model
 _MIN_SUFFIX_COUNT = 20  # a suffix needs this much evidence before it is trusted over a shorter one
 _MIN_SHARE = 0.005      # tags a word had in under 0.5 % of its occurrences are annotation noise; drop them
 _FLOOR = math.log(1e-7)
+_MAX_CACHE = 2_000_000  # cached words/runs before the caches are dropped (bounded memory on web-scale text)
 _SMOOTH = 0.01      # weight of the tag prior in the transition table
 
 
@@ -146,15 +147,16 @@ class Tagger:
             counts = lex.get("*ORD*")
         if counts is None and _NUMBER.match(word):
             counts = lex.get("*NUM*")
-        if counts is not None:
+        if counts is not None and self._known(counts):
             return tuple(self._known(counts))
         if not any(c.isalnum() for c in word) or _ADDRESS.match(word):
             # Symbols, e-mail and web addresses are not words of any open class (and never nouns).
             return ((self._tid["SYM"], 0.0),)
         shape = "l" if first and _shape(word) == "C" else _shape(word)
         probs = self._unknown(word, shape)
-        return tuple((self._tid[t], math.log(p / self._prior[t])) for t, p in probs.items()
-                     if p >= 0.01 and t in self._prior)
+        cands = tuple((self._tid[t], math.log(p / self._prior[t])) for t, p in probs.items()
+                      if p >= 0.01 and t in self._prior)
+        return cands or ((self._tid["NN"], 0.0),)
 
     def _pool_capitalised(self, word: str, counts: dict | None) -> dict | None:
         # Web text writes "i", "u.s." in lower case; borrow the common-word uses of the capitalised spelling
@@ -177,60 +179,79 @@ class Tagger:
     # ------------------------------------------------------------------ decoding
 
     def _viterbi(self, left: int, run: list[tuple], right: int | None) -> tuple[int, ...]:
+        """Best tags for a run of ambiguous words between fixed tags `left` and `right` (None: sentence end)."""
         trans = self._trans
-        scores = {left: 0.0}
-        back: list[dict[int, int]] = []
+        prev = [(left, 0.0)]
+        back: list[list[int]] = []
         for cands in run:
-            new: dict[int, float] = {}
-            ptr: dict[int, int] = {}
+            cur, ptr = [], []
             for tag, emit in cands:
-                best_prev, best = -1, -1e300
-                for prev, s in scores.items():
-                    v = s + trans[prev][tag]
+                best, arg = -1e300, 0
+                for k, (p, score) in enumerate(prev):
+                    v = score + trans[p][tag]
                     if v > best:
-                        best, best_prev = v, prev
-                new[tag] = best + emit
-                ptr[tag] = best_prev
-            scores = new
+                        best, arg = v, k
+                cur.append((tag, best + emit))
+                ptr.append(arg)
+            prev = cur
             back.append(ptr)
-        if right is not None:
-            last = max(scores, key=lambda t: scores[t] + trans[t][right])
-        else:
-            last = max(scores, key=scores.__getitem__)
-        out = [last]
-        for ptr in reversed(back[1:]):
-            last = ptr[last]
-            out.append(last)
-        return tuple(reversed(out))
+        final = [score + trans[t][right] for t, score in prev] if right is not None else [s for _, s in prev]
+        k = final.index(max(final))
+        tags = []
+        for ptr, cands in zip(reversed(back), reversed(run)):
+            tags.append(cands[k][0])
+            k = ptr[k]
+        return tuple(reversed(tags))
 
     def tag_ids(self, tokens: list[str]) -> list[int]:
         """Tag ids for `tokens` (see `self.tags`)."""
+        if not tokens:
+            return []
+        cache = self._cands
+        if len(cache) > _MAX_CACHE:
+            self.clear_cache()
+        cands = [cache.get("\x00" + tokens[0]) or self.candidates(tokens[0], True)]
+        cands += [cache.get(w) or self.candidates(w) for w in tokens[1:]]
+        return self.decode(tokens, cands)
+
+    def decode(self, tokens: list[str], cands: list[tuple]) -> list[int]:
+        """Best tag ids given each token's candidates (from `candidates`)."""
         out: list[int] = []
-        left = self._start
-        pending: list[tuple] = []
-        pending_words: list[str] = []
-        n = len(tokens)
-        for i in range(n + 1):
-            if i < n:
-                cands = self.candidates(tokens[i], i == 0)
-                if len(cands) > 1 or not cands:
-                    pending.append(cands if cands else ((self._tid["NN"], 0.0),))
-                    pending_words.append(tokens[i] if i else "\x00" + tokens[i])
-                    continue
-                anchor = cands[0][0]
-            else:
-                anchor = None
-            if pending:
-                key = (left, tuple(pending_words), anchor)
-                tags = self._runs.get(key)
-                if tags is None:
-                    tags = self._runs[key] = self._viterbi(left, pending, anchor)
-                out.extend(tags)
-                pending, pending_words = [], []
-            if anchor is not None:
+        left, run = self._start, -1
+        i = 0
+        for c in cands:
+            if len(c) == 1:
+                anchor = c[0][0]
+                if run >= 0:
+                    out += self._run(left, run, tokens[run:i], cands[run:i], anchor)
+                    run = -1
                 out.append(anchor)
                 left = anchor
+            elif run < 0:
+                run = i
+            i += 1
+        if run >= 0:
+            out += self._run(left, run, tokens[run:], cands[run:], None)
         return out
+
+    def _run(self, left: int, start: int, words: list[str], cands: list[tuple], right: int | None) -> tuple:
+        # Tags of an ambiguous run depend only on the tags fixed on either side and its words.
+        if len(cands) == 1:  # the common case: one ambiguous word between two fixed tags
+            key = (left, start == 0, words[0], right)
+            tags = self._runs.get(key)
+            if tags is None:
+                trans = self._trans
+                if right is None:
+                    best = max(cands[0], key=lambda te: trans[left][te[0]] + te[1])
+                else:
+                    best = max(cands[0], key=lambda te: trans[left][te[0]] + te[1] + trans[te[0]][right])
+                tags = self._runs[key] = (best[0],)
+            return tags
+        key = (left, start == 0, tuple(words), right)
+        tags = self._runs.get(key)
+        if tags is None:
+            tags = self._runs[key] = self._viterbi(left, cands, right)
+        return tags
 
     def tag(self, tokens: list[str]) -> list[str]:
         """Penn Treebank tag per token."""

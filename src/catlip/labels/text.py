@@ -27,13 +27,28 @@ def normalize(caption: str) -> str:
         text = html.unescape(text)
     if "://" in text or "www." in text.lower():
         text = _URL.sub(" ", text)
-    text = _CONTROL.sub(" ", text).translate(_QUOTES)
+    if not (text.isascii() and text.isprintable()):
+        text = _CONTROL.sub(" ", text).translate(_QUOTES)
     # All-caps captions ("DOG ON THE BEACH") would otherwise look like proper nouns to the tagger.
     if text.isupper() and sum(c.isalpha() for c in text) > 3:
         text = text.lower()
     return text
 
 
+# Fast first pass; the rare tokens with an apostrophe are re-split by _TOKEN.
+_FAST = re.compile(r"\d+(?:[.,/:]\d+)+(?:st|nd|rd|th|s)?\b|\w+(?:-\w+)*(?:'\w*)*|'(?:s|re|ve|ll|m|d)\b|[^\w\s]", re.IGNORECASE)
+
+
 def tokenize(caption: str) -> list[str]:
     """Normalised caption → word tokens (Penn-style splitting of clitics and punctuation)."""
-    return _TOKEN.findall(normalize(caption))
+    text = normalize(caption)
+    tokens = _FAST.findall(text)
+    if "'" not in text:
+        return tokens
+    out: list[str] = []
+    for tok in tokens:
+        if "'" in tok and len(tok) > 1:
+            out.extend(_TOKEN.findall(tok))
+        else:
+            out.append(tok)
+    return out

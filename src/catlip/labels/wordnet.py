@@ -35,12 +35,15 @@ class WordNet:
         with open(self.root / "data.noun", "rb") as fh:
             self._data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         # Longest multi-word lemma per first word, so collocation matching only tries plausible lengths.
+        # and which second words can follow a first word (a cheap pre-check before trying any span).
         self.collocation_starts: dict[str, int] = {}
+        self.collocation_next: dict[str, set[str]] = {}
         for lemma in self._index:
             if "_" in lemma:
                 parts = lemma.split("_")
                 if len(parts) > self.collocation_starts.get(parts[0], 1):
                     self.collocation_starts[parts[0]] = len(parts)
+                self.collocation_next.setdefault(parts[0], set()).add(parts[1])
         self.max_collocation_words = max(self.collocation_starts.values(), default=1)
         self._records: dict[str, tuple] = {}
 
