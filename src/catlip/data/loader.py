@@ -136,6 +136,8 @@ class TrainLoader:
             self.dataset, batch_sampler=self.plan.iter_from(self.start_sample), collate_fn=_identity,
             num_workers=self.num_workers, persistent_workers=False,
             prefetch_factor=2 if self.num_workers else None,
+            # its own generator: creating the iterator must not consume the global RNG (exact resume)
+            generator=torch.Generator().manual_seed(self.plan.seed),
         )
         for batch in loader:
             self.stats.update(batch.pop("_skipped"))

@@ -119,16 +119,18 @@ def _setup(cfg, vocab):
         run_dir.mkdir(parents=True, exist_ok=True)
     dd.barrier(d)
     loaded = _resume_point(cfg, run_dir)
-    if d.is_main and vocab is None:
-        vocab = resolve_vocabulary(cfg, run_dir, resuming=loaded is not None, build=True,
-                                   progress=cfg.train.progress)
+    given = vocab is not None
+    if d.is_main:
+        if not given:
+            vocab = resolve_vocabulary(cfg, run_dir, resuming=loaded is not None, build=True,
+                                       progress=cfg.train.progress)
         if loaded is not None:
             ckpt.check_compatible(loaded.meta, cfg.to_dict(), vocab.hash if vocab is not None else None)
         if vocab is not None:
             vocab.save(run_dir / "vocab.json")
         save_config(cfg, run_dir / "config.yaml")
     dd.barrier(d)
-    if not d.is_main and vocab is None:
+    if not d.is_main and not given:
         vocab = resolve_vocabulary(cfg, run_dir, resuming=True, build=False)
     return d, run_dir, vocab, loaded
 
