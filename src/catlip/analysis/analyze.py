@@ -9,7 +9,7 @@ from typing import Sequence
 from catlip.analysis import plots
 from catlip.analysis.coverage import DEFAULT_ALPHAS, best_matches, coverage_curve, samples_per_target
 from catlip.analysis.report import write_html, write_json
-from catlip.analysis.stats import CorpusStats, growth_curve, rank_counts, top_keys, vtau_curve
+from catlip.analysis.stats import DEFAULT_TAUS, CorpusStats, growth_curve, rank_counts, top_keys, vtau_curve
 from catlip.analysis.stream import ScanOptions, expand_inputs, scan
 from catlip.analysis.targets import TargetSet, load_targets
 from catlip.errors import DataError
@@ -20,6 +20,12 @@ LOOSE_ALPHA = 0.5  # one hop (parent, child or the synset itself): the loosest m
 def _names(key: str, wordnet) -> tuple[str, list[str]]:
     lemmas = wordnet.synset_lemmas(key)
     return lemmas[0].replace("_", " "), lemmas
+
+
+def _taus(counts) -> list[int]:
+    """The default V_tau grid up to the first value that empties the vocabulary (the rest are all zeros)."""
+    top = max(counts.values(), default=0)
+    return [t for t in DEFAULT_TAUS if t <= top] + [t for t in DEFAULT_TAUS if t > top][:1]
 
 
 def _spread(counts: list[int]) -> dict:
@@ -85,7 +91,7 @@ def build_summary(stats: CorpusStats, files: list, wordnet, *, target_sets=(), v
         "extractor": extractor or {"method": "catlip", "options": {}}, "files": files, "corpus": corpus,
         "growth": [{"captions": n, "unique_synsets": u} for n, u in growth_curve(stats.first_seen, stats.num_captions)],
         "long_tail": [{"rank": r, "captions": c} for r, c in rank_counts(counts)],
-        "vtau": vtau_curve(counts),
+        "vtau": vtau_curve(counts, _taus(counts)),
         "targets": [target_summary(ts, stats, pool, rule, wordnet, alphas) for ts in target_sets],
         "top_synsets": top_rows, "unlabelled_examples": stats.unlabelled_examples(),
     }

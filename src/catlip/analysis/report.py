@@ -28,6 +28,7 @@ def write_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1, ensure_ascii=False)
         fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a report is meant to be shared
     os.replace(tmp, path)
 
 
@@ -82,7 +83,7 @@ def _corpus_section(s: dict) -> str:
     files = ", ".join(f"<code>{html.escape(Path(f['path']).name)}</code>" for f in s["files"][:20])
     more = f" and {len(s['files']) - 20} more" if len(s["files"]) > 20 else ""
     ext = s["extractor"]
-    return (f"<h2>Corpus</h2><p class=note>Inputs: {files}{more}. {html.escape(s.get('input_note', ''))}"
+    return (f"<h2 id=corpus>Corpus</h2><p class=note>Inputs: {files}{more}. {html.escape(s.get('input_note', ''))}"
             f"<br>Labels: <code>{html.escape(ext['method'])}</code> extractor, options "
             f"<code>{html.escape(json.dumps(ext['options']))}</code>.</p>" + _table(["statistic", "value"], body))
 
@@ -92,7 +93,7 @@ def _distribution_section(s: dict) -> str:
     vt = [_num(f"vtau.{i}.tau", r["tau"]) + _num(f"vtau.{i}.vocab_size", r["vocab_size"])
           + _num(f"vtau.{i}.occurrences_kept", r["occurrences_kept"]) + _num(f"vtau.{i}.share_kept", r["share_kept"], True)
           for i, r in enumerate(s["vtau"])]
-    return ("<h2>Synset distribution</h2><div class=plots>" + _img(p["long_tail"], "long tail")
+    return ("<h2 id=distribution>Synset distribution</h2><div class=plots>" + _img(p["long_tail"], "long tail")
             + _img(p["growth"], "growth") + "</div><div class=plots>" + _img(p["vtau"], "V_tau") + "</div>"
             "<p class=note>V_tau keeps the synsets with count &ge; V_tau (counts are captions containing the "
             "synset).</p>" + _table(["V_tau", "vocabulary size", "occurrences kept", "share kept"], vt))
@@ -101,7 +102,7 @@ def _distribution_section(s: dict) -> str:
 def _target_section(s: dict) -> str:
     if not s["targets"]:
         return ""
-    out = ["<h2>Target label sets</h2><p class=note>Each target class is mapped to a synset (wnid as given, or "
+    out = ["<h2 id=targets>Target label sets</h2><p class=note>Each target class is mapped to a synset (wnid as given, or "
            "its name: collocation, morphy, first noun sense); its best corpus synset is the one with the highest "
            "WordNet path similarity 1/(d+1), d = hops through the nearest common hypernym. Path similarity only "
            "takes the values 1, 1/2, 1/3, ...: every alpha in (0.5, 1] means an exact match.</p>"]
@@ -144,12 +145,12 @@ def _top_section(s: dict) -> str:
     rows = [_num(f"top_synsets.{i}.rank", r["rank"]) + _text(r["key"]) + _text(r["name"]) + _text(", ".join(r["lemmas"]))
             + _num(f"top_synsets.{i}.captions", r["captions"]) + _num(f"top_synsets.{i}.samples", r["samples"])
             for i, r in enumerate(s["top_synsets"])]
-    return "<h2>Most frequent synsets</h2>" + _table(["rank", "key", "name", "lemmas", "captions", "samples"], rows)
+    return "<h2 id=top>Most frequent synsets</h2>" + _table(["rank", "key", "name", "lemmas", "captions", "samples"], rows)
 
 
 def _unlabelled_section(s: dict) -> str:
     items = "".join(f"<li>{html.escape(c)}</li>" for c in s["unlabelled_examples"])
-    return (f"<h2>Captions without labels</h2><p class=note>A seeded sample (seed {s['options']['seed']}) of "
+    return (f"<h2 id=unlabelled>Captions without labels</h2><p class=note>A seeded sample (seed {s['options']['seed']}) of "
             f"the captions from which no synset was extracted.</p><ol>{items or '<li><i>none</i></li>'}</ol>")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import multiprocessing
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,16 +65,17 @@ def _extractor(options: ScanOptions):
 
 def scan_file(path: str, file_index: int, options: ScanOptions) -> tuple[CorpusStats, dict]:
     """Statistics of one caption file or shard."""
-    from catlip.labels.corpus import iter_captions
+    from catlip.labels.corpus import ReadStats, iter_captions
 
     extractor = _extractor(options)
     stats = CorpusStats(unlabelled_keep=options.unlabelled_keep, seed=options.seed)
-    skipped: Counter = Counter()
-    for number, captions in enumerate(iter_captions(path, column=options.column, stats=skipped)):
+    read = ReadStats()
+    for number, captions in enumerate(iter_captions(path, column=options.column, stats=read)):
         stats.add_sample([extractor.extract(c) for c in captions], captions, sample_id=f"{file_index}:{number}")
-    stats.skipped.update({str(k): int(v) for k, v in skipped.items() if isinstance(v, int)})
+    if read.skipped:
+        stats.skipped[path] = read.skipped
     info = {"path": path, "samples": stats.num_samples, "captions": stats.num_captions,
-            "skipped": int(sum(stats.skipped.values()))}
+            "skipped": read.skipped, "skip_messages": read.messages[:5]}
     return stats, info
 
 
@@ -103,7 +103,7 @@ def scan(files: list[str], options: ScanOptions, workers: int = 1, progress: boo
             total.merge(stats)
             result.files.append(info)
             bar.update(1)
-            bar.set_postfix(captions=total.num_captions, synsets=len(total.caption_counts))
+            bar.set_postfix_str(f"{total.num_captions:,} captions, {len(total.caption_counts):,} synsets")
     except BaseException:
         if pool:
             pool.terminate()
