@@ -20,8 +20,85 @@ class CliError(CatlipError):
 # ---------------------------------------------------------------- labels / vocab (owner: labels stage)
 
 
+def _add_extractor_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=("catlip", "superclass"), default="catlip",
+                   help="catlip: WordNet noun synsets (n%%08d keys); superclass: CLIP BPE token ids (default: catlip)")
+    p.add_argument("--proper-nouns", action="store_true", help="catlip: also keep proper nouns (NNP/NNPS)")
+    p.add_argument("--style", choices=("paper", "corenet"), default=None,
+                   help="catlip: 'paper' (POS nouns -> first sense; default) or 'corenet' (original code's rule)")
+    p.add_argument("--stopwords", action="store_true", help="superclass: drop English stop-words")
+    p.add_argument("--column", default=None, help="caption field of CSV/TSV/JSONL/.json inputs "
+                   "(default: captions, caption, text, txt, title)")
+
+
+def _labels_opts(args: argparse.Namespace) -> dict:
+    from catlip.labels.tools import extractor_options
+
+    return extractor_options(args.method, proper_nouns=args.proper_nouns, style=args.style, stopwords=args.stopwords)
+
+
+def _cmd_labels(args: argparse.Namespace) -> int:
+    from catlip.labels import tools
+
+    options = _labels_opts(args)
+    if args.input:
+        if args.captions:
+            raise CliError("give captions as arguments or --input, not both")
+        n, stats = tools.label_file(args.input, args.output, args.method, options, column=args.column)
+        print(f"labelled {n:,} captions; lines skipped: {stats.skipped:,}", file=sys.stderr)
+        for message in stats.messages[:5]:
+            print(f"  {message}", file=sys.stderr)
+        return 0
+    if not args.captions:
+        raise CliError("give one or more captions, or --input FILE")
+    tools.print_labels(args.captions, args.method, options)
+    return 0
+
+
+def _cmd_vocab_build(args: argparse.Namespace) -> int:
+    from catlip.labels.tools import build_and_save
+
+    if args.min_count < 1 or (args.top_k is not None and args.top_k < 1) or args.workers < 1:
+        raise CliError("--min-count, --top-k and --workers must be >= 1")
+    print(build_and_save(args.input, args.output, args.method, _labels_opts(args), min_count=args.min_count,
+                         top_k=args.top_k, workers=args.workers, column=args.column))
+    return 0
+
+
+def _cmd_vocab_show(args: argparse.Namespace) -> int:
+    from catlip.labels.tools import format_vocab
+    from catlip.labels.vocab import Vocabulary
+
+    print(format_vocab(Vocabulary.load(args.vocab), top=args.top))
+    return 0
+
+
 def _add_labels_commands(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("labels", help="extract label keys from captions (CatLIP synsets or SuperClass BPE ids)",
+                       description="Print the labels of captions, or label a caption file into JSON lines.")
+    p.add_argument("captions", nargs="*", help="captions to label (one block of `key  name` lines each)")
+    p.add_argument("--input", help="caption file: text, captions.token.txt, .jsonl, .csv/.tsv or .tar shard")
+    p.add_argument("--output", help='with --input: write {"caption", "labels"} JSON lines here (default: stdout)')
+    _add_extractor_flags(p)
+    p.set_defaults(handler=_cmd_labels)
+
+    v = sub.add_parser("vocab", help="build or inspect a label vocabulary", description="Label vocabularies.")
+    vsub = v.add_subparsers(dest="vocab_command", metavar="SUBCOMMAND")
+    vsub.required = True
+    b = vsub.add_parser("build", help="count labels over caption files/shards and keep the frequent ones",
+                        description="Count, per label key, the captions containing it (in parallel over files), "
+                        "prune by --min-count (the paper's V_tau) and/or --top-k, and save a versioned JSON.")
+    b.add_argument("--input", nargs="+", required=True, help="caption files or webdataset .tar shards")
+    b.add_argument("--output", required=True, help="vocabulary JSON to write")
+    b.add_argument("--min-count", type=int, default=500, help="keep keys in at least this many captions (default 500)")
+    b.add_argument("--top-k", type=int, default=None, help="keep at most this many keys (most frequent first)")
+    b.add_argument("--workers", type=int, default=1, help="processes counting files in parallel (result identical)")
+    _add_extractor_flags(b)
+    b.set_defaults(handler=_cmd_vocab_build)
+    s = vsub.add_parser("show", help="print a vocabulary's header and most frequent classes")
+    s.add_argument("vocab", help="vocabulary JSON")
+    s.add_argument("--top", type=int, default=20, help="how many classes to list (default 20)")
+    s.set_defaults(handler=_cmd_vocab_show)
 
 
 # ---------------------------------------------------------------- pretrain / demo / export (owner: train stage)
@@ -71,13 +148,14 @@ def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("finetune", help="fine-tune the whole model on a labelled dataset",
                        description="Fine-tune backbone + linear classifier with a recipe from configs/finetune_*.yaml "
-                       "(paper Table 7); key=value arguments override recipe fields.")
+                       "(paper Table 7); --set key=value overrides recipe fields.")
     common(p)
     p.add_argument("--config", help="recipe YAML (configs/finetune_*.yaml)")
     p.add_argument("--train", required=True, help=data_help)
     p.add_argument("--test", help=data_help)
     p.add_argument("--save", help="write the fine-tuned weights (safetensors) here")
-    p.add_argument("overrides", nargs="*", help="recipe overrides such as epochs=2 init=transfer")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set epochs=2 --set init=transfer (repeatable)")
     p.set_defaults(handler=_cmd_finetune)
 
     p = sub.add_parser("zeroshot", help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP)")
