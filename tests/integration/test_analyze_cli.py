@@ -125,3 +125,17 @@ def test_vocab_option_matches_labels_stage_counts(tmp_path):
     # "puppy" is in one caption only, so not in the V_tau=2 vocabulary: its best match is dog, one hop away
     assert "puppy" not in vocab.names and by_name["puppy"]["best_name"] == "dog"
     assert by_name["puppy"]["similarity"] == 0.5
+
+
+@pytest.mark.slow
+def test_analysis_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "c.txt").write_text("a dog on the grass\na cat\n")
+    (tmp_path / "t.txt").write_text("dog\n")
+    code = ("import sys; from catlip.cli import main; "
+            f"rc = main(['analyze', '--input', {str(tmp_path / 'c.txt')!r}, '--targets', {str(tmp_path / 't.txt')!r}, "
+            f"'--out', {str(tmp_path / 'r')!r}, '--no-progress']); "
+            "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)

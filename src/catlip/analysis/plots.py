@@ -77,6 +77,9 @@ def plot_coverage(sets: list, path: Path) -> str:
             ax.bar_label(bars, labels=[str(r["matched"]) for r in s["coverage"]], fontsize=7)
         ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
         ax.legend(fontsize=8)
+        if not any(r["matched"] for s in sets for r in s["coverage"]):
+            ax.text(0.5, 0.5, "no target class matched", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=14, color="gray")
     else:
         _no_data(ax)
     ax.set(xlabel="path-similarity threshold alpha", ylabel="target classes matched (%)",
