@@ -190,14 +190,21 @@ def _member_captions(name: str, data: bytes, column) -> list[str]:
     return [text.strip()]
 
 
+def _has_end_marker(path: Path) -> bool:
+    """tarfile stops quietly at a truncated header; an intact plain tar ends in two zero blocks."""
+    if not path.name.lower().endswith(".tar"):
+        return True  # compressed: the decompressor reports truncation itself
+    size = path.stat().st_size
+    if size < 1024:
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(size - 1024)
+        return fh.read(1024) == bytes(1024)
+
+
 def _iter_tar(path: Path, column, stats: ReadStats):
     """webdataset shards: members `<key>.<ext>` grouped by key; `.json` captions win over `.txt` when both."""
     key, found = None, {}
-
-    def flush():
-        caps = found.get("json") or found.get("txt")
-        return caps
-
     try:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
@@ -207,10 +214,9 @@ def _iter_tar(path: Path, column, stats: ReadStats):
                 stem, dot, ext = base.partition(".")
                 mkey = member.name[: len(member.name) - len(base)] + stem
                 if mkey != key:
-                    if found:
-                        caps = flush()
-                        if caps:
-                            yield caps
+                    caps = found.get("json") or found.get("txt")
+                    if caps:
+                        yield caps
                     key, found = mkey, {}
                 if ext not in ("json", "txt"):
                     continue
@@ -222,7 +228,9 @@ def _iter_tar(path: Path, column, stats: ReadStats):
                     stats.skip(f"{path}:{member.name}", why)
     except (tarfile.TarError, OSError, EOFError) as err:
         stats.skip(str(path), f"unreadable tar ({err}); samples before the damage were kept")
-    if found:
-        caps = flush()
-        if caps:
-            yield caps
+    else:
+        if not _has_end_marker(path):
+            stats.skip(str(path), "truncated tar (no end-of-archive marker); samples before the damage were kept")
+    caps = found.get("json") or found.get("txt")
+    if caps:
+        yield caps

@@ -120,8 +120,13 @@ class BPE:
 
 
 @lru_cache(maxsize=None)
-def get_bpe(path: str | None = None) -> BPE:
+def _cached(path: str) -> BPE:
     return BPE(path)
+
+
+def get_bpe(path: str | Path | None = None) -> BPE:
+    """Process-wide encoder (merges parsed once per file)."""
+    return _cached(str(path) if path is not None else str(locate("bpe")))
 
 
 def idf(df: float, num_docs: float) -> float:

@@ -98,12 +98,15 @@ class SynsetExtractor:
         return True
 
     def _token_info(self, word: str, first: bool) -> tuple:
-        """(tag candidates, lower-case form, words that may follow in a multi-word noun, key if a noun)."""
+        """(tag candidates, lower-case form, words that may follow it in a multi-word noun, key if a noun,
+        base forms)."""
         low = word.lower()
         key = self._noun_key.get(low, "")
         if key == "":
             key = self._word_key(low)
-        info = (self.tagger.candidates(word, first), low, self.wordnet.collocation_next.get(low), key)
+        # The word's spellings a multi-word noun may continue with ("ice creams" ends in "cream").
+        forms = tuple(dict.fromkeys([low, *self.wordnet.morphy(low)]))
+        info = (self.tagger.candidates(word, first), low, self.wordnet.collocation_next.get(low), key, forms)
         cache = self._info_first if first else self._info
         if len(cache) > _MAX_CACHE:
             cache.clear()
@@ -134,7 +137,7 @@ class SynsetExtractor:
                 continue
             info = infos[i]
             follow = info[2]
-            if follow is not None and i + 1 < n and infos[i + 1][1] in follow:
+            if follow is not None and i + 1 < n and not follow.isdisjoint(infos[i + 1][4]):
                 span_max = i + self.wordnet.max_collocation_words
                 key, span = self._collocation([inf[1] for inf in infos[i:span_max]], tags[i:span_max],
                                               tags[i - 1] if i else -1)

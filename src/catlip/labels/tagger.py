@@ -270,7 +270,8 @@ def _cached(root: str | None) -> Tagger:
 
 def get_tagger(root: str | Path | None = None) -> Tagger:
     """Process-wide tagger (tables parsed once)."""
-    return _cached(str(root) if root is not None else None)
+    # Resolve first, so an environment override (or a missing install) is noticed on every call.
+    return _cached(str(root) if root is not None else str(locate("tagger")))
 
 
 # Tags English-EWT adds to the WSJ tagset (addresses, hyphens, list markers ...): no WSJ-trained tagger emits them.

@@ -182,4 +182,5 @@ def _cached(root: str | None) -> WordNet:
 
 def get_wordnet(root: str | Path | None = None) -> WordNet:
     """Process-wide WordNet instance (parsed once)."""
-    return _cached(str(root) if root is not None else None)
+    # Resolve first, so an environment override (or a missing install) is noticed on every call.
+    return _cached(str(root) if root is not None else str(locate("wordnet")))

@@ -1,0 +1,91 @@
+"""CatLIP extractor: hand-worked captions → WordNet synset keys."""
+
+import subprocess
+import sys
+
+import pytest
+
+from catlip.labels import get_extractor
+from catlip.labels.synsets import SynsetExtractor
+
+MAN, BICYCLE, CHILD, PHOTO, ICE_CREAM, HYDRANT = ("n10287213", "n02834778", "n09917593", "n03925226",
+                                                  "n07614500", "n03346898")
+TELEVISION = {"n06277280", "n04405907"}
+CHURCH = {"n08082602", "n03028079"}
+
+
+@pytest.fixture(scope="module")
+def ex():
+    return get_extractor("catlip")
+
+
+def test_men_bicycles_church(ex):
+    keys = ex.extract("Two men ride bicycles past a church")
+    assert keys[:2] == [MAN, BICYCLE] and keys[2] in CHURCH and len(keys) == 3  # no "ride", "past", "two"
+
+
+def test_photo_child_ice_cream(ex):
+    assert ex.extract("A photo of a child eating an ice cream") == [PHOTO, CHILD, ICE_CREAM]
+
+
+def test_kids_tv_fire_hydrant(ex):
+    keys = ex.extract("The kids watch tv near the fire hydrant")
+    assert keys[0] == CHILD and keys[1] in TELEVISION and keys[2] == HYDRANT and len(keys) == 3
+
+
+def test_synonyms_merge_and_no_duplicates(ex):
+    assert ex.extract("a photo and a photograph of a dog and two dogs") == [PHOTO, "n02084071"]
+    assert ex.extract("ice cream and more ice creams") == [ICE_CREAM]
+
+
+def test_first_occurrence_order(ex):
+    assert ex.extract("a cat chases a dog") == ["n02121620", "n02084071"]
+    assert ex.extract("a dog chases a cat") == ["n02084071", "n02121620"]
+
+
+def test_collocations_respect_grammar(ex):
+    assert "n03679712" in ex.extract("a cat in the living room")  # living room, VBG modifier
+    assert ex.extract("a man is riding horse") == [MAN, "n02374451"]  # not "riding horse" (saddle horse)
+
+
+def test_proper_nouns_option():
+    plain, proper = SynsetExtractor(), SynsetExtractor(proper_nouns=True)
+    caption = "A man walks through Paris"
+    assert plain.extract(caption) == [MAN]
+    assert proper.extract(caption) == [MAN, "n08932568"]  # Paris, France: its first sense
+
+
+def test_corenet_style_keeps_only_head_words():
+    core = SynsetExtractor(style="corenet")
+    keys = core.extract("A photo of kids eating an ice cream")
+    # photo -> photograph.n.01 and kid -> child.n.01 are named after another word: dropped;
+    # "ice" and "cream" are separate tokens; "eating" is kept because eating.n.01 exists (tags are ignored)
+    names = [core.name(k) for k in keys]
+    assert "photograph" not in names and "child" not in names
+    assert {"eating", "ice", "cream"} <= set(names)
+    assert core.extract("Two dogs") == ["n13743269", "n02084071"]  # "two" is a noun sense too
+
+
+def test_bad_input_never_crashes(ex):
+    for caption in ["", "   ", "\n\t", "x" * 100_000, "\x00\x01\x1b[31m", "🐱🐶🎉", "猫が座っている",
+                    "Кошка сидит", "&amp;&lt;&gt;&#x1F600;", "http://example.com/dog.jpg", "'''", "-", "@@@",
+                    "dog " * 5000]:
+        keys = ex.extract(caption)
+        assert isinstance(keys, list) and len(keys) == len(set(keys))
+    assert ex.extract("") == [] and ex.extract("   ") == []
+    assert ex.extract("quickly and very slowly") == []  # no nouns, no labels
+    assert ex.extract("Fish &amp; chips") == ["n02512053", "n07711080"]  # fish, chips (= french fries)
+    assert ex.extract("a dog near https://www.cats.com/cat") == ["n02084071"]  # the URL is dropped
+
+
+def test_not_a_string_gives_no_labels(ex):
+    assert ex.extract(None) == []
+    assert ex.extract(42) == []
+
+
+def test_labels_package_never_imports_torch():
+    code = ("import sys; from catlip.labels import get_extractor; from catlip.labels.vocab import Vocabulary;"
+            "import catlip.labels.tools, catlip.labels.corpus;"
+            "get_extractor('catlip').extract('a dog'); get_extractor('superclass').extract('a dog');"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
