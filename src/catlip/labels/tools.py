@@ -26,8 +26,9 @@ def extractor_options(method: str, *, proper_nouns: bool = False, style: str | N
     return {"stopwords": stopwords}
 
 
-def print_labels(captions: list[str], method: str, options: dict, out: TextIO = sys.stdout) -> None:
+def print_labels(captions: list[str], method: str, options: dict, out: TextIO | None = None) -> None:
     """One block per caption: the caption, then `key  name` per label."""
+    out = out or sys.stdout
     ex = get_extractor(method, **options)
     for caption in captions:
         print(caption, file=out)
