@@ -101,3 +101,37 @@ def test_builtin_imagenet1k_matches_shared_class_list(shared_data):
     ts = load_targets("imagenet1k", WN)
     wnids = [line.split("\t")[1] for line in (shared_data / "class_lists" / "imagenet1k.tsv").read_text().splitlines()[1:]]
     assert [t.wnid for t in ts.targets] == wnids and not ts.unknown
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The multilingual functions")
+def test_best_match_equals_nltk_reference(shared_data, tmp_path_factory):
+    """The index's best similarity equals NLTK's path_similarity maximised over every corpus synset (the tool of
+    CatLIP's original code), for 100 random ImageNet-1k classes against 54 frequent caption synsets."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("nltk")
+    script = shared_data / "nltk" / "make-nltk-data.sh"
+    if not script.is_file() or shutil.which("unzip") is None:
+        pytest.skip("make-nltk-data.sh or unzip missing")
+    dest = tmp_path_factory.mktemp("nltk_data")
+    subprocess.run(["bash", str(script), str(dest)], check=True, capture_output=True)
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    nwn = WordNetCorpusReader(str(dest / "corpora" / "wordnet"), None)
+    words = ("dog cat car man woman child ball water grass bike beach shirt street snow rock tree boat horse bird hat "
+             "building crowd field mountain jacket camera toy wall pool picture hill face bicycle player ocean wave "
+             "stick sand swing shorts people girl boy person air front group motorcycle mouth jump background drive "
+             "lass standing trick").split()
+    corpus = {WN.noun_synsets(w)[0]: i + 1 for i, w in enumerate(words)}
+    classes = load_targets(str(shared_data / "class_lists" / "imagenet1k.tsv"), WN).targets
+    targets = [t.wnid for t in random.Random(0).sample(classes, 100)]
+
+    def synset(key):
+        return nwn.synset_from_pos_and_offset("n", int(key[1:]))
+
+    ref = {t: max(synset(t).path_similarity(synset(c)) for c in corpus) for t in targets}
+    got = best_matches(targets, corpus, WN.hypernym_paths)
+    assert {t: round(got[t].similarity, 9) for t in targets} == {t: round(ref[t], 9) for t in targets}
+    assert len({round(v, 6) for v in ref.values()}) >= 3  # the sample spans several similarity levels

@@ -117,3 +117,16 @@ def test_empty_corpus_gives_valid_report(tmp_path):
     assert summary["corpus"]["unique_synsets"] == 0 and summary["long_tail"] == []
     assert all(r["matched"] == 0 for r in summary["targets"][0]["coverage"])
     assert len(parser.images) == 5 and set(summary["unlabelled_examples"]) == {"!!!", "..."}
+
+
+def test_committed_flickr8k_report_matches_its_summary():
+    from pathlib import Path
+
+    out = Path(__file__).resolve().parents[2] / "docs" / "analysis" / "flickr8k"
+    if not (out / "index.html").is_file():
+        pytest.skip("the Flickr8k report is not committed in this checkout")
+    summary, parser = _check_page_against_json(out)
+    assert summary["corpus"]["num_captions"] == 40455 and [t["name"] for t in summary["targets"]] == ["imagenet1k", "cifar10"]
+    assert len(parser.cells) > 1000  # the full per-class table of ImageNet-1k is on the page
+    total = sum(p.stat().st_size for p in out.iterdir())
+    assert total < 2_000_000, total

@@ -22,6 +22,9 @@ th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric
 """
 
 
+MAX_CLASS_ROWS = 1000  # ImageNet-22k would make a 12 MB page; the JSON keeps every class
+
+
 def write_json(path: Path, data: dict) -> None:
     """Atomic write: a crash never leaves half a summary behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".summary.", suffix=".tmp")
@@ -133,10 +136,13 @@ def _target_section(s: dict) -> str:
         rows = [_num(f"targets.{i}.matches.{j}.index", m["index"]) + _text(m["name"]) + _text(m["wnid"] or "-")
                 + _text(m["how"]) + _text(m["best_name"] or "-") + _text(m["best_key"] or "-")
                 + _num(f"targets.{i}.matches.{j}.similarity", m["similarity"])
-                + _num(f"targets.{i}.matches.{j}.samples", m["samples"]) for j, m in enumerate(t["matches"])]
+                + _num(f"targets.{i}.matches.{j}.samples", m["samples"])
+                for j, m in enumerate(t["matches"][:MAX_CLASS_ROWS])]
         table = _table(["#", "class", "wnid", "mapped by", "best corpus synset", "key", "path sim.", "samples"], rows)
+        shown = (f"all {len(rows)} classes" if len(rows) == len(t["matches"]) else
+                 f"the first {len(rows)} of {len(t['matches'])} classes (all are in summary.json)")
         if len(rows) > 30:
-            table = f"<details><summary>all {len(rows)} classes and their best match</summary>{table}</details>"
+            table = f"<details><summary>{shown} and their best match</summary>{table}</details>"
         out.append(table)
     return "".join(out)
 

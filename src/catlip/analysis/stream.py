@@ -63,8 +63,8 @@ def _extractor(options: ScanOptions):
     return _EXTRACTORS[key]
 
 
-def scan_file(path: str, file_index: int, options: ScanOptions) -> tuple[CorpusStats, dict]:
-    """Statistics of one caption file or shard."""
+def scan_file(path: str, file_index: int, options: ScanOptions, on_progress=None) -> tuple[CorpusStats, dict]:
+    """Statistics of one caption file or shard; ``on_progress(captions_so_far)`` every 5,000 samples."""
     from catlip.labels.corpus import ReadStats, iter_captions
 
     extractor = _extractor(options)
@@ -72,6 +72,8 @@ def scan_file(path: str, file_index: int, options: ScanOptions) -> tuple[CorpusS
     read = ReadStats()
     for number, captions in enumerate(iter_captions(path, column=options.column, stats=read)):
         stats.add_sample([extractor.extract(c) for c in captions], captions, sample_id=f"{file_index}:{number}")
+        if on_progress is not None and number % 5000 == 4999:
+            on_progress(stats.num_captions)
     if read.skipped:
         stats.skipped[path] = read.skipped
     info = {"path": path, "samples": stats.num_samples, "captions": stats.num_captions,
@@ -98,7 +100,13 @@ def scan(files: list[str], options: ScanOptions, workers: int = 1, progress: boo
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         pool = multiprocessing.get_context(method).Pool(workers)
     try:
-        parts = pool.imap(_scan_job, jobs) if pool else map(_scan_job, jobs)
+        if pool:
+            parts = pool.imap(_scan_job, jobs)
+        else:  # in-process: also report progress inside a file (one big captions file is common)
+            def inner(n):
+                bar.set_postfix_str(f"{total.num_captions + n:,} captions")
+
+            parts = (scan_file(*job, on_progress=inner) for job in jobs)
         for stats, info in parts:
             total.merge(stats)
             result.files.append(info)
