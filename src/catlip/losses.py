@@ -1,14 +1,17 @@
 """Pre-training losses as pure functions.
 
-Every function computes in float32 whatever the input dtype (autocast hands over bf16 logits, and sums over
-tens of thousands of classes lose precision in bf16). Each docstring states its reduction. Per-sample losses are
+Every function computes in float32 with autocast switched off, whatever the input dtype: autocast hands over
+bf16 logits and would run the similarity matmuls and pairwise sums in bf16, which loses precision over tens of
+thousands of classes or B^2 pairs. Each docstring states its reduction. Per-sample losses are
 summed and divided by the *local* batch size, never by a data-dependent count, so that averaging gradients over
 data-parallel ranks (DDP) gives exactly the gradient of the loss over the global batch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,17 +21,29 @@ from torch import Tensor
 _MASKED = -1e9
 
 
+def _float32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next(a.device.type for a in args if isinstance(a, Tensor))
+        with torch.autocast(device_type=device, enabled=False):
+            cast = [a.float() if isinstance(a, Tensor) and (a.is_floating_point() or a.dtype == torch.bool) else a for a in args]
+            return fn(*cast, **kwargs)
+
+    return wrapper
+
+
+@_float32
 def bce(logits: Tensor, targets: Tensor) -> Tensor:
     """CatLIP binary cross-entropy with logits.
 
     Reduction: summed over classes, averaged over the batch (sum / B), as in the CatLIP reference code.
     At zero logits this equals V * log 2 whatever the targets.
     """
-    logits = logits.float()
-    total = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="sum")
+    total = F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
     return total / logits.shape[0]
 
 
+@_float32
 def idf_softmax(logits: Tensor, target_weights: Tensor) -> Tensor:
     """SuperClass softmax cross-entropy against soft targets.
 
@@ -39,13 +54,12 @@ def idf_softmax(logits: Tensor, target_weights: Tensor) -> Tensor:
     number of labelled samples keeps the loss a plain per-sample mean, which is what makes the DDP gradient
     average exact. At zero logits the loss of a labelled sample equals log V.
     """
-    logits = logits.float()
-    weights = target_weights.to(logits.dtype)
-    targets = weights / weights.sum(dim=1, keepdim=True).clamp_min(torch.finfo(logits.dtype).tiny)
+    targets = target_weights / target_weights.sum(dim=1, keepdim=True).clamp_min(torch.finfo(logits.dtype).tiny)
     per_sample = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1)
     return per_sample.sum() / logits.shape[0]
 
 
+@_float32
 def asl(
     logits: Tensor,
     targets: Tensor,
@@ -61,8 +75,6 @@ def asl(
     Reduction: summed over classes, averaged over the batch (sum / B), like :func:`bce`.
     The focusing factors keep their gradient (the paper's plain formulation).
     """
-    logits = logits.float()
-    y = targets.to(logits.dtype)
     p = torch.sigmoid(logits)
     log_p = F.logsigmoid(logits)
     if clip > 0:
@@ -74,20 +86,21 @@ def asl(
         p_m = p
     pos = (1 - p).pow(gamma_pos) * log_p.clamp(min=math.log(eps))
     neg = p_m.pow(gamma_neg) * log_not_pm.clamp(min=math.log(eps))
-    total = -(y * pos + (1 - y) * neg).sum()
+    total = -(targets * pos + (1 - targets) * neg).sum()
     return total / logits.shape[0]
 
 
+@_float32
 def soft_margin(logits: Tensor, targets: Tensor) -> Tensor:
     """Multi-label soft-margin loss (torch.nn.MultiLabelSoftMarginLoss).
 
     Per sample: -(1/V) * sum_c [y_c log sigmoid(x_c) + (1 - y_c) log sigmoid(-x_c)].
     Reduction: averaged over classes and over the batch, i.e. :func:`bce` / V.
     """
-    logits = logits.float()
-    return F.multilabel_soft_margin_loss(logits, targets.to(logits.dtype), reduction="mean")
+    return F.multilabel_soft_margin_loss(logits, targets, reduction="mean")
 
 
+@_float32
 def two_way(logits: Tensor, targets: Tensor, t_pos: float = 4.0, t_neg: float = 1.0) -> Tensor:
     """Two-way multi-label loss (Kobayashi, CVPR 2023).
 
@@ -100,7 +113,6 @@ def two_way(logits: Tensor, targets: Tensor, t_pos: float = 4.0, t_neg: float = 
     classes with at least one positive in the batch (the paper's definition; being normalised by data-dependent
     counts, its DDP gradient average is not exactly the global-batch gradient).
     """
-    logits = logits.float()
     positive = targets > 0
 
     def relative(dim: int) -> Tensor:
@@ -113,6 +125,7 @@ def two_way(logits: Tensor, targets: Tensor, t_pos: float = 4.0, t_neg: float = 
     return relative(dim=1) + relative(dim=0)
 
 
+@_float32
 def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float) -> Tensor:
     """Symmetric InfoNCE (CLIP) over matching rows of ``image_features`` and ``text_features``.
 
@@ -120,13 +133,14 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
     Reduction: cross-entropy averaged over the B rows of the image->text and of the text->image logits, then the
     two directions averaged. With features that carry no information (all equal) it equals log B.
     """
-    image = F.normalize(image_features.float(), dim=-1)
-    text = F.normalize(text_features.float(), dim=-1)
+    image = F.normalize(image_features, dim=-1)
+    text = F.normalize(text_features, dim=-1)
     logits = logit_scale * image @ text.t()
     labels = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+@_float32
 def siglip_loss(
     image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float, logit_bias: Tensor | float
 ) -> Tensor:
@@ -136,8 +150,8 @@ def siglip_loss(
     positives, the B^2 - B others negatives; each pair costs -log sigmoid(z_ij * logit_ij) with z = +1 / -1.
     Reduction: summed over all B^2 pairs, divided by B.
     """
-    image = F.normalize(image_features.float(), dim=-1)
-    text = F.normalize(text_features.float(), dim=-1)
+    image = F.normalize(image_features, dim=-1)
+    text = F.normalize(text_features, dim=-1)
     logits = logit_scale * image @ text.t() + logit_bias
     signs = 2 * torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype) - 1
     return -F.logsigmoid(signs * logits).sum() / logits.shape[0]

@@ -163,3 +163,20 @@ def test_siglip_loss_at_zero_scale_is_softplus_of_bias():
     img, txt, b = torch.randn(4, 3), torch.randn(4, 3), -10.0
     expected = (4 * F.softplus(torch.tensor(-b)) + 12 * F.softplus(torch.tensor(b))) / 4
     assert losses.siglip_loss(img, txt, 0.0, b).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["clip_loss", "siglip_loss"])
+def test_contrastive_losses_ignore_autocast(loss):
+    g = torch.Generator().manual_seed(3)
+    img, txt = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    args = (img, txt, torch.tensor(20.0)) + ((torch.tensor(-10.0),) if loss == "siglip_loss" else ())
+    exact = getattr(losses, loss)(*args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = getattr(losses, loss)(*args)
+    assert value.dtype == torch.float32 and value.item() == pytest.approx(exact.item(), rel=1e-6)
+
+
+def test_binary_losses_accept_bool_targets(batch):
+    logits, targets = batch
+    for fn in (losses.bce, losses.asl, losses.soft_margin, losses.two_way):
+        assert fn(logits, targets.bool()).item() == pytest.approx(fn(logits, targets).item(), rel=1e-6)
