@@ -105,18 +105,19 @@ def test_builtin_imagenet1k_matches_shared_class_list(shared_data):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The multilingual functions")
-def test_best_match_equals_nltk_reference(shared_data, tmp_path_factory):
+def test_best_match_equals_nltk_reference(shared_data, tmp_path_factory, monkeypatch):
     """The index's best similarity equals NLTK's path_similarity maximised over every corpus synset (the tool of
     CatLIP's original code), for 100 random ImageNet-1k classes against 54 frequent caption synsets."""
     import shutil
     import subprocess
 
-    pytest.importorskip("nltk")
+    nltk = pytest.importorskip("nltk")
     script = shared_data / "nltk" / "make-nltk-data.sh"
     if not script.is_file() or shutil.which("unzip") is None:
         pytest.skip("make-nltk-data.sh or unzip missing")
     dest = tmp_path_factory.mktemp("nltk_data")
     subprocess.run(["bash", str(script), str(dest)], check=True, capture_output=True)
+    monkeypatch.setattr(nltk.data, "path", [str(dest), *nltk.data.path])  # NLTK only reads from its data path
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     nwn = WordNetCorpusReader(str(dest / "corpora" / "wordnet"), None)
