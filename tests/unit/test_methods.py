@@ -175,3 +175,30 @@ def test_bad_method_and_loss_names_are_config_errors():
         build_method(tiny_config("catlip", loss="focal"), V)
     with pytest.raises(ConfigError):
         build_method(tiny_config("catlip"), 0)
+
+
+@pytest.mark.parametrize("method", ["catlip", "superclass"])
+def test_classification_methods_work_on_a_convnet(method):
+    torch.manual_seed(0)
+    cfg = tiny_config(method)
+    cfg.model.backbone, cfg.model.backbone_kwargs = "resnet18", {}
+    model = build_method(cfg, V)
+    out = model(tiny_batch(4))
+    out["loss"].backward()
+    assert out["logits"].shape == (4, V) and torch.isfinite(out["loss"])
+    assert model.features(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_multiscale_method_exports_a_dynamic_size_backbone(tmp_path):
+    from catlip.models import export_backbone, load_backbone
+
+    torch.manual_seed(0)
+    cfg = tiny_config("superclass")
+    cfg.data.multiscale = True
+    model = build_method(cfg, V).eval()
+    spec = export_backbone(model, tmp_path / "b.safetensors")
+    assert spec["kwargs"]["dynamic_img_size"] is True
+    loaded = load_backbone(tmp_path / "b.safetensors").eval()
+    x = torch.randn(2, 3, 48, 48)  # another resolution than the 32 px it was built for
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_features(x), model.backbone.forward_features(x))
