@@ -26,7 +26,8 @@ def _float32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     def wrapper(*args, **kwargs):
         device = next(a.device.type for a in args if isinstance(a, Tensor))
         with torch.autocast(device_type=device, enabled=False):
-            cast = [a.float() if isinstance(a, Tensor) and (a.is_floating_point() or a.dtype == torch.bool) else a for a in args]
+            cast = [a.float() if isinstance(a, Tensor) and (a.is_floating_point() or a.dtype == torch.bool) else a
+                    for a in args]
             return fn(*cast, **kwargs)
 
     return wrapper
@@ -157,4 +158,10 @@ def siglip_loss(
     return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
 
 
-CLASSIFICATION_LOSSES = {"bce": bce, "idf_softmax": idf_softmax, "asl": asl, "soft_margin": soft_margin, "two_way": two_way}
+CLASSIFICATION_LOSSES = {
+    "bce": bce,
+    "idf_softmax": idf_softmax,
+    "asl": asl,
+    "soft_margin": soft_margin,
+    "two_way": two_way,
+}

@@ -104,7 +104,9 @@ def test_export_round_trip_through_timm_is_bitwise(tmp_path):
     spec = export_backbone(method, path)
     assert read_spec(path) == spec
     overlay = {"file": str(path)}
-    plain = timm.create_model(spec["name"], pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **spec["kwargs"])
+    plain = timm.create_model(
+        spec["name"], pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **spec["kwargs"]
+    )
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     method.backbone.eval()
     with torch.no_grad():

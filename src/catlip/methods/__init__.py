@@ -31,12 +31,13 @@ def build_method(cfg: Config, num_classes: int, *, zero_weight_ids: Iterable[int
     backbone = create_backbone(cfg.model, cfg.data.image_size, dynamic_img_size=cfg.data.multiscale)
     if name in ("clip", "siglip"):
         if loss != name:
-            raise ConfigError(f"method {name} trains with its own loss; method.loss={cfg.method.loss!r} is not supported")
+            raise ConfigError(f"method {name} trains with its own loss; method.loss={cfg.method.loss!r} is unsupported")
         return ContrastiveMethod(name, backbone, cfg.model, cfg.data.context_length)
     if name not in ("catlip", "superclass"):
         raise ConfigError(f"unknown method {name!r}; choose catlip, superclass, clip or siglip")
     if loss not in CLASSIFICATION_LOSSES:
-        raise ConfigError(f"method.loss={loss!r} is not a classification loss; choose from {sorted(CLASSIFICATION_LOSSES)}")
+        known = ", ".join(sorted(CLASSIFICATION_LOSSES))
+        raise ConfigError(f"method.loss={loss!r} is not a classification loss; choose from {known}")
     if num_classes < 1:
         raise ConfigError(f"{name} needs a non-empty label vocabulary (got {num_classes} classes)")
     if name == "catlip":

@@ -67,5 +67,7 @@ def load_backbone(path: str | Path, **overrides: Any) -> nn.Module:
     expected = set(model.state_dict())
     if stored != expected:
         missing, extra = sorted(expected - stored), sorted(stored - expected)
-        raise CheckpointError(f"{path}: weights do not fit {spec['name']}: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise CheckpointError(
+            f"{path}: weights do not fit {spec['name']}: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
     return model
