@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-OBJECTS = ("ball", "box", "car", "tree", "house", "star", "flower", "boat", "fish", "kite")
+OBJECTS = ("ball", "box", "car", "tree", "house", "star", "flower", "boat", "fish", "umbrella")
 COLOURS = {
     "red": (220, 30, 30), "blue": (30, 60, 220), "yellow": (240, 220, 30), "orange": (245, 140, 20),
     "purple": (140, 40, 180), "white": (245, 245, 245), "black": (20, 20, 20), "pink": (250, 140, 190),
@@ -80,9 +80,10 @@ def _draw_object(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: 
         draw.ellipse((cx - r * 0.8, cy - r * 0.45, cx + r * 0.5, cy + r * 0.45), fill=fill, outline=edge)
         draw.polygon([(cx + r * 0.4, cy), (cx + r, cy - r * 0.5), (cx + r, cy + r * 0.5)], fill=fill, outline=edge)
         draw.ellipse((cx - r * 0.55, cy - r * 0.15, cx - r * 0.4, cy), fill=edge)
-    elif kind == "kite":
-        draw.polygon([(cx, cy - r), (cx + r * 0.6, cy - r * 0.2), (cx, cy + r * 0.6), (cx - r * 0.6, cy - r * 0.2)], fill=fill, outline=edge)
-        draw.line((cx, cy + r * 0.6, cx + r * 0.3 * rng.choice((-1, 1)), cy + r * 1.2), fill=edge)
+    elif kind == "umbrella":
+        draw.pieslice((cx - r, cy - r * 0.8, cx + r, cy + r * 0.8), 180, 360, fill=fill, outline=edge)
+        draw.line((cx, cy, cx, cy + r * 0.8), fill=(60, 40, 20), width=max(1, int(r * 0.12)))
+        draw.arc((cx - r * 0.3, cy + r * 0.6, cx, cy + r), 0, 180, fill=(60, 40, 20), width=max(1, int(r * 0.1)))
 
 
 def _background(size: int, name: str, rng: random.Random) -> Image.Image:

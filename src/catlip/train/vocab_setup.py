@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -15,35 +17,57 @@ EXTRACTOR_OPTIONS = {
 }
 
 
-def iter_training_captions(cfg, *, progress: bool = True):
-    """Every caption of every training sample, in index order (the same sources the loader reads)."""
+def _caption_files(cfg, tmp_dir: Path, progress: bool) -> list[Path]:
+    """Caption files for the labels stage's counter: shard / manifest paths as they are; the synthetic set and
+    image folders (whose captions live in code or in many sidecar files) are written to one text file first."""
     from collections import Counter
+
+    import webdataset as wds
 
     from catlip.data.sources import open_sources
 
-    source = open_sources(cfg.data, seed=cfg.train.seed, stats=Counter())
-    for i in tqdm(range(len(source)), desc="captions", unit="sample", disable=not progress, mininterval=1):
-        try:
-            caps = source.captions(i)
-        except OSError:
-            continue  # counted by the loader when training reaches it
-        yield from caps
+    paths: list[Path] = []
+    loose = []
+    for spec in cfg.data.train:
+        low = spec.lower()
+        if spec != "synthetic" and (".tar" in low or low.endswith((".csv", ".tsv", ".jsonl"))) and "://" not in spec:
+            paths += [Path(u) for u in wds.shardlists.expand_urls(spec)]
+        else:
+            loose.append(spec)
+    if loose:
+        source = open_sources(dataclasses.replace(cfg.data, train=loose), seed=cfg.train.seed, stats=Counter())
+        out = tmp_dir / "captions.txt"
+        with open(out, "w", encoding="utf-8") as f:
+            for i in tqdm(range(len(source)), desc="captions", unit="sample", disable=not progress, mininterval=1):
+                try:
+                    caps = source.captions(i)
+                except OSError:
+                    continue  # counted by the loader when training reaches it
+                f.writelines(" ".join(c.split()) + "\n" for c in caps)
+        paths.append(out)
+    return paths
 
 
 def build_run_vocabulary(cfg, *, progress: bool = True):
-    """A fresh vocabulary for ``cfg`` or None when the method needs no labels."""
+    """A fresh vocabulary for ``cfg`` from its training captions, or None when the method needs no labels."""
     from catlip.labels.vocab import Vocabulary, build_vocabulary
 
     name = cfg.method.name
     if name not in EXTRACTOR_OPTIONS:
         return None
-    if name == "superclass" and not cfg.method.subword_stopwords:
-        return Vocabulary.full_bpe()  # the paper classifies over the whole CLIP BPE table; ids equal BPE ids
-    from catlip.labels import get_extractor
-
-    extractor = get_extractor(name, **EXTRACTOR_OPTIONS[name](cfg.method))
-    return build_vocabulary(iter_training_captions(cfg, progress=progress), extractor,
-                            min_count=cfg.data.vocab_min_count, top_k=cfg.data.vocab_top_k or None)
+    if name == "superclass":
+        # the paper classifies over the whole CLIP BPE table, so class ids equal BPE ids
+        return Vocabulary.full_bpe(stopwords=cfg.method.subword_stopwords)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = _caption_files(cfg, Path(tmp), progress)
+        vocab, _ = build_vocabulary(paths, name, EXTRACTOR_OPTIONS[name](cfg.method),
+                                    min_count=cfg.data.vocab_min_count, top_k=cfg.data.vocab_top_k or None,
+                                    workers=max(1, cfg.data.num_workers), column=cfg.data.caption_column,
+                                    progress=progress)
+    if len(vocab) == 0:
+        raise CatlipError(f"no label reaches data.vocab_min_count={cfg.data.vocab_min_count} in the training "
+                          "captions; lower it or pass data.vocab")
+    return vocab
 
 
 def resolve_vocabulary(cfg, run_dir: Path, *, resuming: bool, build: bool, progress: bool = True):
