@@ -66,7 +66,9 @@ def _create(name: str, kwargs: dict[str, Any], explicit: set[str]) -> tuple[nn.M
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under DDP / FSDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
     while True:
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
         if not isinstance(inner, nn.Module):
             return model
         model = inner
