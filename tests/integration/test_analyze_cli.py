@@ -74,6 +74,10 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert main(["analyze", "--input", str(tmp_path / "c.txt"), "--targets", "imagenet99k",
                  "--out", str(tmp_path / "r")]) == 2
     assert "imagenet99k" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["analyze", "--input", str(tmp_path / "c.txt"), "--out", str(tmp_path / "file" / "r"),
+                 "--no-progress"]) == 2
+    assert "cannot write the report" in capsys.readouterr().err
 
 
 def test_no_labelled_caption_gives_an_empty_valid_report(tmp_path):

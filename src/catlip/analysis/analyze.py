@@ -144,5 +144,8 @@ def analyze(inputs: Sequence[str], out: str | Path, *, targets: Sequence[str] = 
                             extractor={"method": method, "options": options},
                             title=title or f"Synset analysis of {Path(files[0]).parent.name or files[0]}",
                             input_note=input_note, seed=seed)
-    render(summary, Path(out))
+    try:
+        render(summary, Path(out))
+    except OSError as err:
+        raise DataError(f"cannot write the report into {out}: {err}") from err
     return summary
