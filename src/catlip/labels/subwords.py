@@ -68,7 +68,10 @@ class BPE:
         self._cache: dict[str, tuple[int, ...]] = {}
 
     def clean(self, text: str) -> str:
-        text = html.unescape(html.unescape(self._fix_text(text))).strip()
+        """open_clip's 'lower' cleaning: ftfy, HTML unescaping (twice), whitespace folding, lower case."""
+        # Printable ASCII without '&' or escapes is left unchanged by ftfy and html.unescape (the slow steps).
+        if not (text.isascii() and text.isprintable() and "&" not in text):
+            text = html.unescape(html.unescape(self._fix_text(text)))
         return " ".join(text.split()).lower()
 
     def words(self, text: str) -> list[str]:

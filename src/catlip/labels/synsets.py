@@ -18,7 +18,7 @@ No collocations are matched (NLTK's word tokenizer splits "ice cream").
 from __future__ import annotations
 
 from catlip.labels.tagger import NOUN_TAGS, PROPER_TAGS, get_tagger
-from catlip.labels.text import normalize, tokenize
+from catlip.labels.text import normalize, tokenize, tokenize_piece
 from catlip.labels.wordnet import get_wordnet
 
 STYLES = ("paper", "corenet")
@@ -50,8 +50,8 @@ class SynsetExtractor:
         self._vbg = tags.index("VBG")
         self._predicate_ids = frozenset(i for i, t in enumerate(tags) if t in _PREDICATE_BEFORE)
         self._noun_key: dict[str, str | None] = {}
-        self._info: dict[str, tuple] = {}
-        self._info_first: dict[str, tuple] = {}
+        self._pieces: dict[str, tuple] = {}
+        self._pieces_first: dict[str, tuple] = {}
         self._colloc_key: dict[tuple[str, ...], str | None] = {}
         self._corenet_key: dict[str, str | None] = {}
 
@@ -99,32 +99,41 @@ class SynsetExtractor:
 
     def _token_info(self, word: str, first: bool) -> tuple:
         """(tag candidates, lower-case form, words that may follow it in a multi-word noun, key if a noun,
-        base forms)."""
+        base forms, the tag if unambiguous else -1)."""
         low = word.lower()
-        key = self._noun_key.get(low, "")
-        if key == "":
-            key = self._word_key(low)
+        bases = self.wordnet.morphy(low)
+        key = self.wordnet.first_synset(bases[0]) if bases else None
         # The word's spellings a multi-word noun may continue with ("ice creams" ends in "cream").
-        forms = tuple(dict.fromkeys([low, *self.wordnet.morphy(low)]))
-        info = (self.tagger.candidates(word, first), low, self.wordnet.collocation_next.get(low), key, forms)
-        cache = self._info_first if first else self._info
+        forms = tuple(dict.fromkeys([low, *bases]))
+        cands = self.tagger.candidates(word, first)
+        anchor = cands[0][0] if len(cands) == 1 else -1
+        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor)
+
+    def _piece(self, piece: str, first: bool) -> tuple[tuple[str, ...], tuple]:
+        """Tokens of one whitespace-separated piece and their records, cached per piece."""
+        cache = self._pieces_first if first else self._pieces
         if len(cache) > _MAX_CACHE:
             cache.clear()
-        cache[word] = info
-        return info
+        tokens = tuple(tokenize_piece(piece))
+        rec = cache[piece] = (tokens, tuple(self._token_info(t, first and i == 0) for i, t in enumerate(tokens)))
+        return rec
 
     def _extract_paper(self, caption: str) -> list[str]:
-        tokens = tokenize(caption)
-        if not tokens:
+        pieces = normalize(caption).split()
+        if not pieces:
             return []
-        get = self._info.get
-        w0 = tokens[0]
-        if w0[:1].isupper():  # sentence-initial capitals are looked up differently
-            first = self._info_first.get(w0) or self._token_info(w0, True)
+        p0 = pieces[0]
+        if p0[:1].isupper():  # a sentence-initial capital is looked up differently
+            tokens, infos = self._pieces_first.get(p0) or self._piece(p0, True)
         else:
-            first = get(w0) or self._token_info(w0, False)
-        infos = [first] + [get(w) or self._token_info(w, False) for w in tokens[1:]]
-        tags = self.tagger.decode(tokens, [inf[0] for inf in infos])
+            tokens, infos = self._pieces.get(p0) or self._piece(p0, False)
+        tokens, infos = list(tokens), list(infos)
+        get = self._pieces.get
+        for piece in pieces[1:]:
+            rec = get(piece) or self._piece(piece, False)
+            tokens += rec[0]
+            infos += rec[1]
+        tags = self.tagger.decode(tokens, [inf[0] for inf in infos], [inf[5] for inf in infos])
         maybe = self._colloc_ids
         picks = [i for i, tag in enumerate(tags) if tag in maybe]
         if not picks:

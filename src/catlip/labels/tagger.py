@@ -214,16 +214,18 @@ class Tagger:
         cands += [cache.get(w) or self.candidates(w) for w in tokens[1:]]
         return self.decode(tokens, cands)
 
-    def decode(self, tokens: list[str], cands: list[tuple]) -> list[int]:
-        """Best tag ids given each token's candidates (from `candidates`)."""
+    def decode(self, tokens: list[str], cands: list[tuple], anchors: list[int] | None = None) -> list[int]:
+        """Best tag ids given each token's candidates (from `candidates`); `anchors` optionally gives, per
+        token, its only candidate tag or -1 (saves recomputing it)."""
+        if anchors is None:
+            anchors = [c[0][0] if len(c) == 1 else -1 for c in cands]
         out: list[int] = []
         left, run = self._start, -1
         i = 0
-        for c in cands:
-            if len(c) == 1:
-                anchor = c[0][0]
+        for anchor in anchors:
+            if anchor >= 0:
                 if run >= 0:
-                    out += self._run(left, run, tokens[run:i], cands[run:i], anchor)
+                    out += self._run(left, run, i, tokens, cands, anchor)
                     run = -1
                 out.append(anchor)
                 left = anchor
@@ -231,26 +233,27 @@ class Tagger:
                 run = i
             i += 1
         if run >= 0:
-            out += self._run(left, run, tokens[run:], cands[run:], None)
+            out += self._run(left, run, len(anchors), tokens, cands, None)
         return out
 
-    def _run(self, left: int, start: int, words: list[str], cands: list[tuple], right: int | None) -> tuple:
-        # Tags of an ambiguous run depend only on the tags fixed on either side and its words.
-        if len(cands) == 1:  # the common case: one ambiguous word between two fixed tags
-            key = (left, start == 0, words[0], right)
+    def _run(self, left: int, start: int, end: int, tokens: list[str], cands: list[tuple], right: int | None):
+        """Tags of the ambiguous tokens[start:end]; they depend only on the tags fixed on either side and the
+        words, so results are cached under that key."""
+        if end - start == 1:  # the common case: one ambiguous word between two fixed tags
+            key = (left, start == 0, tokens[start], right)
             tags = self._runs.get(key)
             if tags is None:
-                trans = self._trans
+                trans, row = self._trans, self._trans[left]
                 if right is None:
-                    best = max(cands[0], key=lambda te: trans[left][te[0]] + te[1])
+                    best = max(cands[start], key=lambda te: row[te[0]] + te[1])
                 else:
-                    best = max(cands[0], key=lambda te: trans[left][te[0]] + te[1] + trans[te[0]][right])
+                    best = max(cands[start], key=lambda te: row[te[0]] + te[1] + trans[te[0]][right])
                 tags = self._runs[key] = (best[0],)
             return tags
-        key = (left, start == 0, tuple(words), right)
+        key = (left, start == 0, tuple(tokens[start:end]), right)
         tags = self._runs.get(key)
         if tags is None:
-            tags = self._runs[key] = self._viterbi(left, cands, right)
+            tags = self._runs[key] = self._viterbi(left, cands[start:end], right)
         return tags
 
     def tag(self, tokens: list[str]) -> list[str]:

@@ -39,16 +39,25 @@ def normalize(caption: str) -> str:
 _FAST = re.compile(r"\d+(?:[.,/:]\d+)+(?:st|nd|rd|th|s)?\b|\w+(?:-\w+)*(?:'\w*)*|'(?:s|re|ve|ll|m|d)\b|[^\w\s]", re.IGNORECASE)
 
 
-def tokenize(caption: str) -> list[str]:
-    """Normalised caption → word tokens (Penn-style splitting of clitics and punctuation)."""
-    text = normalize(caption)
-    tokens = _FAST.findall(text)
-    if "'" not in text:
-        return tokens
+def tokenize_piece(piece: str) -> list[str]:
+    """Tokens of one whitespace-free piece of normalised text."""
+    if piece.isalpha():  # most pieces are plain words: skip the regular expressions
+        return [piece]
+    if "'" not in piece:
+        return _FAST.findall(piece)
     out: list[str] = []
-    for tok in tokens:
+    for tok in _FAST.findall(piece):
         if "'" in tok and len(tok) > 1:
             out.extend(_TOKEN.findall(tok))
         else:
             out.append(tok)
+    return out
+
+
+def tokenize(caption: str) -> list[str]:
+    """Normalised caption → word tokens (Penn-style splitting of clitics and punctuation). No token spans
+    whitespace, so pieces are tokenized independently."""
+    out: list[str] = []
+    for piece in normalize(caption).split():
+        out.extend(tokenize_piece(piece))
     return out
