@@ -79,6 +79,7 @@ def _assert_same_state(a, b):
     assert sa["samples_seen"] == sb["samples_seen"] == 16 and sa["epoch"] == sb["epoch"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["catlip", "clip"])
 def test_four_steps_equal_two_plus_resume_plus_two(tmp_path, method):
     extra = CLIP if method == "clip" else []
