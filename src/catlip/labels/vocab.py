@@ -199,7 +199,10 @@ def count_keys(paths: list[str | Path], method: str, options: dict, *, workers: 
             total.merge(part)
             bar.update(1)
     else:
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        methods = multiprocessing.get_all_start_methods()
+        if "fork" in methods:
+            _init_worker(method, options)  # parse WordNet/tagger once here; forked workers share the pages
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(method, options)) as pool:
             for part in pool.imap(_count_file, jobs):
                 total.merge(part)

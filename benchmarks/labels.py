@@ -1,0 +1,256 @@
+"""Benchmark the caption → label engine against a reference of the original CatLIP (corenet) code on NLTK.
+
+Run: .venv/bin/python benchmarks/labels.py   (writes benchmarks/results/labels.json, prints a markdown table)
+
+Everything is measured in this one process, on the 40k Flickr8k captions (../shared/data/flickr8k):
+  * speed (captions/s, CPU time of this process = per core, and wall time) of ours and of the reference, cold
+    (fresh caches, resources already loaded; load time reported separately) and warm (second pass);
+  * label agreement (micro precision/recall over captions) of ours with the corenet reference and with a
+    paper-faithful NLTK pipeline (pos_tag nouns → morphy → first synset);
+  * part-of-speech accuracy on UD English-EWT dev (ours and NLTK's perceptron, gold tokens);
+  * vocabulary build time over the 9 Flickr8k shards with 1 and 2 worker processes.
+NLTK runs offline from an nltk_data folder built by ../shared/data/nltk/make-nltk-data.sh into .nltk_data/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CATLIP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "benchmarks" / "results" / "labels.json"
+
+
+def ensure_nltk_data() -> Path:
+    dest = ROOT / ".nltk_data"
+    if not (dest / "corpora" / "wordnet" / "data.noun").is_file():
+        subprocess.run(["bash", str(SHARED / "nltk" / "make-nltk-data.sh"), str(dest)], check=True)
+    os.environ["NLTK_DATA"] = str(dest)
+    return dest
+
+
+def read_captions() -> list[str]:
+    lines = (SHARED / "flickr8k" / "captions.token.txt").read_text(encoding="utf-8").splitlines()
+    return [line.split("\t", 1)[1] for line in lines if "\t" in line]
+
+
+# ---------------------------------------------------------------------- references on NLTK
+
+
+class CorenetReference:
+    """The logic of corenet's WordnetTaggedClassificationDataset._convert_caption_to_labels, on NLTK:
+    clean + lower-case, word-tokenize, pos_tag (result unused, as in corenet), lemmatize as a noun, keep the word
+    when wn.synset(f"{lemma}.n.01") exists and is named after the lemma. Keys as "n%08d", deduplicated."""
+
+    def __init__(self):
+        import ftfy
+        import nltk
+        from nltk.corpus import wordnet
+        from nltk.stem import WordNetLemmatizer
+        from nltk.tokenize import NLTKWordTokenizer
+
+        self.nltk, self.wn, self.fix_text = nltk, wordnet, ftfy.fix_text
+        self.lemmatizer = WordNetLemmatizer()
+        # word_tokenize = punkt sentence split + this tokenizer; captions are single sentences and punkt is not
+        # part of the offline data, so the word tokenizer is used directly.
+        self.tokenize = NLTKWordTokenizer().tokenize
+        self.html = re.compile("<.*?>")
+
+    def clean(self, caption: str) -> str:
+        caption = urllib.parse.unquote(str(caption)).replace("+", " ")
+        caption = re.sub(self.html, "", caption).strip("\n")
+        caption = re.sub(" +", " ", caption)
+        return self.fix_text(caption).strip().lower()
+
+    def extract(self, caption: str) -> list[str]:
+        words = self.nltk.pos_tag(self.tokenize(self.clean(caption)))
+        out: list[str] = []
+        for word, _pos in words:
+            try:
+                lemma = self.lemmatizer.lemmatize(word)
+                synset = self.wn.synset(f"{lemma}.n.01")
+            except Exception:  # corenet skips any lookup failure the same way
+                continue
+            if synset.name() != f"{lemma}.n.01":
+                continue
+            key = "n%08d" % synset.offset()
+            if key not in out:
+                out.append(key)
+        return out
+
+
+class PaperNltk:
+    """The paper's Eq. (1) on NLTK: pos_tag → NN/NNS → wordnet.morphy(word, NOUN) → first noun synset."""
+
+    def __init__(self):
+        import nltk
+        from nltk.corpus import wordnet
+        from nltk.tokenize import NLTKWordTokenizer
+
+        self.nltk, self.wn = nltk, wordnet
+        self.tokenize = NLTKWordTokenizer().tokenize
+
+    def extract(self, caption: str) -> list[str]:
+        out: list[str] = []
+        for word, pos in self.nltk.pos_tag(self.tokenize(caption)):
+            if pos not in ("NN", "NNS"):
+                continue
+            lemma = self.wn.morphy(word.lower(), self.wn.NOUN)
+            synsets = self.wn.synsets(lemma, self.wn.NOUN) if lemma else []
+            if synsets:
+                key = "n%08d" % synsets[0].offset()
+                if key not in out:
+                    out.append(key)
+        return out
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+def timed_pass(extract, captions: list[str]) -> tuple[list[list[str]], dict]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    labels = [extract(c) for c in captions]
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return labels, {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                    "captions_per_s_cpu": round(len(captions) / cpu), "captions_per_s_wall": round(len(captions) / wall)}
+
+
+def speed(name: str, make, captions: list[str]) -> tuple[list[list[str]], dict]:
+    t0 = time.perf_counter()
+    extractor = make()
+    extractor.extract("A warm-up caption about a dog .")  # loads lazily-read resources (NLTK) before timing
+    load = time.perf_counter() - t0
+    labels, cold = timed_pass(extractor.extract, captions)
+    _, warm = timed_pass(extractor.extract, captions)
+    print(f"{name}: load {load:.2f}s, cold {cold['captions_per_s_cpu']:,}/s, warm {warm['captions_per_s_cpu']:,}/s",
+          file=sys.stderr)
+    return labels, {"load_s": round(load, 3), "cold": cold, "warm": warm}
+
+
+def agreement(ours: list[list[str]], ref: list[list[str]]) -> dict:
+    """Micro precision/recall of `ours` against `ref`, plus the share of captions with identical label sets."""
+    tp = sum(len(set(a) & set(b)) for a, b in zip(ours, ref))
+    n_ours, n_ref = sum(map(len, ours)), sum(map(len, ref))
+    same = sum(set(a) == set(b) for a, b in zip(ours, ref))
+    p, r = tp / max(n_ours, 1), tp / max(n_ref, 1)
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / max(p + r, 1e-12), 4),
+            "identical_captions": round(same / len(ours), 4), "labels_ours": n_ours, "labels_ref": n_ref}
+
+
+def tagger_accuracy() -> dict:
+    from nltk.tag import PerceptronTagger
+
+    from catlip.labels.tagger import NOUN_TAGS, PROPER_TAGS, evaluate_conllu, read_conllu
+
+    path = SHARED / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
+    ours = evaluate_conllu(path)
+    perceptron, nouns = PerceptronTagger(), NOUN_TAGS | PROPER_TAGS
+    total = correct = tp = fp = fn = 0
+    for sent in read_conllu(path):
+        for (_, gold), (_, pred) in zip(sent, perceptron.tag([w for w, _ in sent])):
+            total += 1
+            correct += gold == pred
+            tp += gold in nouns and pred in nouns
+            fp += pred in nouns and gold not in nouns
+            fn += gold in nouns and pred not in nouns
+    return {"ours": {k: round(v, 4) if isinstance(v, float) else v for k, v in ours.items()},
+            "nltk_perceptron": {"accuracy": round(correct / total, 4), "noun_f1": round(2 * tp / (2 * tp + fp + fn), 4)}}
+
+
+def vocab_build_speed(tmp: Path) -> dict:
+    """`catlip vocab build` end to end (fresh process, as a user runs it) with 1 and 2 workers."""
+    shards = sorted(str(p) for p in (SHARED / "flickr8k").glob("*.tar"))
+    catlip = str(Path(sys.executable).parent / "catlip")
+    out, files = {}, []
+    for workers in (1, 2):
+        dst = tmp / f"vocab_w{workers}.json"
+        t0 = time.perf_counter()
+        subprocess.run([catlip, "vocab", "build", "--input", *shards, "--min-count", "5", "--workers",
+                        str(workers), "--output", str(dst)], check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        files.append(dst.read_bytes())
+        n = json.loads(files[-1])["num_captions"]
+        out[f"workers_{workers}"] = {"wall_s": round(wall, 2), "captions_per_s": round(n / wall)}
+    out["byte_identical"] = files[0] == files[1]
+    out["shards"], out["captions"] = len(shards), n
+    out["speedup"] = round(out["workers_1"]["wall_s"] / out["workers_2"]["wall_s"], 2)
+    return out
+
+
+def markdown(r: dict) -> str:
+    s = r["speed"]
+    rows = [("ours (paper: POS nouns → first sense)", s["ours_paper"]), ("ours (corenet rule)", s["ours_corenet"]),
+            ("reference: corenet logic on NLTK", s["reference_corenet_nltk"]),
+            ("paper pipeline on NLTK", s["paper_nltk"]), ("ours SuperClass BPE", s["ours_superclass"])]
+    lines = ["| extractor | load s | cold captions/s | warm captions/s |", "|---|---:|---:|---:|"]
+    for name, m in rows:
+        lines.append(f"| {name} | {m['load_s']:.2f} | {m['cold']['captions_per_s_cpu']:,} | "
+                     f"{m['warm']['captions_per_s_cpu']:,} |")
+    ratio, a, t, v = r["ratio_vs_reference"], r["agreement"], r["tagger_ud_ewt_dev"], r["vocab_build"]
+    lines += ["", f"Speed-up over the reference (same run, CPU time): cold {ratio['cold']}×, warm {ratio['warm']}×.",
+              "", "| agreement (micro) | precision | recall | identical captions |", "|---|---:|---:|---:|"]
+    for name, m in a.items():
+        lines.append(f"| {name.replace('_', ' ')} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                     f"{m['identical_captions']:.3f} |")
+    lines += ["", f"UD English-EWT dev (gold tokens): ours Penn accuracy {t['ours']['accuracy']:.3f}, noun F1 "
+              f"{t['ours']['noun_f1']:.3f}; NLTK perceptron {t['nltk_perceptron']['accuracy']:.3f} / "
+              f"{t['nltk_perceptron']['noun_f1']:.3f}.",
+              f"Vocabulary build, 9 Flickr8k shards: 1 worker {v['workers_1']['wall_s']} s, 2 workers "
+              f"{v['workers_2']['wall_s']} s (×{v['speedup']}; whole command incl. start-up), byte-identical: "
+              f"{v['byte_identical']}."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N captions (quick check)")
+    parser.add_argument("--output", default=str(OUT))
+    args = parser.parse_args()
+    ensure_nltk_data()
+    sys.path.insert(0, str(ROOT / "src"))
+    from catlip.labels import get_extractor
+
+    captions = read_captions()[: args.limit]
+    load_avg = os.getloadavg()
+    speed_results, labels = {}, {}
+    for name, make in [("ours_paper", lambda: get_extractor("catlip")),
+                       ("ours_corenet", lambda: get_extractor("catlip", style="corenet")),
+                       ("ours_superclass", lambda: get_extractor("superclass")),
+                       ("reference_corenet_nltk", CorenetReference), ("paper_nltk", PaperNltk)]:
+        labels[name], speed_results[name] = speed(name, make, captions)
+    ours, ref = speed_results["ours_paper"], speed_results["reference_corenet_nltk"]
+    result = {
+        "captions": len(captions),
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_at_start": [round(x, 2) for x in load_avg]},
+        "speed": speed_results,
+        "ratio_vs_reference": {
+            "cold": round(ours["cold"]["captions_per_s_cpu"] / ref["cold"]["captions_per_s_cpu"], 1),
+            "warm": round(ours["warm"]["captions_per_s_cpu"] / ref["warm"]["captions_per_s_cpu"], 1)},
+        "agreement": {
+            "ours_paper_vs_corenet_reference": agreement(labels["ours_paper"], labels["reference_corenet_nltk"]),
+            "ours_paper_vs_paper_nltk": agreement(labels["ours_paper"], labels["paper_nltk"]),
+            "ours_corenet_vs_corenet_reference": agreement(labels["ours_corenet"], labels["reference_corenet_nltk"]),
+        },
+        "tagger_ud_ewt_dev": tagger_accuracy(),
+        "vocab_build": vocab_build_speed(Path(tempfile.mkdtemp())),
+        "targets": {"captions_per_s_per_core": 50000, "ratio_vs_reference": 25, "ratio_stretch": 50},
+    }
+    result["markdown"] = markdown(result)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(result["markdown"])
+
+
+if __name__ == "__main__":
+    main()
