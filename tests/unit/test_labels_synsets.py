@@ -89,3 +89,18 @@ def test_labels_package_never_imports_torch():
             "get_extractor('catlip').extract('a dog'); get_extractor('superclass').extract('a dog');"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_random_unicode_never_raises():
+    import random
+
+    rng = random.Random(0)
+    pools = ["abcdefghij ABC .,;:'\"-!?&#;<>/", "éüñçß ÀÉ", "猫犬鳥 ひらがな", "🐱🐶🎉👍🏽", "\x00\x07\x1b\x7f\u200b\ufeff",
+             "\ud800\udfff", "0123456789%$"]
+    extractors = [get_extractor("catlip"), get_extractor("catlip", style="corenet", proper_nouns=False),
+                  get_extractor("catlip", proper_nouns=True), get_extractor("superclass", stopwords=True)]
+    for _ in range(300):
+        text = "".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(0, 80)))
+        for ex in extractors:
+            keys = ex.extract(text)
+            assert len(keys) == len(set(keys))

@@ -154,6 +154,8 @@ class SubwordExtractor:
         when enabled."""
         if not isinstance(text, str):
             text = str(text)
+        if not text.isascii():  # lone surrogates (from undecodable bytes) cannot be UTF-8 encoded: replace them
+            text = text.encode("utf-8", "replace").decode("utf-8")
         ids: list[int] = []
         for word in self.bpe.words(text):
             if self.stopwords and word in STOPWORDS:

@@ -49,7 +49,6 @@ class SynsetExtractor:
         self._colloc_ids = self._head_ids | self._inner_ids  # tags a word that matters here can carry
         self._vbg = tags.index("VBG")
         self._predicate_ids = frozenset(i for i, t in enumerate(tags) if t in _PREDICATE_BEFORE)
-        self._noun_key: dict[str, str | None] = {}
         self._pieces: dict[str, tuple] = {}
         self._pieces_first: dict[str, tuple] = {}
         self._colloc_key: dict[tuple[str, ...], str | None] = {}
@@ -57,19 +56,12 @@ class SynsetExtractor:
 
     # ------------------------------------------------------------------ word → key (cached)
 
-    def _word_key(self, word: str) -> str | None:
-        low = word.lower()
-        key = self._noun_key.get(low, "")
-        if key == "":
-            forms = self.wordnet.morphy(low)
-            key = self._noun_key[low] = self.wordnet.first_synset(forms[0]) if forms else None
-        return key
-
     def _span_key(self, words: tuple[str, ...]) -> str | None:
         key = self._colloc_key.get(words, "")
         if key == "":
             forms = self.wordnet.morphy("_".join(words))
-            key = self._colloc_key[words] = self.wordnet.first_synset(forms[0]) if forms else None
+            key = self.wordnet.first_synset(forms[0]) if forms else None
+            _remember(self._colloc_key, words, key)
         return key
 
     # ------------------------------------------------------------------ paper style
@@ -111,11 +103,9 @@ class SynsetExtractor:
 
     def _piece(self, piece: str, first: bool) -> tuple[tuple[str, ...], tuple]:
         """Tokens of one whitespace-separated piece and their records, cached per piece."""
-        cache = self._pieces_first if first else self._pieces
-        if len(cache) > _MAX_CACHE:
-            cache.clear()
         tokens = tuple(tokenize_piece(piece))
-        rec = cache[piece] = (tokens, tuple(self._token_info(t, first and i == 0) for i, t in enumerate(tokens)))
+        rec = (tokens, tuple(self._token_info(t, first and i == 0) for i, t in enumerate(tokens)))
+        _remember(self._pieces_first if first else self._pieces, piece, rec)
         return rec
 
     def _extract_paper(self, caption: str) -> list[str]:
@@ -183,7 +173,7 @@ class SynsetExtractor:
             lemma = self._nltk_lemma(word)
             first = self.wordnet.first_synset(lemma)
             key = first if first is not None and self.wordnet.synset_lemmas(first)[0].lower() == lemma else None
-            self._corenet_key[word] = key
+            _remember(self._corenet_key, word, key)
         return key
 
     def _extract_corenet(self, caption: str) -> list[str]:
@@ -206,6 +196,13 @@ class SynsetExtractor:
 
     def name(self, key: str) -> str:
         return self.wordnet.name(key)
+
+
+def _remember(cache: dict, key, value) -> None:
+    # Web-scale text has an endless tail of junk words: drop the cache rather than grow without bound.
+    if len(cache) >= _MAX_CACHE:
+        cache.clear()
+    cache[key] = value
 
 
 def _detach(form: str) -> list[str]:
