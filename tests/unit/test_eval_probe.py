@@ -104,3 +104,28 @@ def test_balanced_subsets_are_seeded_and_balanced():
     assert torch.bincount(y[balanced_subset(y, shots=3)]).tolist() == [3] * 5
     tr, val = split_train_val(y, 0.2)
     assert len(set(tr.tolist()) & set(val.tolist())) == 0 and torch.bincount(y[val]).tolist() == [20] * 5
+
+
+def test_stacked_adamw_equals_torch_adamw():
+    """The batched optimiser of the grid follows torch.optim.AdamW step for step, per member."""
+    from catlip.evaluate.linear_probe import _StackedAdamW
+
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(3, 4, 5, generator=gen)
+    grads = [torch.randn(3, 4, 5, generator=gen) for _ in range(5)]
+    lrs, wds = torch.tensor([1e-3, 1e-2, 0.1]), torch.tensor([0.0, 0.1, 0.01])
+    stacked = w0.clone()
+    opt = _StackedAdamW([stacked], lrs, wds)
+    refs = [torch.nn.Parameter(w0[k].clone()) for k in range(3)]
+    torch_opt = torch.optim.AdamW([{"params": [r], "lr": float(lrs[k]), "weight_decay": float(wds[k])}
+                                   for k, r in enumerate(refs)])
+    for step, grad in enumerate(grads):
+        factor = 1.0 - 0.1 * step
+        stacked.grad = grad
+        opt.step(factor)
+        for k, r in enumerate(refs):
+            r.grad = grad[k].clone()
+            torch_opt.param_groups[k]["lr"] = float(lrs[k]) * factor
+        torch_opt.step()
+    for k, r in enumerate(refs):
+        torch.testing.assert_close(stacked[k], r.detach(), rtol=1e-5, atol=1e-6)

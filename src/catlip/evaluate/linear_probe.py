@@ -9,6 +9,7 @@ classifier is either random (``nn.Linear``'s default) or given (Transfer Init).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -90,40 +91,83 @@ def fit_linear_grid(feats: Features, num_classes: int, cfg: ProbeConfig, init: n
     """Train one linear classifier per (lr, weight decay) pair in a single pass; returns them in grid order."""
     grid = grid or [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
     start = init if init is not None else _random_linear(feats.x.shape[1], num_classes, cfg.seed)
-    weights = [nn.Parameter(start.weight.detach().clone().float().to(device)) for _ in grid]
-    biases = [nn.Parameter(start.bias.detach().clone().float().to(device)) for _ in grid]
-    groups = []
-    for (lr, wd), w, b in zip(grid, weights, biases):
-        groups += [{"params": [w], "lr": lr, "weight_decay": wd}, {"params": [b], "lr": lr, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups)
+    g = len(grid)
+    weight = start.weight.detach().float().to(device).expand(g, -1, -1).clone().requires_grad_(True)
+    bias = start.bias.detach().float().to(device).expand(g, -1).clone().requires_grad_(True)
+    adam = _StackedAdamW([weight, bias], torch.tensor([lr for lr, _ in grid], device=device),
+                         torch.tensor([wd for _, wd in grid], device=device))
     x, y = feats.x.to(device), feats.y.to(device)
+    with _few_threads(x.device):
+        _run_grid(x, y, weight, bias, adam, cfg)
+    out = []
+    for k in range(g):
+        lin = nn.Linear(weight.shape[2], weight.shape[1])
+        lin.weight.data.copy_(weight[k].detach().cpu())
+        lin.bias.data.copy_(bias[k].detach().cpu())
+        out.append(lin)
+    return out
+
+
+@contextlib.contextmanager
+def _few_threads(device: torch.device):
+    """One intra-op thread on CPU: each step's tensors are tiny, and with a busy CPU several OpenMP threads
+    wait on each other (measured 16x slower with 2 threads on a loaded 2-core machine)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_grid(x, y, weight, bias, adam, cfg: ProbeConfig) -> None:
     n = x.shape[0]
-    per_epoch = math.ceil(n / cfg.batch_size)
-    steps = max(cfg.epochs * per_epoch, cfg.min_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, cfg.min_lr_ratio))
+    steps = max(cfg.epochs * math.ceil(n / cfg.batch_size), cfg.min_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     multilabel = y.dim() == 2
     step = 0
     while step < steps:
-        order = torch.randperm(n, generator=gen).to(device)
+        order = torch.randperm(n, generator=gen).to(x.device)
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            logits = torch.einsum("nd,gcd->gnc", x[idx], torch.stack(weights)) + torch.stack(biases)[:, None, :]
-            loss = _grid_loss(logits, y[idx], multilabel)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            logits = torch.einsum("nd,gcd->gnc", x[idx], weight) + bias[:, None, :]
+            weight.grad = bias.grad = None
+            _grid_loss(logits, y[idx], multilabel).backward()
+            adam.step(_cosine(step, steps, cfg.min_lr_ratio))
             step += 1
             if step >= steps:
                 break
-    out = []
-    for w, b in zip(weights, biases):
-        lin = nn.Linear(w.shape[1], w.shape[0])
-        lin.weight.data.copy_(w.detach().cpu())
-        lin.bias.data.copy_(b.detach().cpu())
-        out.append(lin)
-    return out
+
+
+class _StackedAdamW:
+    """AdamW (torch's update rule, default betas) over tensors whose first axis indexes grid members, each with
+    its own learning rate and weight decay. torch.optim would need one parameter group per member, which costs
+    a Python loop per member and step; here every step is a handful of batched tensor operations. Weight decay
+    applies to 3-d (weight) tensors only."""
+
+    def __init__(self, params: list[torch.Tensor], lrs: torch.Tensor, wds: torch.Tensor,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lrs, self.wds, self.betas, self.eps = params, lrs, wds, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr_factor: float) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        lr = self.lrs * lr_factor
+        for p, m, v in zip(self.params, self.m, self.v):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            if p.dim() == 3:
+                p.mul_((1 - lr * self.wds).view(shape))
+            m.lerp_(p.grad, 1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            denom = (v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
+            p.sub_((lr.view(shape) / (1 - b1 ** self.t)) * m / denom)
 
 
 def _cosine(step: int, total: int, min_ratio: float) -> float:
