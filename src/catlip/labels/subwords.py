@@ -22,6 +22,7 @@ from catlip.labels.resources import locate
 from catlip.labels.stopwords import STOPWORDS
 
 VOCAB_SIZE = 49408
+MAX_CHARS = 16_000
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 _N_MERGES = 49152 - 256 - 2
 
@@ -77,6 +78,9 @@ class BPE:
     def words(self, text: str) -> list[str]:
         """Cleaned pre-tokens (the units BPE merges within)."""
         return self._pattern.findall(self.clean(text))
+
+    def iter_words(self, text: str):
+        return (m.group() for m in self._pattern.finditer(self.clean(text)))
 
     def _merge(self, word: str) -> tuple[int, ...]:
         chars = [self.byte_char[b] for b in word.encode("utf-8")]
@@ -154,16 +158,23 @@ class SubwordExtractor:
         when enabled."""
         if not isinstance(text, str):
             text = str(text)
+        # Only the first 75 tokens count; 16k characters hold far more than that (a bound on junk input).
+        text = text[:MAX_CHARS]
         if not text.isascii():  # lone surrogates (from undecodable bytes) cannot be UTF-8 encoded: replace them
             text = text.encode("utf-8", "replace").decode("utf-8")
+        limit = max(self.context_length - 2, 0)
         ids: list[int] = []
-        for word in self.bpe.words(text):
+        for word in self.bpe.iter_words(text):
+            if len(ids) >= limit:
+                break
             if self.stopwords and word in STOPWORDS:
                 continue
             ids.extend(i for i in self.bpe.word_ids(word) if i not in self._special)
-        return ids[: max(self.context_length - 2, 0)]
+        return ids[:limit]
 
     def extract(self, caption: str) -> list[str]:
+        if not isinstance(caption, str):
+            return []
         try:
             ids = self.encode_ids(caption)
         except Exception:  # never raise on a caption: odd text yields no labels rather than a crash
