@@ -57,6 +57,8 @@ def test_text_normalisation():
     assert tokenize("the dog's ball") == ["the", "dog", "'s", "ball"]
     assert tokenize("a well-dressed man") == ["a", "well-dressed", "man"]
     assert tokenize("bad\x00\x07char") == ["bad", "char"]
+    assert tokenize('<b>A dog</b> on <a href="x">sand</a>') == ["A", "dog", "on", "sand"]
+    assert tokenize("5 < 6") == ["5", "<", "6"]  # a lone "<" is not markup
 
 
 def test_accuracy_on_ud_english_ewt_dev(shared_data):

@@ -17,6 +17,8 @@ No collocations are matched (NLTK's word tokenizer splits "ice cream").
 
 from __future__ import annotations
 
+import urllib.parse
+
 from catlip.labels.tagger import NOUN_TAGS, PROPER_TAGS, get_tagger
 from catlip.labels.text import normalize, tokenize, tokenize_piece
 from catlip.labels.wordnet import get_wordnet
@@ -178,7 +180,10 @@ class SynsetExtractor:
 
     def _extract_corenet(self, caption: str) -> list[str]:
         out: list[str] = []
-        for tok in tokenize(normalize(caption).lower()):
+        # corenet's caption_preprocessing: URL-unquote, "+" → space, then (in tokenize) HTML and whitespace clean-up
+        if "%" in caption or "+" in caption:
+            caption = urllib.parse.unquote(caption).replace("+", " ")
+        for tok in tokenize(caption.lower()):
             key = self._corenet_word(tok)
             if key is not None and key not in out:
                 out.append(key)

@@ -8,6 +8,7 @@ import re
 # Captions longer than this are truncated: a 100k-character "caption" is junk text, and the cap bounds the work.
 MAX_CHARS = 2000
 
+_TAG = re.compile(r"</?[A-Za-z][^<>]{0,200}>")  # HTML markup left in scraped alt-text
 _URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
@@ -19,12 +20,14 @@ _TOKEN = re.compile(
 
 
 def normalize(caption: str) -> str:
-    """Unescape HTML entities (&amp; → &), drop URLs and control characters, unify quotes and whitespace."""
+    """Unescape HTML entities (&amp; → &), drop HTML tags, URLs and control characters, unify quotes."""
     if not isinstance(caption, str):
         caption = str(caption)
     text = caption[:MAX_CHARS]
     if "&" in text:
         text = html.unescape(text)
+    if "<" in text:
+        text = _TAG.sub(" ", text)
     if "://" in text or "www." in text.lower():
         text = _URL.sub(" ", text)
     if not (text.isascii() and text.isprintable()):
