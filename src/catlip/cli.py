@@ -200,6 +200,8 @@ def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shots", default="", help="comma list of images per class, e.g. 1,5,10")
     p.add_argument("--init", default="random", help="random | transfer | random,transfer")
     p.add_argument("--epochs", type=int, default=30, help="probe epochs (paper: 30)")
+    p.add_argument("--lrs", default="0.001,0.01,0.1", help="probe learning-rate grid (paper Table 7a: 0.00003)")
+    p.add_argument("--wds", default="0,0.0001,0.01", help="probe weight-decay grid (paper: 0)")
     p.add_argument("--multilabel", action="store_true", help="multi-label targets (.json labels): BCE + mAP")
     p.add_argument("--no-knn", action="store_true", help="skip the k-NN evaluation")
     p.add_argument("--seed", type=int, default=0)
@@ -248,7 +250,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     result = run_probe(args.checkpoint, args.train, args.test, args.classes, fractions=fractions,
                        shots=_comma_list(args.shots, int, "--shots"), inits=inits, knn=not args.no_knn,
                        multilabel=args.multilabel, alpha=args.alpha, image_size=args.image_size, seed=args.seed,
-                       probe=ProbeConfig(epochs=args.epochs, seed=args.seed), **_eval_opts(args))
+                       probe=ProbeConfig(epochs=args.epochs, seed=args.seed, lrs=_comma_list(args.lrs, float, "--lrs"),
+                                         weight_decays=_comma_list(args.wds, float, "--wds")),
+                       **_eval_opts(args))
     _print_coverage(result)
     metric = ["mAP"] if args.multilabel else ["top1", "top5"]
     print(format_table(result["rows"], ["protocol", "subset", "init", "n_train", *metric]))

@@ -60,6 +60,23 @@ def test_probe_random_floor(tiny_data, tmp_path, capsys):
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # features cached once per split
 
 
+def test_multilabel_probe_from_a_manifest(tiny_data, tmp_path, capsys):
+    """Multi-label targets from a CSV manifest: BCE probe, mAP in the table and the JSON."""
+    lines = ["image,labels"]
+    for folder in sorted((tiny_data / "train").iterdir()):
+        for i, img in enumerate(sorted(folder.glob("*.png"))):
+            lines.append(f"{img},{folder.name}" + ("|odd" if i % 2 else ""))
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ml.json"
+    rc = main(["probe", f"random:{tiny_data / 'tiny.yaml'}", "--train", str(tmp_path / "m.csv"),
+               "--test", str(tmp_path / "m.csv"), "--multilabel", "--epochs", "5", "--workers", "0",
+               "--no-progress", "-o", str(out)])
+    assert rc == 0 and "mAP" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["num_classes"] == 4  # ball, box, car, odd
+    assert [r["protocol"] for r in result["rows"]] == ["logistic"] and 0 < result["rows"][0]["mAP"] <= 1
+
+
 def test_transfer_and_zeroshot_need_a_classification_checkpoint(tiny_data, capsys):
     rc = main(["probe", f"random:{tiny_data / 'tiny.yaml'}", "--train", str(tiny_data / "train"),
                "--test", str(tiny_data / "test"), "--init", "transfer", "--workers", "0", "--no-progress"])

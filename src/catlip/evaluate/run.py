@@ -13,7 +13,7 @@ from torch import nn
 
 from catlip.errors import CatlipError, CheckpointError
 from catlip.evaluate.datasets import ClassList, LabelledData, eval_transform, open_labelled, train_transform
-from catlip.evaluate.features import Features, cached_features
+from catlip.evaluate.features import Features, cached_features, default_device
 from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
                                           train_probe, _random_linear)
 from catlip.evaluate.model import EvalModel, load_eval_model
@@ -63,13 +63,14 @@ def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None
     result.update(train_images=len(tr), test_images=len(te), skipped={"train": tr.skipped, "test": te.skipped},
                   empty_classes=train_data.empty_classes)
     dim = tr.x.shape[1]
+    probe_device = default_device(opts.get("device", "auto"))
     starts.setdefault("random", lambda: _random_linear(dim, num_classes, seed))
     subsets = [(f"{_pct(f)} of train", balanced_subset(tr.y, fraction=f, seed=seed)) for f in fractions]
     subsets += [(f"{k}-shot", balanced_subset(tr.y, shots=k, seed=seed)) for k in shots]
     for label, idx in subsets:
         sub = tr.subset(idx)
         for init in inits:
-            fit = train_probe(sub, num_classes, probe, init=starts[init](), device=opts.get("probe_device", "cpu"))
+            fit = train_probe(sub, num_classes, probe, init=starts[init](), device=probe_device)
             result["rows"].append({"protocol": "logistic", "subset": label, "init": init, "n_train": len(idx),
                                    **score(fit.linear, te), "lr": fit.lr, "weight_decay": fit.weight_decay})
         if label.endswith("-shot") and not multilabel:
