@@ -104,3 +104,25 @@ def test_random_unicode_never_raises():
         for ex in extractors:
             keys = ex.extract(text)
             assert len(keys) == len(set(keys))
+
+
+# Hand-checked: each key is the first WordNet noun sense of the caption's nouns (collocations and one-word
+# compounds merged, plurals and irregular forms reduced), in order of first mention.
+GOLDEN = [
+    ("A girl in a pink dress is climbing the stairs of a wooden house .",
+     ["girl", "dress", "stairs", "house"]),
+    ("A black dog and a spotted dog are fighting", ["dog"]),
+    ("Children play soccer on a grassy field in the park", ["child", "soccer", "field", "park"]),
+    ("A woman wearing sunglasses sits on a bench near the ocean", ["woman", "sunglasses", "bench", "ocean"]),
+    ("Three geese swim across a lake at sunset", ["goose", "lake", "sunset"]),
+    ("A man on a skateboard does a trick on a ramp", ["man", "skateboard", "trick", "ramp"]),
+    ("The teddy bear sits on the couch next to a cell phone", ["teddy", "sofa", "cellular telephone"]),
+    ("Two people ride horses along the beach", ["people", "horse", "beach"]),
+    ("Boys are jumping into a swimming pool", ["male child", "swimming pool"]),
+    ("A DOG ON THE BEACH", ["dog", "beach"]),
+]
+
+
+@pytest.mark.parametrize("caption, names", GOLDEN)
+def test_golden_captions(ex, caption, names):
+    assert [ex.name(k) for k in ex.extract(caption)] == names

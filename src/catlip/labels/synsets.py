@@ -4,7 +4,8 @@ style="paper" (default) follows the paper's Eq. (1): tag parts of speech, keep n
 `proper_nouns=True`), reduce each to its WordNet base form (exception lists first: men → man), and take the most
 frequent noun sense (the first synset in sense order). Multi-word WordNet nouns are matched longest-first ("ice
 cream", "fire hydrant", "new york") when the span ends in a noun and its other words are noun/adjective-like, so
-a compound counts once even if the tagger split it. Synonyms merge ("photo" and "photograph" → n03925226).
+a compound counts once even if the tagger split it; two nouns WordNet spells as one word also merge ("cell phone"
+→ cellphone). Synonyms merge ("photo" and "photograph" → n03925226).
 
 style="corenet" reproduces the rule of the original CatLIP code (corenet's WordNet-tagged dataset), for
 comparison: the caption is lower-cased, tokens are part-of-speech tagged but the tags are ignored; every token is
@@ -54,6 +55,7 @@ class SynsetExtractor:
         self._pieces: dict[str, tuple] = {}
         self._pieces_first: dict[str, tuple] = {}
         self._colloc_key: dict[tuple[str, ...], str | None] = {}
+        self._compounds: dict[tuple[str, str], str | None] = {}
         self._corenet_key: dict[str, str | None] = {}
 
     # ------------------------------------------------------------------ word → key (cached)
@@ -148,10 +150,27 @@ class SynsetExtractor:
                     skip_to = i + span
                     continue
             if tags[i] in heads:
+                if i + 1 < n and tags[i + 1] in heads:
+                    key = self._compound(info[1], infos[i + 1][1])
+                    if key is not None:
+                        if key not in out:
+                            out.append(key)
+                        skip_to = i + 2
+                        continue
                 key = info[3]
                 if key is not None and key not in out:
                     out.append(key)
         return out
+
+    def _compound(self, first: str, second: str) -> str | None:
+        """Two nouns that WordNet writes as one word ("cell phone" → cellphone, "sun glasses" → sunglasses)."""
+        pair = (first, second)
+        key = self._compounds.get(pair, "")
+        if key == "":
+            forms = self.wordnet.morphy(first + second) if first.isalpha() and second.isalpha() else []
+            key = self.wordnet.first_synset(forms[0]) if forms else None
+            _remember(self._compounds, pair, key)
+        return key
 
     # ------------------------------------------------------------------ corenet style
 
