@@ -44,6 +44,14 @@ def test_mapping_kinds(vocab):
     assert "random 1" in summary and "qwzx" in summary
 
 
+def test_only_the_nouns_of_a_name_contribute(vocab, head):
+    """Adjectives never add rows: 'European kitchen' is the kitchen row alone, not an average with 'European'."""
+    report = map_classes(ClassList(["European kitchen", "big restaurant kitchen"]), vocab)
+    assert [m.kind for m in report.classes] == ["averaged", "averaged"]
+    assert report.classes[0].keys == [KITCHEN]
+    assert report.classes[1].keys == [RESTAURANT, KITCHEN] and "restaurant, kitchen" in report.classes[1].detail
+
+
 def test_alpha_one_allows_only_exact_matches(vocab):
     report = map_classes(ClassList(["dog", "cat"]), vocab, alpha=1.0)
     assert [m.kind for m in report.classes] == ["exact", "random"]

@@ -5,7 +5,8 @@ Each target class is mapped to vocabulary entries:
 * CatLIP vocabularies (WordNet synset keys): ``exact`` when the class's wnid, its name's first noun sense (after
   morphy) or any other sense of the name is in the vocabulary; else ``similar``: the vocabulary synset of highest
   path similarity (>= alpha) to the class's synset; else, for names of several words ("restaurant kitchen"),
-  ``averaged``: each word mapped the same way and their rows averaged; else ``random``.
+  ``averaged``: the nouns the CatLIP extractor finds in the name, each mapped exactly or by similarity, rows
+  averaged; else ``random``.
 * SuperClass vocabularies (BPE ids): the rows of the name's BPE tokens, averaged when there are several.
 
 Unmapped classes keep the random initialisation and are listed in the coverage report, never dropped.
@@ -70,9 +71,10 @@ class CoverageReport:
         return line
 
 
-def clean_name(name: str) -> str:
+def clean_name(name: str, lower: bool = True) -> str:
     """'/r/restaurant_kitchen' -> 'restaurant kitchen'; 'sea lion (animal)' -> 'sea lion'."""
-    name = re.sub(r"^(/[a-z]/)+", "", name.strip().lower())
+    name = re.sub(r"^(/[a-z]/)+", "", name.strip())
+    name = name.lower() if lower else name
     name = re.sub(r"\([^)]*\)", " ", name).replace("/", " ").replace("_", " ").replace("-", " ")
     return " ".join(name.split())
 
@@ -160,30 +162,44 @@ class ClassMapper:
     def _map_synsets(self, index: int, name: str, wnid: str | None) -> ClassMapping:
         phrase = clean_name(name)
         kind, keys, sim, detail = self._map_word(phrase, wnid)
-        words = phrase.split()
-        if kind == "random" and len(words) > 1:
-            mapped, missing = [], []
-            for word in words:
-                k, ks, _, _ = self._map_word(word)
-                (mapped if ks else missing).append((word, ks))
-            if mapped:
-                keys = list(dict.fromkeys(k for _, ks in mapped for k in ks))
-                detail = "words " + ", ".join(w for w, _ in mapped)
-                if missing:
-                    detail += "; unmapped words " + ", ".join(w for w, _ in missing)
-                return ClassMapping(index, name, wnid, "averaged", keys, [self._row(k) for k in keys], None, detail)
-        return ClassMapping(index, name, wnid, kind, keys, [self._row(k) for k in keys], sim, detail)
+        if kind != "random" or len(phrase.split()) < 2:
+            return ClassMapping(index, name, wnid, kind, keys, [self._row(k) for k in keys], sim, detail)
+        # Several words and no synset for the whole name: the nouns the CatLIP extractor finds in the name
+        # (part-of-speech tagged, collocations first, as the paper labels captions) are mapped one by one and
+        # their rows averaged ("restaurant kitchen"); adjectives ("European", "black") never contribute.
+        tried = set(self._senses(phrase)) | {wnid}
+        nouns = [k for k in self._extract(clean_name(name, lower=False)) if k not in tried]
+        mapped, missing = [], []
+        for key in nouns:
+            hit = key if self._row(key) is not None else (self._similar(key) or (None,))[0]
+            (mapped if hit else missing).append((key, hit))
+        if not mapped:
+            why = "no noun of the name maps" if nouns else detail
+            return ClassMapping(index, name, wnid, "random", [], [], None, why)
+        keys = list(dict.fromkeys(hit for _, hit in mapped))
+        detail = "nouns " + ", ".join(self._name(k) for k, _ in mapped)
+        if missing:
+            detail += "; unmapped nouns " + ", ".join(self._name(k) for k, _ in missing)
+        return ClassMapping(index, name, wnid, "averaged", keys, [self._row(k) for k in keys], None, detail)
+
+    def _extract(self, text: str) -> list[str]:
+        if self._extractor is None:  # the extractor the vocabulary was built with (same options)
+            from catlip.labels import get_extractor
+
+            make = getattr(self.vocab, "extractor", None)
+            self._extractor = make() if callable(make) else get_extractor(self.method, **dict(self.vocab.options))
+        return self._extractor.extract(text)
+
+    def _name(self, key: str) -> str:
+        try:
+            return self.wordnet.name(key)
+        except KeyError:
+            return key
 
     # --------------------------------------------------------- SuperClass: BPE tokens
 
     def _map_subwords(self, index: int, name: str, wnid: str | None) -> ClassMapping:
-        if self._extractor is None:  # the tokenizer the vocabulary was built with (same options)
-            from catlip.labels import get_extractor
-
-            make = getattr(self.vocab, "extractor", None)
-            self._extractor = make() if callable(make) else get_extractor("superclass", **dict(self.vocab.options))
-        extractor = self._extractor
-        tokens = extractor.extract(clean_name(name))
+        tokens = self._extract(clean_name(name))
         keys = [t for t in tokens if self._row(t) is not None]
         missing = [t for t in tokens if self._row(t) is None]
         if not keys:
