@@ -4,7 +4,8 @@ Run: .venv/bin/python benchmarks/labels.py   (writes benchmarks/results/labels.j
 
 Everything is measured in this one process, on the 40k Flickr8k captions (../shared/data/flickr8k):
   * speed (captions/s, CPU time of this process = per core, and wall time) of ours and of the reference, cold
-    (fresh caches, resources already loaded; load time reported separately) and warm (second pass);
+    (fresh caches, resources already loaded; load time reported separately) and warm (second pass), timed
+    chunk by chunk in turn so that other load on a shared machine affects all extractors alike;
   * label agreement (micro precision/recall over captions) of ours with the corenet reference and with a
     paper-faithful NLTK pipeline (pos_tag nouns → morphy → first synset);
   * part-of-speech accuracy on UD English-EWT dev (ours and NLTK's perceptron, gold tokens);
@@ -117,24 +118,42 @@ class PaperNltk:
 # ---------------------------------------------------------------------- measurements
 
 
-def timed_pass(extract, captions: list[str]) -> tuple[list[list[str]], dict]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    labels = [extract(c) for c in captions]
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return labels, {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                    "captions_per_s_cpu": round(len(captions) / cpu), "captions_per_s_wall": round(len(captions) / wall)}
+def _rates(n: int, wall: float, cpu: float) -> dict:
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "captions_per_s_cpu": round(n / cpu),
+            "captions_per_s_wall": round(n / wall)}
 
 
-def speed(name: str, make, captions: list[str]) -> tuple[list[list[str]], dict]:
-    t0 = time.perf_counter()
-    extractor = make()
-    extractor.extract("A warm-up caption about a dog .")  # loads lazily-read resources (NLTK) before timing
-    load = time.perf_counter() - t0
-    labels, cold = timed_pass(extractor.extract, captions)
-    _, warm = timed_pass(extractor.extract, captions)
-    print(f"{name}: load {load:.2f}s, cold {cold['captions_per_s_cpu']:,}/s, warm {warm['captions_per_s_cpu']:,}/s",
-          file=sys.stderr)
-    return labels, {"load_s": round(load, 3), "cold": cold, "warm": warm}
+def interleaved_speed(makers: dict, captions: list[str], chunks: int = 20) -> tuple[dict, dict]:
+    """Time every extractor on the same chunk before moving to the next chunk (rotating who goes first), so
+    that load from other processes on this shared machine hits all of them alike. Pass 1 is cold (fresh
+    caches; resources loaded beforehand and timed as `load_s`), pass 2 warm."""
+    extractors, result = {}, {}
+    for name, make in makers.items():
+        t0 = time.perf_counter()
+        extractors[name] = make()
+        extractors[name].extract("A warm-up caption about a dog .")  # NLTK reads its data lazily on first use
+        result[name] = {"load_s": round(time.perf_counter() - t0, 3)}
+    size = -(-len(captions) // chunks)
+    parts = [captions[i:i + size] for i in range(0, len(captions), size)]
+    labels = {name: [] for name in makers}
+    names = list(makers)
+    for phase in ("cold", "warm"):
+        spent = {name: [0.0, 0.0] for name in names}
+        for k, part in enumerate(parts):
+            for name in names[k % len(names):] + names[:k % len(names)]:
+                extract = extractors[name].extract
+                wall, cpu = time.perf_counter(), time.process_time()
+                out = [extract(c) for c in part]
+                spent[name][0] += time.perf_counter() - wall
+                spent[name][1] += time.process_time() - cpu
+                if phase == "cold":
+                    labels[name] += out
+        for name in names:
+            result[name][phase] = _rates(len(captions), *spent[name])
+    for name in names:
+        print(f"{name}: load {result[name]['load_s']:.2f}s, cold {result[name]['cold']['captions_per_s_cpu']:,}/s, "
+              f"warm {result[name]['warm']['captions_per_s_cpu']:,}/s", file=sys.stderr)
+    return labels, result
 
 
 def agreement(ours: list[list[str]], ref: list[list[str]]) -> dict:
@@ -222,12 +241,13 @@ def main() -> None:
 
     captions = read_captions()[: args.limit]
     load_avg = os.getloadavg()
-    speed_results, labels = {}, {}
-    for name, make in [("ours_paper", lambda: get_extractor("catlip")),
-                       ("ours_corenet", lambda: get_extractor("catlip", style="corenet")),
-                       ("ours_superclass", lambda: get_extractor("superclass")),
-                       ("reference_corenet_nltk", CorenetReference), ("paper_nltk", PaperNltk)]:
-        labels[name], speed_results[name] = speed(name, make, captions)
+    labels, speed_results = interleaved_speed({
+        "ours_paper": lambda: get_extractor("catlip"),
+        "ours_corenet": lambda: get_extractor("catlip", style="corenet"),
+        "ours_superclass": lambda: get_extractor("superclass"),
+        "reference_corenet_nltk": CorenetReference,
+        "paper_nltk": PaperNltk,
+    }, captions)
     ours, ref = speed_results["ours_paper"], speed_results["reference_corenet_nltk"]
     result = {
         "captions": len(captions),

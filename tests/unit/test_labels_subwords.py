@@ -20,19 +20,23 @@ def reference():
 
 
 def test_ids_equal_open_clip_on_odd_text(reference):
-    bpe = get_bpe()
+    bpe, ex = get_bpe(), get_extractor("superclass")
+    specials = {reference.sot_token_id, reference.eot_token_id}
     for text in ODD:
         assert bpe.encode(text) == reference.encode(text), text
+        # the extractor's cached per-piece path: same ids, specials dropped, first 75 kept
+        assert ex.encode_ids(text) == [i for i in reference.encode(text) if i not in specials][:75], text
     assert bpe.sot_id == reference.sot_token_id and bpe.eot_id == reference.eot_token_id
     assert len(bpe.id_token) == VOCAB_SIZE == reference.vocab_size
 
 
 def test_ids_equal_open_clip_on_flickr_captions(reference, shared_data):
     lines = (shared_data / "flickr8k" / "captions.token.txt").read_text(encoding="utf-8").splitlines()
-    bpe = get_bpe()
+    bpe, ex = get_bpe(), get_extractor("superclass")
     for line in lines[::20]:  # 2,023 real captions
         caption = line.split("\t", 1)[1]
         assert bpe.encode(caption) == reference.encode(caption), caption
+        assert ex.encode_ids(caption) == reference.encode(caption)[:75], caption
 
 
 def test_extract_unique_no_specials():

@@ -23,6 +23,7 @@ from catlip.labels.stopwords import STOPWORDS
 
 VOCAB_SIZE = 49408
 MAX_CHARS = 16_000
+_MAX_CACHE = 2_000_000  # cached pieces before the cache is dropped (bounded memory on web-scale text)
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 _N_MERGES = 49152 - 256 - 2
 
@@ -79,8 +80,9 @@ class BPE:
         """Cleaned pre-tokens (the units BPE merges within)."""
         return self._pattern.findall(self.clean(text))
 
-    def iter_words(self, text: str):
-        return (m.group() for m in self._pattern.finditer(self.clean(text)))
+    def split_words(self, cleaned: str) -> list[str]:
+        """Pre-tokens of already cleaned text."""
+        return self._pattern.findall(cleaned)
 
     def _merge(self, word: str) -> tuple[int, ...]:
         chars = [self.byte_char[b] for b in word.encode("utf-8")]
@@ -152,6 +154,7 @@ class SubwordExtractor:
         self.options = {"stopwords": self.stopwords, "context_length": self.context_length}
         self.bpe = get_bpe()
         self._special = {self.bpe.sot_id, self.bpe.eot_id}
+        self._pieces: dict[str, tuple[int, ...]] = {}
 
     def encode_ids(self, text: str) -> list[int]:
         """All BPE ids of `text` (with repeats), truncated to what a CLIP text tower sees; stop-words removed
@@ -164,13 +167,27 @@ class SubwordExtractor:
             text = text.encode("utf-8", "replace").decode("utf-8")
         limit = max(self.context_length - 2, 0)
         ids: list[int] = []
-        for word in self.bpe.iter_words(text):
+        cache = self._pieces
+        # No pre-token spans whitespace, so each whitespace-separated piece is encoded once and cached.
+        for piece in self.bpe.clean(text).split():
             if len(ids) >= limit:
                 break
+            piece_ids = cache.get(piece)
+            if piece_ids is None:
+                piece_ids = self._encode_piece(piece)
+                if len(cache) >= _MAX_CACHE:
+                    cache.clear()
+                cache[piece] = piece_ids
+            ids += piece_ids
+        return ids[:limit]
+
+    def _encode_piece(self, piece: str) -> tuple[int, ...]:
+        out: list[int] = []
+        for word in self.bpe.split_words(piece):
             if self.stopwords and word in STOPWORDS:
                 continue
-            ids.extend(i for i in self.bpe.word_ids(word) if i not in self._special)
-        return ids[:limit]
+            out.extend(i for i in self.bpe.word_ids(word) if i not in self._special)
+        return tuple(out)
 
     def extract(self, caption: str) -> list[str]:
         if not isinstance(caption, str):
