@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -51,10 +52,16 @@ def label_file(src: str | Path, dst: str | Path | None, method: str, options: di
     out = open(dst, "w", encoding="utf-8") if dst else sys.stdout
     try:
         samples = iter_captions(src, column=column, stats=stats)
-        for captions in tqdm(samples, unit="sample", desc="labelling", disable=not progress or dst is None):
+        for captions in tqdm(samples, unit=" samples", desc="labelling", disable=not progress or dst is None):
             for caption in captions:
                 out.write(json.dumps({"caption": caption, "labels": ex.extract(caption)}, ensure_ascii=False) + "\n")
                 n += 1
+    except BrokenPipeError:
+        # stdout closed early (`... | head`): stop quietly; point stdout at /dev/null so exit does not complain
+        if dst is None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        else:
+            raise
     finally:
         if dst:
             out.close()
