@@ -147,8 +147,9 @@ class Tagger:
             counts = lex.get("*ORD*")
         if counts is None and _NUMBER.match(word):
             counts = lex.get("*NUM*")
-        if counts is not None and self._known(counts):
-            return tuple(self._known(counts))
+        known = self._known(counts) if counts is not None else None
+        if known:
+            return tuple(known)
         if not any(c.isalnum() for c in word) or _ADDRESS.match(word):
             # Symbols, e-mail and web addresses are not words of any open class (and never nouns).
             return ((self._tid["SYM"], 0.0),)
@@ -181,9 +182,10 @@ class Tagger:
     def _viterbi(self, left: int, run: list[tuple], right: int | None) -> tuple[int, ...]:
         """Best tags for a run of ambiguous words between fixed tags `left` and `right` (None: sentence end)."""
         trans = self._trans
-        prev = [(left, 0.0)]
-        back: list[list[int]] = []
-        for cands in run:
+        row = trans[left]
+        prev = [(tag, row[tag] + emit) for tag, emit in run[0]]  # one predecessor: no choice to make
+        back: list[list[int]] = [[0] * len(run[0])]
+        for cands in run[1:]:
             cur, ptr = [], []
             for tag, emit in cands:
                 best, arg = -1e300, 0
