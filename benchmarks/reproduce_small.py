@@ -220,10 +220,11 @@ def plot(res: dict, out: Path, stem: str) -> None:
     fig.savefig(out / f"{stem}_probe_vs_budget.png", dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m, t in res["transfer"].items():
+    for (m, t), colour in zip(res["transfer"].items(), ("C0", "C1")):
         for init, style in (("random", "--"), ("transfer", "-")):
             rows = [r for r in t["rows"] if r["init"] == init]
-            ax.plot([r["n_train"] for r in rows], [100 * r["top1"] for r in rows], "o" + style, label=f"{m} {init} init")
+            ax.plot([r["n_train"] for r in rows], [100 * r["top1"] for r in rows], "o" + style, color=colour,
+                    label=f"{m}, {init} init")
     ax.set(xscale="log", xlabel="CIFAR-10 training images (1 %, 10 %, 100 %)", ylabel="linear probe top-1 (%)",
            title="Random Init vs Transfer Init")
     ax.legend()
