@@ -3,6 +3,7 @@ import torch
 from PIL import Image
 
 from catlip.config import ConfigError, ModelConfig
+from catlip.errors import DataError
 from catlip.evaluate.datasets import eval_transform, open_labelled
 from catlip.evaluate.features import Encoder
 from catlip.evaluate.finetune import Classifier, FinetuneConfig, finetune, load_finetune_config, param_groups
@@ -68,3 +69,27 @@ def test_finetune_config_rejects_unknown_keys(tmp_path):
 def test_shipped_recipes_load(name):
     cfg = load_finetune_config(f"configs/{name}.yaml")
     assert cfg.epochs > 0
+
+
+def test_finetune_streams_webdataset_shards(tmp_path):
+    """Shards have no length: the schedule's step count comes from the member names; bad images are counted."""
+    import io
+
+    import webdataset as wds
+
+    (tmp_path / "classes.txt").write_text("red\nblue\n")
+    with wds.TarWriter(str(tmp_path / "s-000.tar")) as sink:
+        for i in range(8):
+            buf = io.BytesIO()
+            Image.new("RGB", (16, 16), (200, 40, 40) if i % 2 == 0 else (40, 40, 200)).save(buf, format="PNG")
+            sink.write({"__key__": f"k{i}", "png": buf.getvalue(), "cls": str(i % 2).encode()})
+        sink.write({"__key__": "bad", "jpg": b"not a jpeg", "cls": b"0"})
+    data = open_labelled(str(tmp_path / "s-000.tar"), transform=eval_transform(16), shuffle=4)
+    cfg = FinetuneConfig(epochs=2, lr=1e-3, batch_size=4, num_workers=0, device="cpu")
+    out = finetune(tiny_encoder(), torch.nn.Linear(32, 2), data, None, cfg, progress=False)
+    assert out["train_images"] == 9  # eight good members and one unreadable, all counted by name
+    assert out["train_skipped"] == 2  # the unreadable one, once per epoch
+    assert [h["steps"] for h in out["history"]] == [3, 6]
+    with pytest.raises(DataError, match="fraction"):
+        finetune(tiny_encoder(), torch.nn.Linear(32, 2), data, None, FinetuneConfig(fraction=0.5, num_workers=0),
+                 progress=False)
