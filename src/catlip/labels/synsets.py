@@ -8,7 +8,8 @@ a compound counts once even if the tagger split it; two nouns WordNet spells as 
 → cellphone). Synonyms merge ("photo" and "photograph" → n03925226).
 
 style="corenet" reproduces the rule of the original CatLIP code (corenet's WordNet-tagged dataset), for
-comparison: the caption is lower-cased, tokens are part-of-speech tagged but the tags are ignored; every token is
+comparison: the caption is URL-unquoted and lower-cased; corenet part-of-speech tags the tokens but ignores the
+tags (so we skip tagging: the labels are the same, as the benchmark checks against NLTK); every token is
 lemmatised as a noun (NLTK's lemmatizer: the *shortest* base form WordNet knows, else the token), and kept only if
 the first noun synset of that lemma is *named* after it, i.e. the synset's head (first) lemma is the token's lemma
 (`synset.name() == lemma + ".n.01"`). So "photo" (its sense is named photograph.n.01) and "kids" (child.n.01) are
