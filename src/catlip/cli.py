@@ -119,7 +119,7 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                        "against the same backbone at random init. A few minutes on 2 CPU cores; no download.")
     p.add_argument("--data", default=None, help="webdataset shards instead of the synthetic set, "
                    "e.g. 'flickr8k-train-{000..005}.tar'")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 300)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 1200)")
     p.add_argument("--output", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--probe-size", type=int, default=2000, help="probe training images (test: half as many)")
     p.add_argument("--probe-train", default=None, help="labelled shards/folder for the probe (with --data)")

@@ -28,11 +28,11 @@ DEMO_OVERRIDES = [
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 96, depth: 3, num_heads: 3}",
     "model.head_bias_init=-3.0",
-    "data.image_size=48", "data.batch_size=64", "data.synthetic_size=4096", "data.vocab_min_count=5",
+    "data.image_size=48", "data.batch_size=128", "data.synthetic_size=8192", "data.vocab_min_count=5",
     "data.augment=rrc_flip", "data.rrc_scale_min=0.5", "data.num_workers=1",
-    "optim.lr=0.002", "optim.weight_decay=0.05", "optim.warmup_steps=30", "optim.steps=300",
+    "optim.lr=0.002", "optim.weight_decay=0.05", "optim.warmup_steps=60", "optim.steps=1200",
     "optim.min_lr_ratio=0.05", "optim.clip_grad=1.0",
-    "train.precision=fp32", "train.ckpt_every=100", "train.log_every=10", "train.seed=0",
+    "train.precision=fp32", "train.ckpt_every=400", "train.log_every=20", "train.seed=0",
 ]
 
 

@@ -1,0 +1,256 @@
+"""Training-step cost of CatLIP vs SuperClass vs CLIP on one backbone, batch and machine, in one run.
+
+Each (backbone, method) runs in its own subprocess, so peak memory is that method's alone: CPU reports the
+subprocess's peak RSS (ru_maxrss) and its growth over the post-import baseline, GPU torch.cuda.max_memory_allocated.
+Steady state = the mean over ``--steps`` timed optimizer steps after ``--warmup`` untimed ones. A step is the
+trainer's own ``train_step`` (forward, loss, backward, clip, AdamW). Heads are sized as in the papers: CatLIP
+24,320 synsets, SuperClass the 49,408-token BPE table, CLIP a 12-layer 512-wide text tower with 77 tokens.
+On GPU (``--device cuda``: bf16 autocast) the FLOPs of one step are counted with torch.utils.flop_counter and MFU
+is reported against the device's dense bf16 peak. The data loader alone (decode + augment + label extraction,
+one process = one worker) is measured on Flickr8k shards when ../shared/data is present.
+
+    .venv/bin/python benchmarks/train_step.py                  # CPU: ViT-Tiny and ViT-B/16 (small batch), ~5 min
+    .venv/bin/python benchmarks/train_step.py --device cuda    # GPU: ViT-B/16, bf16, MFU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ("catlip", "superclass", "clip")
+NUM_CLASSES = {"catlip": 24320, "superclass": 49408, "clip": 0}
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets.
+PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H200": 989.0, "A100": 312.0}
+
+
+def _cfg(method: str, backbone: str, image_size: int, batch: int):
+    from catlip.config import load_config
+
+    return load_config(None, [f"method.name={method}", f"model.backbone={backbone}", f"data.image_size={image_size}",
+                              f"data.batch_size={batch}", "data.context_length=77"])
+
+
+def _batch(method: str, batch: int, image_size: int, device):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    out = {"image": torch.randn(batch, 3, image_size, image_size, generator=g)}
+    if method == "clip":
+        out["text"] = torch.randint(1, 49406, (batch, 77), generator=g)
+    else:  # about 6 labels per caption, padded with -1 to 10
+        ids = torch.randint(0, NUM_CLASSES[method], (batch, 10), generator=g)
+        ids[:, 6:] = -1
+        out["label_ids"] = ids
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def _count_flops(method, batch) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        method(batch)["loss"].backward()
+    method.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def worker(args) -> dict:
+    """One (backbone, method) measurement; prints a JSON line."""
+    import resource
+
+    import torch
+
+    from catlip.methods import build_method
+    from catlip.train.optim import build_optimizer
+    from catlip.train.step import train_step
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device = torch.device(args.device)
+    cfg = _cfg(args.method, args.backbone, args.image_size, args.batch)
+    torch.manual_seed(0)
+    method = build_method(cfg, NUM_CLASSES[args.method]).to(device).train()
+    opt = build_optimizer(method, cfg.optim)
+    batch = _batch(args.method, args.batch, args.image_size, device)
+    if device.type == "cuda":
+        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+        sync = torch.cuda.synchronize
+    else:
+        from contextlib import nullcontext as autocast
+
+        sync = lambda: None  # noqa: E731
+    flops = None
+    if device.type == "cuda":
+        with autocast():
+            flops = _count_flops(method, batch)
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.warmup):
+        train_step(method, [batch], opt, autocast=autocast, clip_grad=1.0)
+    sync()
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        train_step(method, [batch], opt, autocast=autocast, clip_grad=1.0)
+        sync()
+        times.append(time.perf_counter() - t)
+    step = sum(times) / len(times)
+    res = {"method": args.method, "backbone": args.backbone, "image_size": args.image_size, "batch": args.batch,
+           "params_m": round(sum(p.numel() for p in method.parameters()) / 1e6, 2),
+           "step_s": round(step, 4), "step_s_min": round(min(times), 4), "img_per_s": round(args.batch / step, 2)}
+    if device.type == "cuda":
+        res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        res["tflops_per_step"] = round(flops / 1e12, 3)
+        res["achieved_tflops"] = round(flops / step / 1e12, 1)
+        peak = args.peak_tflops or _peak_for(torch.cuda.get_device_name(device))
+        res["mfu"] = round(flops / step / (peak * 1e12), 4) if peak else None
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        res["peak_rss_mb"] = round(rss, 1)
+        res["rss_growth_mb"] = round(rss - base_rss, 1)
+    return res
+
+
+def _peak_for(name: str) -> float | None:
+    return next((v for k, v in PEAK_TFLOPS.items() if k.lower() in name.lower()), None)
+
+
+def _run_worker(method: str, backbone: str, image_size: int, batch: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--method", method, "--backbone", backbone, "--image-size",
+           str(image_size), "--batch", str(batch), "--steps", str(args.steps_for[backbone]), "--warmup",
+           str(args.warmup), "--device", args.device, "--threads", str(args.threads or 0)]
+    if args.peak_tflops:
+        cmd += ["--peak-tflops", str(args.peak_tflops)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        return {"method": method, "backbone": backbone, "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def loader_benchmark(images: int = 400) -> dict | None:
+    """Decoded + augmented (224 px RandomResizedCrop + flip) + CatLIP labels per second in one process."""
+    shards = ROOT.parent / "shared" / "data" / "flickr8k"
+    if not (shards / "flickr8k-train-000.tar").exists():
+        return None
+    from catlip.config import load_config
+    from catlip.data import build_train_loader
+    from catlip.labels.vocab import build_vocabulary
+
+    pattern = str(shards / "flickr8k-train-{000..005}.tar")
+    vocab, _ = build_vocabulary([shards / "flickr8k-train-000.tar"], "catlip", min_count=5)
+    cfg = load_config(None, [f"data.train=['{pattern}']", "data.image_size=224", "data.batch_size=50",
+                             "data.augment=rrc_flip", "data.rrc_scale_min=0.08"])
+    t0 = time.perf_counter()
+    loader = build_train_loader(cfg, vocab, method_inputs=("image", "label_ids"), num_workers=0)
+    index_s = time.perf_counter() - t0
+    it = iter(loader)
+    next(it)
+    t = time.perf_counter()
+    n = 0
+    while n < images:
+        n += len(next(it)["image"])
+    rate = n / (time.perf_counter() - t)
+    return {"source": "flickr8k-train-{000..005}.tar (6,000 samples)", "index_seconds": round(index_s, 2),
+            "img_per_s_per_worker": round(rate, 1), "image_size": 224, "augment": "rrc_flip + CatLIP labels",
+            "vocab_size": len(vocab)}
+
+
+def _plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows if "error" not in r))
+    fig, axes = plt.subplots(1, len(backbones), figsize=(4.5 * len(backbones), 3.5), squeeze=False)
+    for ax, bb in zip(axes[0], backbones):
+        sel = [r for r in rows if r["backbone"] == bb and "error" not in r]
+        ax.bar([r["method"] for r in sel], [r["img_per_s"] for r in sel], color=["C0", "C1", "C2"][: len(sel)])
+        ax.set_title(f"{bb} (batch {sel[0]['batch']})", fontsize=9)
+        ax.set_ylabel("training images / s")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: torch's choice)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by device name)")
+    p.add_argument("--no-loader", action="store_true", help="skip the data-loader measurement")
+    p.add_argument("--only-loader", action="store_true",
+                   help="measure only the data loader and add it to an existing train_step_<device>.json")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--backbone", help=argparse.SUPPRESS)
+    p.add_argument("--image-size", type=int, default=224, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.warmup = 1 if args.warmup is None else args.warmup
+        args.steps = 3 if args.steps is None else args.steps
+        print(json.dumps(worker(args)))
+        return
+    if args.only_loader:
+        out = RESULTS / f"train_step_{args.device}.json"
+        result = json.loads(out.read_text()) if out.exists() else {}
+        result["data_loader"] = {**(loader_benchmark() or {"skipped": "../shared/data/flickr8k absent"}),
+                                 "device": _device_name("cpu"), "load_average_at_start": os.getloadavg()}
+        out.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["data_loader"]))
+        return
+    if args.device == "cuda":
+        plan = [("vit_base_patch16_224", 224, 256)]
+        args.warmup = 5 if args.warmup is None else args.warmup
+        args.steps_for = {"vit_base_patch16_224": args.steps or 20}
+    else:
+        plan = [("vit_tiny_patch16_224", 224, 32), ("vit_base_patch16_224", 224, 8)]
+        args.warmup = 1 if args.warmup is None else args.warmup
+        args.steps_for = {"vit_tiny_patch16_224": args.steps or 5, "vit_base_patch16_224": args.steps or 3}
+    t0 = time.perf_counter()
+    rows = []
+    for backbone, size, batch in plan:
+        for method in METHODS:
+            rows.append(_run_worker(method, backbone, size, batch, args))
+            print(json.dumps(rows[-1]), flush=True)
+    result = {"device": _device_name(args.device), "torch_threads": args.threads, "machine": platform.platform(),
+              "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(), "train_step": rows}
+    if not args.no_loader:
+        result["data_loader"] = loader_benchmark()
+        print(json.dumps(result["data_loader"]), flush=True)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"train_step_{args.device}.json"
+    out.write_text(json.dumps(result, indent=1))
+    _plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor()} x{os.cpu_count()}"
+
+
+if __name__ == "__main__":
+    main()
