@@ -126,3 +126,41 @@ GOLDEN = [
 @pytest.mark.parametrize("caption, names", GOLDEN)
 def test_golden_captions(ex, caption, names):
     assert [ex.name(k) for k in ex.extract(caption)] == names
+
+
+# Flickr8k captions the dataset analysis found label-less. Keys worked out by hand in WordNet 3.0 (index.noun):
+# greyhound → n02090827 (its only sense); boston_terrier → n02096585 ("Boston bull"; "boston" alone is the city,
+# an instance, n09095751); collie → n02106030; springer_spaniel → n02101861; rugby → n00470966 (its only
+# sense); WordNet has no "rugby_match", and the first (most frequent) sense of "match" is the matchstick
+# n03728437: that is the paper's first-sense rule, not a tagging error.
+GREYHOUND, BOSTON_TERRIER, COLLIE, SPRINGER_SPANIEL = "n02090827", "n02096585", "n02106030", "n02101861"
+RUGBY, MATCH = "n00470966", "n03728437"
+
+
+def test_unknown_noun_after_participle(ex):
+    # "greyhound" is unknown to the tagger tables; WordNet knows it only as a noun, so it is not an adjective.
+    assert ex.extract("A running greyhound") == [GREYHOUND]
+
+
+def test_breed_collocation_with_capitalised_first_word(ex):
+    # "Boston" is tagged NNP; the longest WordNet match "boston terrier" (a common noun) wins over the city.
+    assert ex.extract("There are two Boston terriers biting at each other") == [BOSTON_TERRIER]
+
+
+def test_capitalised_common_nouns_are_not_names(ex):
+    keys = ex.extract("A Collie and a Springer Spaniel playing outside")
+    # The tagger reads "playing" after the NNP pair as a noun (a tagging error we accept), hence only [:2].
+    assert keys[:2] == [COLLIE, SPRINGER_SPANIEL]
+
+
+def test_nouns_without_context(ex):
+    assert ex.extract("rugby match") == [RUGBY, MATCH]
+
+
+def test_named_entities_need_capitals_and_are_consumed_whole():
+    plain, proper = SynsetExtractor(), SynsetExtractor(proper_nouns=True)
+    # lower-case "little dog" is a dog, not the constellation Canis Minor (n09232989, an instance)
+    assert plain.extract("A little dog runs") == proper.extract("A little dog runs") == ["n02084071"]
+    # "Times Square" / "New York" are instances: no "square" label from inside the name
+    assert plain.extract("A taxi in New York") == ["n02930766"]
+    assert proper.extract("A taxi in New York") == ["n02930766", "n09119277"]

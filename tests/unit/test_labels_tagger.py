@@ -67,3 +67,11 @@ def test_accuracy_on_ud_english_ewt_dev(shared_data):
     assert result["tokens"] == 25147
     assert result["accuracy"] > 0.87
     assert result["noun_f1"] > 0.94
+
+
+def test_wordnet_prior_for_unknown_words():
+    with_prior, without = Tagger(), Tagger(wordnet_prior=False)
+    # "greyhound" and "rugby" are not in the tables; their suffixes suggest JJ / RB, WordNet knows only nouns
+    assert without.tag(["a", "running", "greyhound"])[2] != "NN"
+    assert with_prior.tag(["a", "running", "greyhound"]) == ["DT", "VBG", "NN"]
+    assert with_prior.tag(["rugby", "match"]) == ["NN", "NN"]

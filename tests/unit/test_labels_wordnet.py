@@ -79,3 +79,13 @@ def test_env_override_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv("CATLIP_WORDNET_DIR", str(tmp_path))
     assert locate("wordnet") == tmp_path
     assert WordNet().noun_synsets("dog")[0] == "n02084071"
+
+
+def test_instances_and_parts_of_speech(wn):
+    assert wn.is_instance(wn.noun_synsets("paris")[0])  # Paris, France: an instance of city
+    assert not wn.is_instance(wn.noun_synsets("city")[0])
+    assert wn.parts_of_speech("greyhound") == {"noun"}
+    assert wn.parts_of_speech("ran") == {"VBD"}  # irregular past from verb.exc
+    assert {"noun", "VBG"} <= wn.parts_of_speech("running")
+    assert wn.parts_of_speech("quickly") == {"adv"}
+    assert wn.parts_of_speech("xqzzy") == frozenset()

@@ -49,8 +49,12 @@ class SynsetExtractor:
         tags = self.tagger.tags
         heads = NOUN_TAGS | PROPER_TAGS if proper_nouns else NOUN_TAGS
         self._head_ids = frozenset(i for i, t in enumerate(tags) if t in heads)
+        # Proper-noun tags whose word may still be a common noun ("a Springer Spaniel", "Boston terriers").
+        self._proper_ids = frozenset(i for i, t in enumerate(tags) if t in PROPER_TAGS) - self._head_ids
+        self._noun_ids = self._head_ids | self._proper_ids
+        self._proper_tags = frozenset(i for i, t in enumerate(tags) if t in PROPER_TAGS)
         self._inner_ids = frozenset(i for i, t in enumerate(tags) if t in _INNER_TAGS)
-        self._colloc_ids = self._head_ids | self._inner_ids  # tags a word that matters here can carry
+        self._colloc_ids = self._noun_ids | self._inner_ids  # tags a word that matters here can carry
         self._vbg = tags.index("VBG")
         self._predicate_ids = frozenset(i for i, t in enumerate(tags) if t in _PREDICATE_BEFORE)
         self._pieces: dict[str, tuple] = {}
@@ -73,13 +77,20 @@ class SynsetExtractor:
 
     def _collocation(self, low: list[str], tags: list[int], prev_tag: int) -> tuple[str | None, int]:
         """(key, length) of the longest multi-word noun at the start of `low` (tags aligned, `prev_tag` = tag of
-        the word before), or (None, 0)."""
+        the word before); (None, length) for a named entity consumed without a label; else (None, 0)."""
         longest = self.wordnet.collocation_starts.get(low[0])
         if longest is None:
             return None, 0
         for n in range(min(longest, len(low)), 1, -1):
-            if tags[n - 1] in self._head_ids and self._inner_ok(tags, n, prev_tag):
+            if tags[n - 1] in self._noun_ids and self._inner_ok(tags, n, prev_tag):
                 key = self._span_key(tuple(low[:n]))
+                if key is not None and self.wordnet.is_instance(key):
+                    # A named entity needs a capitalised word: lower-case "little dog" is a dog, not Canis Minor.
+                    if not any(t in self._proper_tags for t in tags[:n]):
+                        continue
+                    # It is consumed whole, so its words do not become labels one by one ("Times Square" is
+                    # not a "square"); it is a label only with proper_nouns=True.
+                    return (key if self.proper_nouns else None), n
                 if key is not None:
                     return key, n
         return None, 0
@@ -96,15 +107,18 @@ class SynsetExtractor:
 
     def _token_info(self, word: str, first: bool) -> tuple:
         """(tag candidates, lower-case form, words that may follow it in a multi-word noun, key if a noun,
-        base forms, the tag if unambiguous else -1)."""
+        base forms, the tag if unambiguous else -1, whether the key is a common noun rather than a name)."""
         low = word.lower()
         bases = self.wordnet.morphy(low)
         key = self.wordnet.first_synset(bases[0]) if bases else None
+        # Tagged as a name, the word still counts when its sense is a common noun, not a named entity (breed
+        # names, "Frisbee"); "Paris" (an instance of city) stays a name.
+        common = key is not None and not self.wordnet.is_instance(key)
         # The word's spellings a multi-word noun may continue with ("ice creams" ends in "cream").
         forms = tuple(dict.fromkeys([low, *bases]))
         cands = self.tagger.candidates(word, first)
         anchor = cands[0][0] if len(cands) == 1 else -1
-        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor)
+        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor, common)
 
     def _piece(self, piece: str, first: bool) -> tuple[tuple[str, ...], tuple]:
         """Tokens of one whitespace-separated piece and their records, cached per piece."""
@@ -133,7 +147,7 @@ class SynsetExtractor:
         picks = [i for i, tag in enumerate(tags) if tag in maybe]
         if not picks:
             return []
-        heads = self._head_ids
+        heads, proper = self._head_ids, self._proper_ids
         out: list[str] = []
         n, skip_to = len(tokens), 0
         for i in picks:
@@ -145,13 +159,13 @@ class SynsetExtractor:
                 span_max = i + self.wordnet.max_collocation_words
                 key, span = self._collocation([inf[1] for inf in infos[i:span_max]], tags[i:span_max],
                                               tags[i - 1] if i else -1)
-                if key is not None:
-                    if key not in out:
+                if span:
+                    if key is not None and key not in out:
                         out.append(key)
                     skip_to = i + span
                     continue
-            if tags[i] in heads:
-                if i + 1 < n and tags[i + 1] in heads:
+            if tags[i] in heads or (tags[i] in proper and info[6]):
+                if i + 1 < n and (tags[i + 1] in heads or (tags[i + 1] in proper and infos[i + 1][6])):
                     key = self._compound(info[1], infos[i + 1][1])
                     if key is not None:
                         if key not in out:

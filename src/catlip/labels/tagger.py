@@ -18,6 +18,7 @@ from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
+from catlip.errors import ResourceMissingError
 from catlip.labels.resources import locate
 
 # Lingua's tag names → Penn Treebank tags.
@@ -38,6 +39,12 @@ _MIN_SHARE = 0.005      # tags a word had in under 0.5 % of its occurrences are 
 _FLOOR = math.log(1e-7)
 _MAX_CACHE = 2_000_000  # cached words/runs before the caches are dropped (bounded memory on web-scale text)
 _SMOOTH = 0.01      # weight of the tag prior in the transition table
+# Word class of each open-class tag, as `WordNet.parts_of_speech` names it (verbs by inflection); an unknown word's tags outside the classes WordNet knows
+# it in are scaled by _UNLICENSED (not removed: WordNet lacks many uses, e.g. nouns used as names).
+_WORDNET_CLASS = {"NN": "noun", "NNS": "noun", "NNP": "noun", "NNPS": "noun", "VB": "VB", "VBD": "VBD",
+                  "VBG": "VBG", "VBN": "VBD", "VBP": "VB", "VBZ": "VBZ", "JJ": "adj", "JJR": "adj", "JJS": "adj",
+                  "RB": "adv", "RBR": "adv", "RBS": "adv"}
+_UNLICENSED = 0.002
 
 
 def _parse_yml(path: Path) -> dict[str, dict[str, float]]:
@@ -66,7 +73,7 @@ def _shape(word: str) -> str:
 class Tagger:
     """Bigram HMM tagger with Penn Treebank tags. `tag(tokens)` returns one tag per token."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, wordnet_prior: bool = True):
         root = Path(root) if root is not None else locate("tagger")
         lexicon = _parse_yml(root / "words.yml")
         hmm = {_PENN.get(prev, prev.upper()): row for prev, row in _parse_yml(root / "tags.yml").items()}
@@ -89,6 +96,7 @@ class Tagger:
                 self._trans[self._tid[prev]][self._tid[tag]] = math.log(p) if p > 0 else _FLOOR
         self._lexicon = lexicon
         self._suffix = self._suffix_model(lexicon)
+        self._wordnet = _optional_wordnet() if wordnet_prior else None
         self._cands: dict[str, tuple] = {}
         self._runs: dict[tuple, tuple] = {}
         self.noun_ids = frozenset(self._tid[t] for t in NOUN_TAGS)
@@ -155,9 +163,24 @@ class Tagger:
             return ((self._tid["SYM"], 0.0),)
         shape = "l" if first and _shape(word) == "C" else _shape(word)
         probs = self._unknown(word, shape)
+        if self._wordnet is not None:
+            probs = self._license(word, probs)
         cands = tuple((self._tid[t], math.log(p / self._prior[t])) for t, p in probs.items()
                       if p >= 0.01 and t in self._prior)
         return cands or ((self._tid["NN"], 0.0),)
+
+    def _license(self, word: str, probs: dict[str, float]) -> dict[str, float]:
+        """Reweight an unknown word's suffix-model tags by the word classes WordNet knows it in: "greyhound" is
+        only a noun there, so its "-ound" suffix must not make it an adjective."""
+        classes = self._wordnet.parts_of_speech(word) if word.replace("-", "").isalpha() else frozenset()
+        if not classes:
+            return probs
+        scaled = {t: p * (1.0 if _WORDNET_CLASS.get(t, "noun") in classes or t not in _WORDNET_CLASS
+                          else _UNLICENSED) for t, p in probs.items()}
+        if "noun" in classes and not any(_WORDNET_CLASS.get(t) == "noun" for t in scaled):
+            scaled["NNS" if self._wordnet.morphy(word) != [word.lower()] else "NN"] = _UNLICENSED
+        total = sum(scaled.values())
+        return {t: p / total for t, p in scaled.items()}
 
     def _pool_capitalised(self, word: str, counts: dict | None) -> dict | None:
         # Web text writes "i", "u.s." in lower case; borrow the common-word uses of the capitalised spelling
@@ -266,6 +289,16 @@ class Tagger:
     def clear_cache(self) -> None:
         self._cands.clear()
         self._runs.clear()
+
+
+def _optional_wordnet():
+    # The prior only sharpens unknown-word guesses: without WordNet the tagger still works.
+    from catlip.labels.wordnet import get_wordnet
+
+    try:
+        return get_wordnet()
+    except ResourceMissingError:
+        return None
 
 
 @lru_cache(maxsize=None)

@@ -18,6 +18,13 @@ from catlip.labels.resources import locate
 _NOUN_RULES = (("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
                ("men", "man"), ("ies", "y"))
 _HYPERNYM_POINTERS = (b"@", b"@i")
+_INSTANCE_POINTER = b"@i"
+# Detachment rules for the other parts of speech (wndb morphy(7)), used only to ask which classes a word has.
+_OTHER_RULES = {
+    "verb": (("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")),
+    "adj": (("er", ""), ("est", ""), ("er", "e"), ("est", "e")),
+    "adv": (),
+}
 
 
 def key_of(offset: int) -> str:
@@ -46,6 +53,7 @@ class WordNet:
                 self.collocation_next.setdefault(parts[0], set()).add(parts[1])
         self.max_collocation_words = max(self.collocation_starts.values(), default=1)
         self._records: dict[str, tuple] = {}
+        self._other: dict[str, tuple[frozenset, dict]] | None = None  # verb/adj/adv lemmas, read on first use
 
     @staticmethod
     def _read_index(path: Path) -> dict[str, tuple[str, ...]]:
@@ -108,8 +116,8 @@ class WordNet:
 
     # ------------------------------------------------------------------ synset records
 
-    def _record(self, key: str) -> tuple[list[str], list[str], str]:
-        """(lemma names, hypernym keys, gloss) of a synset, parsed once."""
+    def _record(self, key: str) -> tuple[list[str], list[str], str, bool]:
+        """(lemma names, hypernym keys, gloss, is an instance) of a synset, parsed once."""
         rec = self._records.get(key)
         if rec is not None:
             return rec
@@ -126,14 +134,62 @@ class WordNet:
         lemmas = [f[4 + 2 * i].decode("utf-8", "replace") for i in range(n_words)]
         p = 4 + 2 * n_words
         n_ptrs = int(f[p])
-        hypernyms = []
+        hypernyms, instance = [], False
         for i in range(n_ptrs):
             sym, target, pos = f[p + 1 + 4 * i], f[p + 2 + 4 * i], f[p + 3 + 4 * i]
             if sym in _HYPERNYM_POINTERS and pos == b"n":
                 hypernyms.append("n" + target.decode())
-        rec = (lemmas, hypernyms, gloss.decode("utf-8", "replace").strip())
+                instance = instance or sym == _INSTANCE_POINTER
+        rec = (lemmas, hypernyms, gloss.decode("utf-8", "replace").strip(), instance)
         self._records[key] = rec
         return rec
+
+    def is_instance(self, key: str) -> bool:
+        """True for a named entity: a synset WordNet links by an instance-hypernym ("@i") pointer (Paris, Einstein),
+        as opposed to a common-noun class (city, physicist)."""
+        return self._record(key)[3]
+
+    # ------------------------------------------------------------------ other parts of speech
+
+    def _other_lemmas(self) -> dict[str, tuple[frozenset, dict]]:
+        if self._other is None:
+            other = {}
+            for pos in ("verb", "adj", "adv"):
+                lemmas = set()
+                path = self.root / f"index.{pos}"
+                if path.is_file():
+                    with open(path, encoding="utf-8", errors="replace") as fh:
+                        lemmas = {line.split(" ", 1)[0] for line in fh if not line.startswith("  ")}
+                other[pos] = (frozenset(lemmas), self._read_exceptions(self.root / f"{pos}.exc"))
+            self._other = other
+        return self._other
+
+    def parts_of_speech(self, word: str) -> frozenset:
+        """The word classes WordNet knows `word` in: a subset of {"noun", "adj", "adv", "VB", "VBD", "VBG",
+        "VBZ"}, verbs split by the inflection `word` has (base form, -ed or irregular past, -ing, -s); empty if
+        WordNet does not know it."""
+        form = word.strip().lower().replace(" ", "_")
+        if not form:
+            return frozenset()
+        found = {"noun"} if self.morphy(form) else set()
+        for pos, (lemmas, exc) in self._other_lemmas().items():
+            if pos == "verb":
+                found |= self._verb_forms(form, lemmas, exc)
+            elif form in lemmas or any(f in lemmas for f in exc.get(form, ())) or any(
+                    form[: -len(old)] + new in lemmas for old, new in _OTHER_RULES[pos]
+                    if form.endswith(old) and len(form) > len(old)):
+                found.add(pos)
+        return frozenset(found)
+
+    @staticmethod
+    def _verb_forms(form: str, lemmas: frozenset, exc: dict) -> set[str]:
+        out = {"VB"} if form in lemmas else set()
+        if any(f in lemmas for f in exc.get(form, ())):
+            out.add("VBG" if form.endswith("ing") else "VBZ" if form.endswith("s") else "VBD")
+        for old, new in _OTHER_RULES["verb"]:
+            if form.endswith(old) and len(form) > len(old) and form[: -len(old)] + new in lemmas:
+                out.add({"s": "VBZ", "ies": "VBZ", "es": "VBZ", "ed": "VBD", "ing": "VBG"}[old])
+        return out
 
     def synset_lemmas(self, key: str) -> list[str]:
         """Lemma names of a synset in WordNet order, e.g. ['ice_cream', 'icecream']."""
