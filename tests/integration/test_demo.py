@@ -1,0 +1,31 @@
+"""`catlip demo` end to end with small settings (the full demo is timed in the report, not here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from catlip.cli import main
+
+
+@pytest.mark.slow
+def test_demo_runs_and_prints_the_comparison(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--steps", "40", "--probe-size", "200", "--output", str(out), "data.synthetic_size=512",
+                 "data.batch_size=32", "data.num_workers=0", "data.image_size=32", "train.progress=false",
+                 "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]) == 0
+    text = capsys.readouterr().out
+    assert "linear probe top-1 (%)" in text and "random init" in text and "CatLIP head, zero-shot" in text
+    result = json.loads((out / "demo_result.json").read_text())
+    assert result["steps"] == 40 and result["vocab_size"] >= 10
+    assert result["loss_last"] < result["loss_first"]
+    for key in ("probe_random_init", "probe_pretrained", "head_zero_shot_pretrained"):
+        assert 0.0 <= result[key] <= 100.0
+    assert (out / "loss.png").is_file()
+
+
+def test_demo_help_is_clear(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "random init" in capsys.readouterr().out
