@@ -75,3 +75,15 @@ def test_wordnet_prior_for_unknown_words():
     assert without.tag(["a", "running", "greyhound"])[2] != "NN"
     assert with_prior.tag(["a", "running", "greyhound"]) == ["DT", "VBG", "NN"]
     assert with_prior.tag(["rugby", "match"]) == ["NN", "NN"]
+
+
+def test_rare_words_get_wordnet_uses_and_initial_names_stay_names():
+    tagger = Tagger()
+    # sentence-initial capitalised word unknown to the tables and to WordNet: a name, not a verb form
+    assert Tagger(wordnet_prior=False).tag(["Gregg", "called", "me"])[0] != "NNP"
+    assert tagger.tag(["Gregg", "called", "me"])[0] == "NNP"
+    # a sentence-initial word WordNet knows is read in lower case as before
+    assert tagger.tag(["Dog", "runs", "on", "beach"])[0] == "NN"
+    # "shower" occurs once in the tables, as a verb; WordNet also knows the noun
+    assert Tagger(wordnet_prior=False).tag(["take", "a", "shower", "now"])[2] == "VB"
+    assert tagger.tag(["take", "a", "shower", "now"]) == ["VB", "DT", "NN", "RB"]

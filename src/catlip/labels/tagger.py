@@ -45,6 +45,9 @@ _WORDNET_CLASS = {"NN": "noun", "NNS": "noun", "NNP": "noun", "NNPS": "noun", "V
                   "VBG": "VBG", "VBN": "VBD", "VBP": "VB", "VBZ": "VBZ", "JJ": "adj", "JJR": "adj", "JJS": "adj",
                   "RB": "adv", "RBR": "adv", "RBS": "adv"}
 _UNLICENSED = 0.002
+_CLASS_TAG = {"VB": "VB", "VBD": "VBD", "VBG": "VBG", "VBZ": "VBZ", "adj": "JJ", "adv": "RB"}
+_RARE_PRIOR_MAX = 10  # lexicon words seen at most this often also get the uses WordNet knows ...
+_RARE_PSEUDO = 0.2    # ... with this pseudo-count each
 
 
 def _parse_yml(path: Path) -> dict[str, dict[str, float]]:
@@ -155,13 +158,19 @@ class Tagger:
             counts = lex.get("*ORD*")
         if counts is None and _NUMBER.match(word):
             counts = lex.get("*NUM*")
+        if counts is not None and self._wordnet is not None and sum(counts.values()) <= _RARE_PRIOR_MAX:
+            counts = self._add_wordnet_uses(word, counts)
         known = self._known(counts) if counts is not None else None
         if known:
             return tuple(known)
         if not any(c.isalnum() for c in word) or _ADDRESS.match(word):
             # Symbols, e-mail and web addresses are not words of any open class (and never nouns).
             return ((self._tid["SYM"], 0.0),)
-        shape = "l" if first and _shape(word) == "C" else _shape(word)
+        shape = _shape(word)
+        if first and shape == "C" and (self._wordnet is None or self._wordnet.parts_of_speech(word)):
+            # A sentence-initial capital hides whether the word is a name; unknown to both the tables and
+            # WordNet ("Gregg", "Jared"), it most likely is one, so only then keep the capitalised shape.
+            shape = "l"
         probs = self._unknown(word, shape)
         if self._wordnet is not None:
             probs = self._license(word, probs)
@@ -181,6 +190,21 @@ class Tagger:
             scaled["NNS" if self._wordnet.morphy(word) != [word.lower()] else "NN"] = _UNLICENSED
         total = sum(scaled.values())
         return {t: p / total for t, p in scaled.items()}
+
+    def _add_wordnet_uses(self, word: str, counts: dict[str, float]) -> dict[str, float]:
+        """A rare word's few WSJ occurrences miss uses WordNet knows ("shower" seen only as a verb): give each
+        missing word class a small pseudo-count."""
+        if not word.replace("-", "").isalpha():
+            return counts
+        classes = self._wordnet.parts_of_speech(word)
+        have = {_WORDNET_CLASS.get(t) for t in counts}
+        added = dict(counts)
+        for cls in classes - have:
+            tag = _CLASS_TAG.get(cls)
+            if cls == "noun":
+                tag = "NN" if self._wordnet.morphy(word)[:1] == [word.lower()] else "NNS"
+            added[tag] = added.get(tag, 0.0) + _RARE_PSEUDO
+        return added
 
     def _pool_capitalised(self, word: str, counts: dict | None) -> dict | None:
         # Web text writes "i", "u.s." in lower case; borrow the common-word uses of the capitalised spelling
