@@ -145,6 +145,9 @@ def loader_benchmark(images: int = 400) -> dict | None:
     from catlip.data import build_train_loader
     from catlip.labels.vocab import build_vocabulary
 
+    import torch
+
+    torch.set_num_threads(1)  # what a DataLoader worker process uses
     pattern = str(shards / "flickr8k-train-{000..005}.tar")
     vocab, _ = build_vocabulary([shards / "flickr8k-train-000.tar"], "catlip", min_count=5)
     cfg = load_config(None, [f"data.train=['{pattern}']", "data.image_size=224", "data.batch_size=50",
@@ -226,7 +229,7 @@ def main() -> None:
             rows.append(_run_worker(method, backbone, size, batch, args))
             print(json.dumps(rows[-1]), flush=True)
     result = {"device": _device_name(args.device), "torch_threads": args.threads, "machine": platform.platform(),
-              "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(), "train_step": rows}
+              "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(), "train_step": rows}
     if not args.no_loader:
         result["data_loader"] = loader_benchmark()
         print(json.dumps(result["data_loader"]), flush=True)
