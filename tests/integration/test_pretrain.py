@@ -142,3 +142,21 @@ def test_two_process_gloo_run_matches_the_global_batch(tmp_path):
     meta = json.loads((run / "checkpoints" / "step_0000002" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["samples_seen"] == 2 * 2 * 4
     assert [json.loads(line)["samples"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [8, 16]
+
+
+def test_multiscale_ema_bf16_and_accumulation_in_one_run(tmp_path):
+    run = tmp_path / "run"
+    assert _pretrain(run, "data.multiscale=true", "data.multiscale_sizes=[24,32,40]", "optim.grad_accum=2",
+                     "train.ema_decay=0.9", "train.precision=bf16", "optim.steps=3") == 0
+    ck = run / "checkpoints" / "step_0000003"
+    meta = json.loads((ck / "meta.json").read_text())
+    # 3 steps x 2 micro-batches; every micro-batch holds ~8 x 32^2 pixels whatever its resolution
+    assert 6 * 8 * 0.5 <= meta["samples_seen"] <= 6 * 8 * 2
+    assert (ck / "ema.safetensors").is_file()
+    from catlip.train.checkpoint import load_pretrained
+
+    ema, raw = load_pretrained(run, ema=True).method, load_pretrained(run).method
+    k = "head.fc.weight"
+    assert not torch.equal(ema.state_dict()[k], raw.state_dict()[k])
+    out = tmp_path / "ema.safetensors"
+    assert main(["export", str(run), "--ema", "--output", str(out)]) == 0 and out.stat().st_size > 1000
