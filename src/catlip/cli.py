@@ -138,6 +138,8 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import os
+
     from catlip.config import ConfigError, load_config
     from catlip.train.loop import pretrain
 
@@ -145,7 +147,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
         raise CliError(str(err)) from None
-    print(pretrain(cfg))
+    run_dir = pretrain(cfg)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every process runs this handler
+        print(run_dir)
     return 0
 
 

@@ -210,3 +210,18 @@ def test_unreadable_sources_are_clear_errors(tmp_path):
         build_train_loader(_cfg(f"data.train=['{tmp_path}/x-{{0..1}}.tar']"), None, method_inputs=("image",))
     with pytest.raises(DataError, match="fewer than one global batch"):
         build_train_loader(_cfg("data.synthetic_size=3"), None, method_inputs=("image",))
+
+
+def test_pre_extracted_labels_file_overrides_the_extractor(tmp_path):
+    from catlip.labels import get_extractor
+
+    ex = get_extractor("catlip")
+    caps = [c for caps in synthetic_captions(8) for c in caps]
+    keys = sorted({k for c in caps for k in ex.extract(c)})
+    vocab = CharVocab(keys)
+    # every caption "labelled" with the single first key: the loader must use the file, not re-extract
+    (tmp_path / "labels.jsonl").write_text("\n".join(json.dumps({"caption": c, "labels": [keys[0]]}) for c in caps)
+                                           + "\nbroken line\n")
+    cfg = _cfg("data.synthetic_size=8", f"data.labels_file={tmp_path}/labels.jsonl")
+    ids = next(iter(build_train_loader(cfg, vocab, method_inputs=("image", "label_ids"))))["label_ids"]
+    assert ids.tolist() == [[0]] * 4

@@ -21,6 +21,30 @@ from catlip.data.sources import open_sources
 from catlip.data.transforms import train_transform
 
 
+def _read_labels_file(path: str) -> dict[str, list[str]]:
+    """caption -> label keys from `catlip labels --input ... --output FILE` ({"caption", "labels"} JSON lines).
+
+    Captions missing from the file are labelled by the extractor; unreadable lines are ignored (the file is a
+    cache of the extractor's own output, never the only source of labels).
+    """
+    import json
+
+    known: dict[str, list[str]] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    known[rec["caption"]] = [str(k) for k in rec["labels"]]
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except OSError as err:
+        from catlip.errors import DataError
+
+        raise DataError(f"data.labels_file {path}: {err}") from None
+    return known
+
+
 def decode_image(data, max_pixels: int) -> Image.Image:
     if isinstance(data, Image.Image):
         return data.convert("RGB")
@@ -54,7 +78,9 @@ class TrainDataset(torch.utils.data.Dataset):
             from catlip.labels import get_extractor
 
             self._extractor = get_extractor(self.vocab.method, **dict(self.vocab.options))
-        return self.vocab.encode(self._extractor.extract(caption))
+            self._known = _read_labels_file(self.cfg.labels_file) if self.cfg.labels_file else {}
+        keys = self._known.get(caption)
+        return self.vocab.encode(keys if keys is not None else self._extractor.extract(caption))
 
     def _transform(self, res: int):
         if res not in self._transforms:

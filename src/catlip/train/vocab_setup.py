@@ -48,6 +48,12 @@ def _caption_files(cfg, tmp_dir: Path, progress: bool) -> list[Path]:
     return paths
 
 
+def _column(cfg) -> str | None:
+    # The counter finds "captions"/"caption"/"text" by itself (webdataset .json members hold "captions");
+    # only a non-default manifest column must be named.
+    return None if cfg.data.caption_column == "caption" else cfg.data.caption_column
+
+
 def build_run_vocabulary(cfg, *, progress: bool = True):
     """A fresh vocabulary for ``cfg`` from its training captions, or None when the method needs no labels."""
     from catlip.labels.vocab import Vocabulary, build_vocabulary
@@ -62,7 +68,7 @@ def build_run_vocabulary(cfg, *, progress: bool = True):
         paths = _caption_files(cfg, Path(tmp), progress)
         vocab, _ = build_vocabulary(paths, name, EXTRACTOR_OPTIONS[name](cfg.method),
                                     min_count=cfg.data.vocab_min_count, top_k=cfg.data.vocab_top_k or None,
-                                    workers=max(1, cfg.data.num_workers), column=cfg.data.caption_column,
+                                    workers=max(1, cfg.data.num_workers), column=_column(cfg),
                                     progress=progress)
     if len(vocab) == 0:
         raise CatlipError(f"no label reaches data.vocab_min_count={cfg.data.vocab_min_count} in the training "
