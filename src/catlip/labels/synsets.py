@@ -107,18 +107,15 @@ class SynsetExtractor:
 
     def _token_info(self, word: str, first: bool) -> tuple:
         """(tag candidates, lower-case form, words that may follow it in a multi-word noun, key if a noun,
-        base forms, the tag if unambiguous else -1, whether the key is a common noun rather than a name)."""
+        base forms, the tag if unambiguous else -1)."""
         low = word.lower()
         bases = self.wordnet.morphy(low)
         key = self.wordnet.first_synset(bases[0]) if bases else None
-        # Tagged as a name, the word still counts when its sense is a common noun, not a named entity (breed
-        # names, "Frisbee"); "Paris" (an instance of city) stays a name.
-        common = key is not None and not self.wordnet.is_instance(key)
         # The word's spellings a multi-word noun may continue with ("ice creams" ends in "cream").
         forms = tuple(dict.fromkeys([low, *bases]))
         cands = self.tagger.candidates(word, first)
         anchor = cands[0][0] if len(cands) == 1 else -1
-        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor, common)
+        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor)
 
     def _piece(self, piece: str, first: bool) -> tuple[tuple[str, ...], tuple]:
         """Tokens of one whitespace-separated piece and their records, cached per piece."""
@@ -164,8 +161,9 @@ class SynsetExtractor:
                         out.append(key)
                     skip_to = i + span
                     continue
-            if tags[i] in heads or (tags[i] in proper and info[6]):
-                if i + 1 < n and (tags[i + 1] in heads or (tags[i + 1] in proper and infos[i + 1][6])):
+            if tags[i] in heads or (tags[i] in proper and self._common(info[3])):
+                nxt = tags[i + 1] if i + 1 < n else -1
+                if nxt in heads or (nxt in proper and self._common(infos[i + 1][3])):
                     key = self._compound(info[1], infos[i + 1][1])
                     if key is not None:
                         if key not in out:
@@ -176,6 +174,11 @@ class SynsetExtractor:
                 if key is not None and key not in out:
                     out.append(key)
         return out
+
+    def _common(self, key: str | None) -> bool:
+        """Whether a word tagged as a name still counts: its sense is a common noun, not a named entity (breed
+        names, "Frisbee"); "Paris" (an instance of city) stays a name. Asked only for proper-noun tags."""
+        return key is not None and not self.wordnet.is_instance(key)
 
     def _compound(self, first: str, second: str) -> str | None:
         """Two nouns that WordNet writes as one word ("cell phone" → cellphone, "sun glasses" → sunglasses)."""

@@ -97,6 +97,8 @@ class Tagger:
             for tag in self.tags:
                 p = (1 - _SMOOTH) * row.get(tag, 0.0) + _SMOOTH * self._prior.get(tag, 0.0)
                 self._trans[self._tid[prev]][self._tid[tag]] = math.log(p) if p > 0 else _FLOOR
+        # Transposed: _into[tag][prev] = log P(tag | prev), the column Viterbi reads for each candidate tag.
+        self._into = [list(col) for col in zip(*self._trans)]
         self._lexicon = lexicon
         self._suffix = self._suffix_model(lexicon)
         self._wordnet = _optional_wordnet() if wordnet_prior else None
@@ -232,16 +234,15 @@ class Tagger:
         row = trans[left]
         prev = [(tag, row[tag] + emit) for tag, emit in run[0]]  # one predecessor: no choice to make
         back: list[list[int]] = [[0] * len(run[0])]
+        into = self._into
         for cands in run[1:]:
             cur, ptr = [], []
             for tag, emit in cands:
-                best, arg = -1e300, 0
-                for k, (p, score) in enumerate(prev):
-                    v = score + trans[p][tag]
-                    if v > best:
-                        best, arg = v, k
+                col = into[tag]
+                scores = [score + col[p] for p, score in prev]
+                best = max(scores)
                 cur.append((tag, best + emit))
-                ptr.append(arg)
+                ptr.append(scores.index(best))  # the first best, as a strict ">" scan would pick
             prev = cur
             back.append(ptr)
         final = [score + trans[t][right] for t, score in prev] if right is not None else [s for _, s in prev]
