@@ -42,6 +42,7 @@ class ProbeSet:
     train: object  # LabelledData-like: yields (image tensor, class)
     test: object
     num_classes: int
+    size: int  # probe training images (the test split uses half as many)
 
 
 class _SyntheticLabelled(torch.utils.data.Dataset):
@@ -61,23 +62,39 @@ class _SyntheticLabelled(torch.utils.data.Dataset):
         return self.tf(s.image), s.label
 
 
-def _features(backbone, dataset, batch_size: int = 256):
+def _batches(dataset, batch_size: int = 256):
+    """(images, classes) batches from the synthetic set or an evaluation LabelledData (bad images skipped)."""
+    if isinstance(dataset, _SyntheticLabelled):
+        yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+        return
+    from catlip.evaluate.datasets import collate_skip
+
+    for batch in torch.utils.data.DataLoader(dataset.dataset, batch_size=batch_size, collate_fn=collate_skip):
+        if batch["image"] is not None:
+            keep = batch["target"] >= 0
+            yield batch["image"][keep], batch["target"][keep]
+
+
+def _features(backbone, dataset, limit: int):
     from catlip.evaluate.features import Encoder, Features
 
     enc = Encoder(backbone).eval()
-    xs, ys = [], []
+    xs, ys, n = [], [], 0
     with torch.no_grad():
-        for images, labels in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+        for images, labels in _batches(dataset):
             xs.append(enc(images).float())
             ys.append(labels)
-    return Features(torch.cat(xs), torch.cat(ys))
+            n += len(labels)
+            if n >= limit:
+                break
+    return Features(torch.cat(xs)[:limit], torch.cat(ys)[:limit])
 
 
 def _probe(backbone, probe: ProbeSet) -> float:
     """Top-1 (%) of a logistic-regression probe on frozen, standardised features."""
     from catlip.evaluate.linear_probe import ProbeConfig, score, train_probe
 
-    tr, te = _features(backbone, probe.train), _features(backbone, probe.test)
+    tr, te = _features(backbone, probe.train, probe.size), _features(backbone, probe.test, probe.size // 2)
     mean, std = tr.x.mean(0), tr.x.std(0) + 1e-6  # same scale for both backbones, so one lr grid fits both
     tr.x, te.x = (tr.x - mean) / std, (te.x - mean) / std
     cfg = ProbeConfig(epochs=30, min_steps=200, lrs=[3e-3, 3e-2], weight_decays=[0.0, 1e-3])
@@ -95,7 +112,7 @@ def _head_zero_shot(method, vocab, probe: ProbeSet) -> float | None:
     correct = total = 0
     method.eval()
     with torch.no_grad():
-        for images, labels in torch.utils.data.DataLoader(probe.test, batch_size=256):
+        for images, labels in _batches(probe.test):
             logits = method.head(method.features(images))[:, cols]
             correct += int((logits.argmax(1) == labels).sum())
             total += len(labels)
@@ -112,7 +129,7 @@ def _probe_set(data: str | None, image_size: int, probe_train: str | None, probe
                size: int) -> ProbeSet | None:
     if data is None:  # synthetic: fresh scenes from other seeds than the training set's
         return ProbeSet("synthetic objects (10 classes)", _SyntheticLabelled(size, 101, image_size),
-                        _SyntheticLabelled(size // 2, 202, image_size), 10)
+                        _SyntheticLabelled(size // 2, 202, image_size), 10, size)
     if not (probe_train and probe_test):
         cifar = _shared_cifar()
         if cifar is None:
@@ -126,23 +143,7 @@ def _probe_set(data: str | None, image_size: int, probe_train: str | None, probe
     tf = eval_transform(image_size)
     tr = open_labelled(probe_train, classes, tf)
     te = open_labelled(probe_test, tr.classes, tf)
-    sub_tr = torch.utils.data.Subset(_Pairs(tr.dataset), range(min(size, len(tr.dataset))))
-    sub_te = torch.utils.data.Subset(_Pairs(te.dataset), range(min(size // 2, len(te.dataset))))
-    return ProbeSet(f"{Path(probe_train).name} ({tr.num_classes} classes)", sub_tr, sub_te, tr.num_classes)
-
-
-class _Pairs(torch.utils.data.Dataset):
-    """(image, class) view of an evaluation dataset item."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        item = self.ds[i]
-        return (item["image"], item["target"]) if isinstance(item, dict) else item
+    return ProbeSet(f"{Path(probe_train).name} ({tr.num_classes} classes)", tr, te, tr.num_classes, size)
 
 
 def run_demo(*, data: str | None = None, steps: int | None = None, output: str = "runs/demo",
