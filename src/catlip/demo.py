@@ -146,6 +146,20 @@ def _probe_set(data: str | None, image_size: int, probe_train: str | None, probe
     return ProbeSet(f"{Path(probe_train).name} ({tr.num_classes} classes)", tr, te, tr.num_classes, size)
 
 
+def _clear_previous(out: Path) -> None:
+    """A demo run starts fresh: replace an earlier demo's folder, refuse to touch anything else."""
+    import shutil
+
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if (out / "demo_result.json").exists() or (out / "config.yaml").exists():
+        shutil.rmtree(out)
+        return
+    from catlip.errors import CatlipError
+
+    raise CatlipError(f"--output {out} exists and is not a catlip demo run; choose another folder")
+
+
 def run_demo(*, data: str | None = None, steps: int | None = None, output: str = "runs/demo",
              probe_size: int = 2000, probe_train: str | None = None, probe_test: str | None = None,
              threads: int | None = None, extra: list[str] | None = None) -> dict:
@@ -156,6 +170,7 @@ def run_demo(*, data: str | None = None, steps: int | None = None, output: str =
 
     if threads:
         torch.set_num_threads(threads)
+    _clear_previous(Path(output))
     t0 = time.perf_counter()
     overrides = list(DEMO_OVERRIDES) + [f"train.output_dir={output}"]
     if data:

@@ -114,3 +114,9 @@ def test_broken_latest_falls_back_to_the_previous_checkpoint(tmp_path):
     with pytest.warns(UserWarning, match="skipped broken checkpoint"):
         _run(tmp_path, *CLIP, "optim.steps=6", "train.resume=auto")
     assert [m["step"] for m in _metrics(tmp_path)] == [1, 2, 3, 4, 3, 4, 5, 6]
+
+
+def test_a_fresh_run_never_overwrites_an_existing_one(tmp_path):
+    _run(tmp_path, *CLIP, "train.stop_after=2")
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        _run(tmp_path, *CLIP)

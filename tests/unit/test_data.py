@@ -225,3 +225,12 @@ def test_pre_extracted_labels_file_overrides_the_extractor(tmp_path):
     cfg = _cfg("data.synthetic_size=8", f"data.labels_file={tmp_path}/labels.jsonl")
     ids = next(iter(build_train_loader(cfg, vocab, method_inputs=("image", "label_ids"))))["label_ids"]
     assert ids.tolist() == [[0]] * 4
+
+
+def test_remote_shards_are_fetched_once_into_the_cache(bad_shard, tmp_path, monkeypatch):
+    monkeypatch.setenv("CATLIP_SHARD_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg(f"data.train=['pipe:cat {bad_shard}']", "data.batch_size=2", "data.augment=randaugment")
+    loader = build_train_loader(cfg, None, method_inputs=("image",))
+    assert len(loader.dataset) == 10 and len(list((tmp_path / "cache").iterdir())) == 1
+    batch = next(iter(loader))
+    assert batch["image"].shape[1:] == (3, 32, 32)

@@ -119,6 +119,9 @@ def _setup(cfg, vocab):
         run_dir.mkdir(parents=True, exist_ok=True)
     dd.barrier(d)
     loaded = _resume_point(cfg, run_dir)
+    if loaded is None and ckpt.list_checkpoints(run_dir / "checkpoints"):
+        raise ckpt.CheckpointError(f"{run_dir} already holds checkpoints; continue it with train.resume=auto or "
+                                   "choose another train.output_dir")
     given = vocab is not None
     if d.is_main:
         if not given:
