@@ -133,6 +133,7 @@ def main(argv=None) -> int:
                    help="run dirs and cached features (not committed)")
     p.add_argument("--quick", action="store_true", help="smoke run: budgets 5,10,20 s, CIFAR-10 10k train images")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--report", action="store_true", help="only print the tables of an existing result file")
     args = p.parse_args(argv)
     if not (DATA / "flickr8k").is_dir() or not (DATA / "cifar10").is_dir():
         print(f"needs {DATA}/flickr8k and {DATA}/cifar10 (set CATLIP_SHARED_DATA)", file=sys.stderr)
@@ -145,6 +146,9 @@ def main(argv=None) -> int:
     work = args.work
     result_file = args.out / ("reproduce_small_quick.json" if args.quick else "reproduce_small.json")
     res = json.loads(result_file.read_text()) if result_file.exists() else {}
+    if args.report:
+        print(markdown(res))
+        return 0
     res.update(settings={k: str(v) for k, v in vars(args).items()}, base_config=BASE, per_method=PER_METHOD)
 
     def save():
@@ -194,11 +198,28 @@ def main(argv=None) -> int:
     res["total_wall_s"] = round(res.get("total_wall_s", 0) + time.perf_counter() - t_start, 1)
     save()
     plot(res, args.out, "reproduce_small_quick" if args.quick else "reproduce_small")
-    print(json.dumps({k: res[k] for k in ("seconds_per_step", "random_floor", "total_wall_s")}, indent=2))
-    for r in sorted(res["runs"], key=lambda r: (r["method"], r["budget_s"])):
-        print(f"{r['method']:10s} {r['budget_s']:6.0f}s {r['steps']:6d} steps  probe {100 * r['probe_top1']:.2f}  "
-              f"knn {100 * r['knn_top1']:.2f}")
+    print(markdown(res))
     return 0
+
+
+def markdown(res: dict) -> str:
+    """The result tables as Markdown (pasted into docs/results.md)."""
+    floor = res["random_floor"]
+    lines = ["| method | budget (s) | steps | images seen | wall (s) | probe top-1 (%) | 20-NN top-1 (%) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in sorted(res["runs"], key=lambda r: (r["method"], r["budget_s"])):
+        lines.append(f"| {r['method']} | {r['budget_s']:.0f} | {r['steps']} | {r['images_seen']} | {r['wall_s']} | "
+                     f"{100 * r['probe_top1']:.2f} | {100 * r['knn_top1']:.2f} |")
+    lines.append(f"| random init | 0 | 0 | 0 | 0 | {100 * floor['probe_top1']:.2f} | {100 * floor['knn_top1']:.2f} |")
+    lines += ["", "| method | subset | images | Random Init top-1 (%) | Transfer Init top-1 (%) |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    for m, t in res.get("transfer", {}).items():
+        by = {(r["subset"], r["init"]): r for r in t["rows"]}
+        for subset in dict.fromkeys(r["subset"] for r in t["rows"]):
+            rnd, tr = by[(subset, "random")], by[(subset, "transfer")]
+            lines.append(f"| {m} | {subset} | {rnd['n_train']} | {100 * rnd['top1']:.2f} | {100 * tr['top1']:.2f} |")
+        lines.append(f"| {m} | coverage | | {t['coverage']} | unmapped: {', '.join(t['unmapped']) or '-'} |")
+    return "\n".join(lines)
 
 
 def plot(res: dict, out: Path, stem: str) -> None:
