@@ -86,8 +86,8 @@ def full_scale() -> Scale:
         image_size=48, backbone_kwargs="{patch_size: 8, embed_dim: 128, depth: 4, num_heads: 4}",
         text=["model.embed_dim=128", "model.text_width=128", "model.text_layers=4", "model.text_heads=4",
               "data.context_length=32"],
-        batch_size=128, budgets=[45.0, 90.0, 180.0], warmup_steps=16, probe_train=10000, probe_test=5000,
-        probe_epochs=30, transfer_seeds=[0, 1, 2], vocab_min_count=5, ablation_min_counts=[1, 20, 100, 500],
+        batch_size=128, budgets=[50.0, 100.0, 200.0], warmup_steps=16, probe_train=10000, probe_test=5000,
+        probe_epochs=30, transfer_seeds=[0, 1, 2], vocab_min_count=5, ablation_min_counts=[20, 500, 100, 1],
         shards="flickr8k-train-{000..005}.tar", train_images=6000, work=ROOT / "runs" / STEM,
         out_json=ROOT / "benchmarks" / "results" / f"{STEM}.json", plot_dir=ROOT / "docs" / "results")
 
@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "probes on CIFAR-10, Random vs Transfer Init (paper Figs. 4-5). Writes JSON, PNGs, markdown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny model, budgets of seconds, small probe sets (smoke run)")
-    p.add_argument("--budgets", help="comma list of wall-clock seconds per pre-training run (default: 45,90,180; "
+    p.add_argument("--budgets", help="comma list of wall-clock seconds per pre-training run (default: 50,100,200; "
                                      "--quick: 2,4,8)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods to pre-train")
     p.add_argument("--probe-train", type=int, help="CIFAR-10 training images for the probes (default 10000)")
@@ -127,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plots", help="folder for the PNG plots")
     p.add_argument("--fresh", action="store_true", help="delete the work folder first (no reuse of finished runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars while extracting features")
+    p.add_argument("--deadline", help="UTC HH:MM: skip ablation variants that would not finish by then")
     return p.parse_args(argv)
 
 
@@ -197,6 +198,17 @@ def vocab_for(method: str, s: Scale, args, min_count: int):
 
         return Vocabulary.full_bpe()
     return None
+
+
+def prior_only_loss(vocab) -> float | None:
+    """CatLIP's BCE (summed over classes) of a model that predicts each label's caption frequency for every image:
+    the loss reached by learning the label prior alone, with nothing image-specific."""
+    import math
+
+    if vocab is None or vocab.method != "catlip":
+        return None
+    probs = [c / vocab.num_captions for c in vocab.counts]
+    return sum(-(p * math.log(p) + (1 - p) * math.log(1 - p)) for p in probs if 0 < p < 1)
 
 
 def head_bias(vocab) -> list[str]:
@@ -280,6 +292,7 @@ def pretrain_point(name: str, method: str, overrides: list[str], steps: int, voc
            "step_time_s_actual": round(loop, 4), "samples_seen": last["samples"],
            "epochs": round(last["samples"] / s.train_images, 3), "first_loss": metrics[0]["loss"],
            "final_loss": last["loss"], "vocab_size": len(vocab) if vocab is not None else None,
+           "prior_only_loss": prior_only_loss(vocab),
            "skipped_samples": last.get("skipped", 0), "load_avg_before": load_before,
            "load_avg_after": os.getloadavg(), "run_dir": rel(run_dir), "overrides": full}
     (run_dir / "record.json").write_text(json.dumps(rec, indent=1))
@@ -340,6 +353,27 @@ def probe(train_f, test_f, num_classes: int, epochs: int, seed: int = 0, init=No
     return {**score(fit.linear, test_f), "lr": fit.lr, "weight_decay": fit.weight_decay, "val_top1": fit.val_score}
 
 
+def standardize(train_f, test_f):
+    """z-score every feature with the probe-training statistics (MAE's linear probe does the same with a BatchNorm
+    without affine). Without it the probe's fixed epochs and lr grid under-fit features of small scale: in a pilot,
+    SuperClass's pooled features (std 0.01-0.06) probed 28.9 % raw and 37.5 % standardized."""
+    from catlip.evaluate.features import Features
+
+    mean, std = train_f.x.mean(0), train_f.x.std(0).clamp_min(1e-6)
+    return (Features((train_f.x - mean) / std, train_f.y), Features((test_f.x - mean) / std, test_f.y), mean, std)
+
+
+def standardized_init(linear, mean, std, mapped):
+    """The same classifier on standardized inputs for the transferred rows: W' = W * std, b' = b + W @ mean
+    (identical logits). Unmapped rows keep the seeded random init, exactly as in the Random Init probe."""
+    import torch
+
+    with torch.no_grad():
+        linear.bias[mapped] += linear.weight[mapped] @ mean
+        linear.weight[mapped] *= std
+    return linear
+
+
 def probe_model(spec: str, cifar: tuple, s: Scale, args) -> tuple[dict, object, tuple]:
     from catlip.evaluate.model import load_eval_model
 
@@ -348,9 +382,13 @@ def probe_model(spec: str, cifar: tuple, s: Scale, args) -> tuple[dict, object, 
     tr = features(model, cifar[0], s.work / "features", not args.no_progress)
     te = features(model, cifar[1], s.work / "features", not args.no_progress)
     t_feat = time.perf_counter() - t
-    res = probe(tr, te, cifar[0].num_classes, s.probe_epochs)
-    res.update(feature_dim=int(tr.x.shape[1]), features_s=round(t_feat, 1),
-               probe_s=round(time.perf_counter() - t - t_feat, 1))
+    from catlip.evaluate.linear_probe import knn_accuracy
+
+    n = cifar[0].num_classes
+    res = probe(*standardize(tr, te)[:2], n, s.probe_epochs)  # the main number (see standardize)
+    res.update(raw=probe(tr, te, n, s.probe_epochs), knn_top1=knn_accuracy(tr, te, n)["top1"],
+               feature_dim=int(tr.x.shape[1]), feature_std=[float(tr.x.std(0).min()), float(tr.x.std(0).max())],
+               features_s=round(t_feat, 1), probe_s=round(time.perf_counter() - t - t_feat, 1))
     return res, model, (tr, te)
 
 
@@ -359,18 +397,21 @@ def transfer_study(model, feats: tuple, classes, s: Scale) -> dict:
     from catlip.evaluate.linear_probe import _random_linear, balanced_subset
     from catlip.evaluate.transfer_init import map_classes, transfer_init
     from catlip.evaluate.zero_shot import head_zero_shot
+    import torch
 
-    tr, te = feats
     weight, bias = model.head_weight("Transfer Init")
     report = map_classes(classes, model.vocab, dataset="cifar10")
     out = {"coverage": report.to_dict(), "coverage_summary": report.summary(),
-           "zero_shot_head": head_zero_shot(te, weight, bias, report), "rows": []}
+           "zero_shot_head": head_zero_shot(feats[1], weight, bias, report),
+           "zero_shot_head_no_bias": head_zero_shot(feats[1], weight, bias, report, use_bias=False), "rows": []}
+    tr, te, mean, std = standardize(*feats)
+    mapped = torch.tensor([bool(m.rows) for m in report.classes])
     say(report.summary())
     for fraction in (0.01, 0.1, 1.0):
         for seed in (s.transfer_seeds if fraction < 1 else s.transfer_seeds[:1]):
             sub = tr.subset(balanced_subset(tr.y, fraction=fraction, seed=seed))
             for init in ("random", "transfer"):
-                lin = (transfer_init(weight, bias, report, seed) if init == "transfer"
+                lin = (standardized_init(transfer_init(weight, bias, report, seed), mean, std, mapped) if init == "transfer"
                        else _random_linear(tr.x.shape[1], len(classes), seed))
                 r = probe(sub, te, len(classes), s.probe_epochs, seed=seed, init=lin)
                 out["rows"].append({"fraction": fraction, "seed": seed, "init": init, "n_train": len(sub), **r})
@@ -485,7 +526,8 @@ def plot_ablation(result: dict, out: Path) -> None:
             color=[COLORS.get(r["method"], "gray") for r in rows])
     ax.axvline(result["random_init"]["top1"] * 100, ls="--", color="gray", label="random init")
     ax.set_xlabel("CIFAR-10 linear probe top-1 (%)")
-    ax.set_title(f"Ablation at {result['ablation']['steps']} steps (CatLIP's shortest budget)", fontsize=9)
+    ax.set_title(f"Ablation at the shortest budget ({result['ablation']['budget_s']:.0f}s; steps "
+                 f"{result['ablation']['steps']})", fontsize=9)
     ax.invert_yaxis()
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -499,16 +541,23 @@ def pct(x: float) -> str:
 
 def markdown(result: dict) -> str:
     lines = [f"Command: `{result['command']}`", "",
-             f"Random-init backbone (floor): **{pct(result['random_init']['top1'])}%** top-1", "",
-             "| method | budget (s) | steps | s/step | wall (s) | epochs | loss first → last | probe top-1 (%) |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Random-init backbone (floor): **{pct(result['random_init']['top1'])}%** top-1 (raw "
+             f"{pct(result['random_init']['raw']['top1'])}, k-NN {pct(result['random_init']['knn_top1'])})", "",
+             "Probe = logistic probe on standardized features (main number); raw = same probe on raw features; "
+             "k-NN = 20-NN cosine vote on raw features.", "",
+             "| method | budget (s) | steps | s/step | wall (s) | epochs | loss first → last (prior-only) | "
+             "probe top-1 (%) | raw | k-NN |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(result["runs"], key=lambda r: (result["methods"].index(r["method"]), r["steps"])):
+        prior = f" ({r['prior_only_loss']:.3f})" if r.get("prior_only_loss") else ""
         lines.append(f"| {r['method']} | {r['budget_s']:.0f} | {r['steps']} | {r['step_time_s_actual']:.3f} | "
-                     f"{r['wall_s']:.0f} | {r['epochs']:.2f} | {r['first_loss']:.3f} → {r['final_loss']:.3f} | "
-                     f"{pct(r['probe']['top1'])} |")
+                     f"{r['wall_s']:.0f} | {r['epochs']:.2f} | {r['first_loss']:.3f} → {r['final_loss']:.3f}{prior} | "
+                     f"**{pct(r['probe']['top1'])}** | {pct(r['probe']['raw']['top1'])} | "
+                     f"{pct(r['probe']['knn_top1'])} |")
     for method, study in result.get("transfer", {}).items():
         lines += ["", f"Transfer Init ({method}, run {study['run']}); head zero-shot "
-                      f"{pct(study['zero_shot_head']['top1'])}%. {study['coverage_summary']}", "",
+                      f"{pct(study['zero_shot_head']['top1'])}% (without the head bias "
+                      f"{pct(study['zero_shot_head_no_bias']['top1'])}%). {study['coverage_summary']}", "",
                   "| share | n_train | random init | transfer init |", "|---|---|---|---|"]
         by = {(r["fraction"], r["init"]): r for r in study["summary"]}
         n = {r["fraction"]: r["n_train"] for r in study["rows"]}
@@ -520,11 +569,17 @@ def markdown(result: dict) -> str:
         lines += ["", f"CLIP text-tower zero-shot ({result['clip_zero_shot']['run']}): "
                       f"{pct(result['clip_zero_shot']['top1'])}%"]
     if result.get("ablation"):
-        lines += ["", f"Ablation at {result['ablation']['steps']} steps:", "",
-                  "| variant | vocab | wall (s) | loss last | probe top-1 (%) |", "|---|---|---|---|---|"]
-        for r in result["ablation"]["rows"]:
-            lines.append(f"| {r['label']} | {r.get('vocab_size') or '-'} | {r['wall_s']:.0f} | "
-                         f"{r['final_loss']:.3f} | {pct(r['probe']['top1'])} |")
+        ab = result["ablation"]
+        lines += ["", f"Ablation at the shortest budget ({ab['budget_s']:.0f}s; steps {ab['steps']}):", "",
+                  "| variant | vocab | steps | wall (s) | loss last (prior-only) | probe top-1 (%) | raw | k-NN |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in ab["rows"]:
+            prior = f" ({r['prior_only_loss']:.3f})" if r.get("prior_only_loss") else ""
+            lines.append(f"| {r['label']} | {r.get('vocab_size') or '-'} | {r['steps']} | {r['wall_s']:.0f} | "
+                         f"{r['final_loss']:.3f}{prior} | {pct(r['probe']['top1'])} | "
+                         f"{pct(r['probe']['raw']['top1'])} | {pct(r['probe']['knn_top1'])} |")
+        if ab.get("skipped"):
+            lines.append(f"\nSkipped for time: {', '.join(ab['skipped'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -628,6 +683,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 5: ablation at the shortest budget, all at CatLIP's step count there
     if not args.no_ablation and "catlip" in methods:
+        short = min((r for r in result["runs"] if r["method"] == "catlip"), key=lambda r: r["steps"])
+        result["ablation_budget_est_s"] = short["wall_s"] + short["probe"]["features_s"] + short["probe"]["probe_s"]
         result["ablation"] = ablation(result, s, args, common, cifar)
         write(result, s)
         plot_ablation(result, s.plot_dir / f"{STEM}_ablation.png")
@@ -640,31 +697,50 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def ablation(result: dict, s: Scale, args, common: list[str], cifar) -> dict:
-    """Does the CatLIP/CLIP gap come from V_tau (vocabulary size), the learning rates, or gradient clipping?"""
+    """Does the CatLIP/CLIP gap come from V_tau (vocabulary size), the learning rates, or the loss scale (which
+    AdamW ignores except through gradient clipping)? Every variant runs for its method's step count at the
+    shortest budget; the list is in priority order and --deadline drops the tail."""
     shortest = min(s.budgets)
-    keep = ("method", "steps", "wall_s", "final_loss", "vocab_size", "epochs")
+    keep = ("method", "steps", "wall_s", "final_loss", "vocab_size", "epochs", "prior_only_loss")
     base = next(r for r in result["runs"] if r["method"] == "catlip" and r["budget_s"] == shortest)
-    steps = base["steps"]
+    # every variant gets its method's step count at the shortest budget, i.e. the same wall-clock
+    steps = {r["method"]: r["steps"] for r in result["runs"] if r["budget_s"] == shortest}
     variants = [(f"catlip V_tau={mc}", "catlip", mc, []) for mc in s.ablation_min_counts]
-    variants += [("catlip lr 5e-4 (CLIP's)", "catlip", s.vocab_min_count, ["optim.lr=0.0005"]),
-                 ("catlip no grad clipping", "catlip", s.vocab_min_count, ["optim.clip_grad=0"])]
+    variants.insert(2, ("catlip lr 5e-4 (CLIP's)", "catlip", s.vocab_min_count, ["optim.lr=0.0005"]))
     if "clip" in result["methods"]:
-        variants.append(("clip lr 2e-3 (CatLIP's)", "clip", s.vocab_min_count, ["optim.lr=0.002"]))
+        variants.insert(3, ("clip lr 2e-3 (CatLIP's)", "clip", s.vocab_min_count, ["optim.lr=0.002"]))
+    variants.insert(4, ("catlip no grad clipping", "catlip", s.vocab_min_count, ["optim.clip_grad=0"]))
+    variants.append(("catlip lr 6e-3", "catlip", s.vocab_min_count, ["optim.lr=0.006"]))
     rows = [{"label": f"catlip V_tau={s.vocab_min_count} (main run)", **{k: base[k] for k in keep},
              "probe": base["probe"]}]
     clip_short = next((r for r in result["runs"] if r["method"] == "clip" and r["budget_s"] == shortest), None)
     if clip_short is not None:
         rows.append({"label": f"clip (main run, {clip_short['steps']} steps)", **{k: clip_short[k] for k in keep},
                      "probe": clip_short["probe"]})
+    skipped = []
     for label, method, mc, extra in variants:
+        if args.deadline and time.time() + 1.2 * result["ablation_budget_est_s"] > deadline_epoch(args.deadline):
+            skipped.append(label)
+            say(f"ablation {label}: skipped, it would not finish before {args.deadline} UTC")
+            continue
         vocab = vocab_for(method, s, args, mc)
         ov = common + METHOD_RECIPES[method] + [f"data.vocab_min_count={mc}"] + head_bias(vocab) + extra
         slug = label.split(" (")[0].replace(" ", "_").replace("=", "")
-        rec = pretrain_point(f"ablation-{slug}", method, ov, steps, vocab, s, None)
+        rec = pretrain_point(f"ablation-{slug}", method, ov, steps[method], vocab, s, None)
         probe_res, _, _ = probe_model(str(ROOT / rec["run_dir"]), cifar, s, args)
         rows.append({"label": label, **{k: rec[k] for k in keep}, "probe": probe_res, "overrides": extra})
         say(f"ablation {label}: probe top-1 {pct(probe_res['top1'])}%")
-    return {"steps": steps, "budget_s": shortest, "rows": rows}
+    return {"steps": steps, "budget_s": shortest, "rows": rows, "skipped": skipped}
+
+
+def deadline_epoch(hhmm: str) -> float:
+    """Seconds since the epoch of the next HH:MM UTC (today, or tomorrow if already past by more than 12 h)."""
+    import calendar
+
+    h, m = (int(x) for x in hhmm.split(":"))
+    now = time.gmtime()
+    t = calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, h, m, 0))
+    return t + 86400 if t < time.time() - 12 * 3600 else t
 
 
 if __name__ == "__main__":
