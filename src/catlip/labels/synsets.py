@@ -6,6 +6,10 @@ frequent noun sense (the first synset in sense order). Multi-word WordNet nouns 
 cream", "fire hydrant", "new york") when the span ends in a noun and its other words are noun/adjective-like, so
 a compound counts once even if the tagger split it; two nouns WordNet spells as one word also merge ("cell phone"
 → cellphone). Synonyms merge ("photo" and "photograph" → n03925226).
+Capitals do not decide what a name is, WordNet does: a word tagged NNP/NNPS whose first sense is a common noun
+(not an instance, i.e. no "@i" instance-hypernym pointer) counts as a noun ("a Springer Spaniel", "Frisbee"); a
+multi-word *instance* ("New York", "Times Square") matches only with a capitalised word and, without
+`proper_nouns`, is consumed without a label (no "square"); lower-case "little dog" is a dog, not Canis Minor.
 
 style="corenet" reproduces the rule of the original CatLIP code (corenet's WordNet-tagged dataset), for
 comparison: the caption is URL-unquoted and lower-cased; corenet part-of-speech tags the tokens but ignores the
