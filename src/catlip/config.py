@@ -149,7 +149,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v] if value else []
+            value = _plain_list("[" + value + "]") if value else []
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         return [_coerce(v, item, path) for v in value]
@@ -179,7 +179,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key.strip().split("."), ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        # Brace patterns such as data/{000..127}.tar are not YAML; keep such values as plain text.
+        value = _plain_list(raw) if raw.strip().startswith("[") else raw
+    return key.strip().split("."), value
+
+
+def _plain_list(raw: str) -> list[str]:
+    """``[a/{0..3}.tar, b.tar]`` -> items split on commas outside braces (brace sets may hold commas)."""
+    items, depth, cur = [], 0, ""
+    for ch in raw.strip()[1:-1] if raw.strip().endswith("]") else raw.strip()[1:]:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "," and depth == 0:
+            items.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [i for i in items + [cur.strip()] if i]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

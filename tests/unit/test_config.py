@@ -17,3 +17,10 @@ def test_overrides_are_typed(tmp_path):
 def test_bad_overrides_are_errors(override):
     with pytest.raises(ConfigError):
         load_config(None, [override])
+
+
+def test_brace_patterns_survive_overrides():
+    cfg = load_config(None, ["data.train=[data/{000..127}.tar, b/{a,b}.tar]"])
+    assert cfg.data.train == ["data/{000..127}.tar", "b/{a,b}.tar"]
+    cfg = load_config(None, ["data.train=shards/{000..009}.tar,extra/{x,y}.tar"])
+    assert cfg.data.train == ["shards/{000..009}.tar", "extra/{x,y}.tar"]
