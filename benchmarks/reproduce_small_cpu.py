@@ -127,6 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plots", help="folder for the PNG plots")
     p.add_argument("--fresh", action="store_true", help="delete the work folder first (no reuse of finished runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars while extracting features")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="[METHOD:]KEY=VALUE",
+                   help="extra config override for every method, or for one (catlip:optim.lr=0.006); repeatable")
     p.add_argument("--deadline", help="UTC HH:MM: skip ablation variants that would not finish by then")
     return p.parse_args(argv)
 
@@ -169,6 +171,18 @@ def common_overrides(s: Scale, args: argparse.Namespace) -> list[str]:
         "optim.min_lr_ratio=0.01", "optim.clip_grad=1.0", "train.precision=fp32", "train.device=cpu",
         "train.seed=0", "train.progress=false", "train.tensorboard=false", "train.keep_checkpoints=1",
     ]
+
+
+def user_overrides(items: list[str], method: str) -> list[str]:
+    out = []
+    for item in items:
+        head, _, rest = item.partition(":")
+        if rest and head in METHODS and "=" not in head:
+            if head == method:
+                out.append(rest)
+        else:
+            out.append(item)
+    return out
 
 
 def catlip_vocab(s: Scale, args: argparse.Namespace, min_count: int):
@@ -404,6 +418,8 @@ def transfer_study(model, feats: tuple, classes, s: Scale) -> dict:
     out = {"coverage": report.to_dict(), "coverage_summary": report.summary(),
            "zero_shot_head": head_zero_shot(feats[1], weight, bias, report),
            "zero_shot_head_no_bias": head_zero_shot(feats[1], weight, bias, report, use_bias=False), "rows": []}
+    if model.vocab.method == "catlip":  # how often each CIFAR-10 class's synset occurs in the training captions
+        out["caption_counts"] = {m.name: [int(model.vocab.counts[i]) for i in m.rows] for m in report.classes}
     tr, te, mean, std = standardize(*feats)
     mapped = torch.tensor([bool(m.rows) for m in report.classes])
     say(report.summary())
@@ -637,7 +653,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1-2: vocabularies, step times, pre-training at equal wall-clock budgets
     vocabs = {m: vocab_for(m, s, args, s.vocab_min_count) for m in methods}
     overrides = {m: common + METHOD_RECIPES[m] + [f"data.vocab_min_count={s.vocab_min_count}"] + head_bias(vocabs[m])
-                 for m in methods}
+                 + user_overrides(args.overrides, m) for m in methods}
     timing = {m: previous["timing"][m] if previous else measure_step_time(m, overrides[m], vocabs[m], s)
               for m in methods}
     result["timing"] = timing
