@@ -542,8 +542,8 @@ def plot_ablation(result: dict, out: Path) -> None:
             color=[COLORS.get(r["method"], "gray") for r in rows])
     ax.axvline(result["random_init"]["top1"] * 100, ls="--", color="gray", label="random init")
     ax.set_xlabel("CIFAR-10 linear probe top-1 (%)")
-    ax.set_title(f"Ablation at the shortest budget ({result['ablation']['budget_s']:.0f}s; steps "
-                 f"{result['ablation']['steps']})", fontsize=9)
+    steps = ", ".join(f"{m} {n}" for m, n in result["ablation"]["steps"].items())
+    ax.set_title(f"Ablation at the shortest budget ({result['ablation']['budget_s']:.0f}s; steps: {steps})", fontsize=9)
     ax.invert_yaxis()
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -586,7 +586,8 @@ def markdown(result: dict) -> str:
                       f"{pct(result['clip_zero_shot']['top1'])}%"]
     if result.get("ablation"):
         ab = result["ablation"]
-        lines += ["", f"Ablation at the shortest budget ({ab['budget_s']:.0f}s; steps {ab['steps']}):", "",
+        steps = ", ".join(f"{m} {n}" for m, n in ab["steps"].items())
+        lines += ["", f"Ablation at the shortest budget ({ab['budget_s']:.0f}s; steps: {steps}):", "",
                   "| variant | vocab | steps | wall (s) | loss last (prior-only) | probe top-1 (%) | raw | k-NN |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in ab["rows"]:
