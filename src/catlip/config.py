@@ -215,8 +215,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Recipe file (optional) + overrides -> validated Config."""
+def read_recipe(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A YAML recipe (optional) as a nested dict, with ``key=value`` overrides applied."""
     raw: dict[str, Any] = {}
     if path:
         try:
@@ -225,8 +225,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    raw = apply_overrides(raw, overrides or [])
-    return from_dict(raw).validate()
+    return apply_overrides(raw, overrides or [])
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Recipe file (optional) + overrides -> validated Config."""
+    return from_dict(read_recipe(path, overrides)).validate()
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

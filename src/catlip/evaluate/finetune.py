@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from catlip.config import ConfigError, OptimConfig, apply_overrides, from_dict
+from catlip.config import ConfigError, OptimConfig, from_dict, read_recipe
 from catlip.errors import DataError
 from catlip.evaluate.datasets import LabelledData, _ShardDataset, collate_skip
 from catlip.evaluate.features import default_device, extract_features
@@ -63,16 +63,7 @@ class FinetuneConfig:
 
 def load_finetune_config(path: str | Path | None, overrides: list[str] | None = None) -> FinetuneConfig:
     """A recipe from ``configs/finetune_*.yaml`` plus ``key=value`` overrides; unknown keys are errors."""
-    import yaml
-
-    raw: dict[str, Any] = {}
-    if path:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-    raw = apply_overrides(raw, overrides or [])
-    return from_dict(raw, FinetuneConfig, "finetune").validate()
+    return from_dict(read_recipe(path, overrides), FinetuneConfig, "finetune").validate()
 
 
 class Classifier(nn.Module):
