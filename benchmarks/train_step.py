@@ -228,8 +228,12 @@ def main() -> None:
         for method in METHODS:
             rows.append(_run_worker(method, backbone, size, batch, args))
             print(json.dumps(rows[-1]), flush=True)
-    result = {"device": _device_name(args.device), "torch_threads": args.threads, "machine": platform.platform(),
-              "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(), "train_step": rows}
+    import torch
+
+    result = {"device": _device_name(args.device), "torch": torch.__version__, "torch_threads": args.threads,
+              "machine": platform.platform(), "cpu_count": os.cpu_count(),
+              "cpu_affinity": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
+              "train_step": rows}
     if not args.no_loader:
         result["data_loader"] = loader_benchmark()
         print(json.dumps(result["data_loader"]), flush=True)

@@ -1,0 +1,91 @@
+"""Rewrite the README's performance section from the committed benchmark JSON, so the two never disagree.
+
+    .venv/bin/python benchmarks/readme_tables.py          # updates README.md between the PERF markers
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ("catlip", "superclass", "clip")
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def gpu_table(d: dict) -> list[str]:
+    rows = {r["method"]: r for r in d["train_step"] if "error" not in r}
+    clip = rows["clip"]
+    first = next(iter(rows.values()))
+    out = [f"**Training step, GPU** (`benchmarks/train_step.py --device cuda`; {d['device']}, bf16 autocast, "
+           f"torch {d.get('torch', '?').split(' ')[0]}, {first['backbone']} at {first['image_size']} px, batch {first['batch']}, no `torch.compile`; "
+           "each method in its own process):", "",
+           "| method | images/s | step (s) | peak memory (GiB) | TFLOP/step | MFU | vs CLIP: speed / memory |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for m in METHODS:
+        r = rows[m]
+        out.append(f"| {m} | {r['img_per_s']:.0f} | {r['step_s']:.3f} | {r['peak_mem_mb'] / 1024:.1f} | "
+                   f"{r['tflops_per_step']:.1f} | {r['mfu'] * 100:.1f}% | {r['img_per_s'] / clip['img_per_s']:.2f}× / "
+                   f"{r['peak_mem_mb'] / clip['peak_mem_mb']:.2f}× |")
+    return out
+
+
+def cpu_table(d: dict) -> list[str]:
+    out = [f"**Training step, CPU** (`benchmarks/train_step.py`; {d['device']}, "
+           f"{d.get('torch_threads') or 'default'} threads):", "",
+           "| backbone, batch | method | images/s | step (s) | RSS growth (GB) | vs CLIP speed |",
+           "|---|---|---:|---:|---:|---:|"]
+    for backbone in dict.fromkeys(r["backbone"] for r in d["train_step"]):
+        rows = {r["method"]: r for r in d["train_step"] if r["backbone"] == backbone and "error" not in r}
+        for m in METHODS:
+            r = rows[m]
+            out.append(f"| {backbone}, {r['batch']} | {m} | {r['img_per_s']:.2f} | {r['step_s']:.2f} | "
+                       f"{r['rss_growth_mb'] / 1000:.2f} | {r['img_per_s'] / rows['clip']['img_per_s']:.2f}× |")
+    if "data_loader" in d:
+        dl = d["data_loader"]
+        out += ["", f"Data loader alone ({dl['augment']}, {dl['image_size']} px) on {dl['source']}: "
+                f"{dl['img_per_s_per_worker']:.0f} images/s per worker ({dl['device']})."]
+    return out
+
+
+def labels_table(d: dict) -> list[str]:
+    tagger, agree = d["tagger_ud_ewt_dev"], d["agreement"]
+    return [f"**Caption → labels** (`benchmarks/labels.py`; the {d['captions']:,} Flickr8k captions, one process, "
+            f"CPU time, load average {d['machine']['load_average_at_start'][0]:.1f} at the start):", "",
+            d["markdown"].split("\n\n| agreement")[0], "",
+            f"Tagger on UD English-EWT dev: Penn accuracy {tagger['ours']['accuracy']:.3f}, noun-vs-not F1 "
+            f"{tagger['ours']['noun_f1']:.3f} (NLTK's perceptron: {tagger['nltk_perceptron']['accuracy']:.3f} / "
+            f"{tagger['nltk_perceptron']['noun_f1']:.3f}). Agreement with a paper-faithful NLTK noun pipeline: "
+            f"precision {agree['ours_paper_vs_paper_nltk']['precision']:.3f}, recall "
+            f"{agree['ours_paper_vs_paper_nltk']['recall']:.3f}; `--style corenet` reproduces the original code's "
+            f"labels (F1 {agree['ours_corenet_vs_corenet_reference']['f1']:.3f})."]
+
+
+def section() -> str:
+    parts = ["All numbers come from the committed JSON in `benchmarks/results/`; each table is one run, and "
+             "ratios are taken within a run."]
+    for name, fn in (("train_step_cuda.json", gpu_table), ("train_step_cpu.json", cpu_table),
+                     ("labels.json", labels_table)):
+        data = _load(name)
+        if data:
+            parts.append("\n".join(fn(data)))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = re.sub(r"<!-- PERF:BEGIN -->.*<!-- PERF:END -->",
+                 lambda _: f"<!-- PERF:BEGIN -->\n{section()}\n<!-- PERF:END -->", text, flags=re.S)
+    readme.write_text(new)
+    print("README.md performance section updated" if new != text else "README.md already up to date")
+
+
+if __name__ == "__main__":
+    main()
