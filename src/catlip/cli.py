@@ -223,10 +223,14 @@ def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
                    help="override a recipe field, e.g. --set epochs=2 --set init=transfer (repeatable)")
     p.set_defaults(handler=_cmd_finetune)
 
-    p = sub.add_parser("zeroshot", help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP)")
+    p = sub.add_parser("zeroshot", help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP)",
+                       description="Classify without training: CatLIP/SuperClass score each class by the head rows "
+                       "its name maps to (WordNet synsets or BPE tokens; unmapped classes are listed), CLIP by "
+                       "prompt-template text embeddings.")
     common(p)
     p.add_argument("--test", required=True, help=data_help)
-    p.add_argument("--mode", default="auto", choices=("auto", "head", "text"))
+    p.add_argument("--mode", default="auto", choices=("auto", "head", "text"),
+                   help="auto: head for classification checkpoints, text tower for CLIP/SigLIP")
     p.add_argument("--no-bias", action="store_true", help="head mode: ignore the head's bias (label prior)")
     p.set_defaults(handler=_cmd_zeroshot)
 
