@@ -1,4 +1,4 @@
-"""Smoke run of benchmarks/reproduce_small_cpu.py on the real Flickr8k / CIFAR-10 shards with a tiny model."""
+"""Smoke run of benchmarks/reproduce_small.py on the real Flickr8k / CIFAR-10 shards with a tiny model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("reproduce_small_cpu", ROOT / "benchmarks" / "reproduce_small_cpu.py")
+    spec = importlib.util.spec_from_file_location("reproduce_small", ROOT / "benchmarks" / "reproduce_small.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
@@ -29,7 +29,7 @@ def test_quick_run_writes_every_number(shared_data, tmp_path):
                           "--no-ablation", "--workers", "0", "--threads", "1", "--data", str(shared_data),
                           "--work", str(tmp_path / "work"), "--output", str(out), "--no-progress"])
     saved = json.loads(out.read_text())
-    assert saved["command"].startswith(".venv/bin/python benchmarks/reproduce_small_cpu.py --quick")
+    assert saved["command"].startswith(".venv/bin/python benchmarks/reproduce_small.py --quick")
     assert saved["env"]["torch"] and saved["env"]["git_commit"]
     runs = saved["runs"]
     assert {(r["method"], r["budget_s"]) for r in runs} == {(m, b) for m in ("catlip", "superclass", "clip")
@@ -52,7 +52,7 @@ def test_quick_run_writes_every_number(shared_data, tmp_path):
         inits = {(r["fraction"], r["init"]) for r in study["summary"]}
         assert inits == {(f, i) for f in (0.01, 0.1, 1.0) for i in ("random", "transfer")}
     assert 0.0 <= saved["clip_zero_shot"]["top1"] <= 1.0
-    for name in ("reproduce_small_cpu_fig4.png", "reproduce_small_cpu_fig5.png"):
+    for name in ("reproduce_small_fig4.png", "reproduce_small_fig5.png"):
         png = out.with_suffix("") / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| catlip |" in out.with_suffix(".md").read_text()
