@@ -77,3 +77,16 @@ def test_vocab_build_flickr_shards_workers_identical(shared_data, tmp_path, caps
     assert table[2].split()[:2] == ["0", "n02084071"]  # "dog" is Flickr8k's most frequent noun
     data = json.loads(outs[0].read_text())
     assert data["counts"] == sorted(data["counts"], reverse=True) and min(data["counts"]) >= 5
+
+
+def test_vocab_build_expands_brace_patterns(tmp_path, capsys):
+    (tmp_path / "part0.txt").write_text("a dog on the grass\na dog and a cat\n")
+    (tmp_path / "part1.txt").write_text("a cat on a sofa\n")
+    out = tmp_path / "vocab.json"
+    assert main(["vocab", "build", "--input", str(tmp_path / "part{0..1}.txt"), "--min-count", "2",
+                 "--output", str(out)]) == 0
+    vocab = json.loads(out.read_text())
+    # dog.n.01 and cat.n.01 (2 captions each) pass min count 2; grass and sofa (1 each) do not
+    assert sorted(vocab["keys"]) == ["n02084071", "n02121620"]
+    assert main(["vocab", "build", "--input", str(tmp_path / "part{7..8}.txt"), "--output", str(out)]) == 2
+    assert "matches no file" in capsys.readouterr().err

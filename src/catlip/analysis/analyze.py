@@ -10,7 +10,8 @@ from catlip.analysis import plots
 from catlip.analysis.coverage import DEFAULT_ALPHAS, best_matches, coverage_curve, samples_per_target
 from catlip.analysis.report import write_html, write_json
 from catlip.analysis.stats import DEFAULT_TAUS, CorpusStats, growth_curve, rank_counts, top_keys, vtau_curve
-from catlip.analysis.stream import ScanOptions, expand_inputs, scan
+from catlip.analysis.stream import ScanOptions, scan
+from catlip.labels.corpus import expand_inputs
 from catlip.analysis.targets import TargetSet, load_targets
 from catlip.errors import DataError
 

@@ -6,14 +6,10 @@ the result does not depend on the number of workers.
 
 from __future__ import annotations
 
-import glob
 import multiprocessing
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from catlip.analysis.stats import CorpusStats
-from catlip.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -31,23 +27,6 @@ class ScanResult:
     files: list = field(default_factory=list)  # [{"path", "samples", "captions", "skipped"}]
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files from paths, directories (their files, sorted), globs and brace patterns ("shard-{000..005}.tar")."""
-    from braceexpand import braceexpand  # a webdataset dependency; the shard-pattern convention users know
-
-    files: list[str] = []
-    for spec in inputs:
-        for pattern in braceexpand(spec):
-            if os.path.isdir(pattern):
-                found = sorted(str(p) for p in Path(pattern).iterdir() if p.is_file() and not p.name.startswith("."))
-            elif any(ch in pattern for ch in "*?["):
-                found = sorted(glob.glob(pattern))
-            else:
-                found = [pattern] if os.path.isfile(pattern) else []
-            if not found:
-                raise DataError(f"input {pattern!r} matches no file")
-            files.extend(found)
-    return list(dict.fromkeys(files))
 
 
 _EXTRACTORS: dict = {}

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import logging
+import os
 import sys
 import tarfile
 from dataclasses import dataclass, field
@@ -233,3 +235,22 @@ def _iter_tar(path: Path, column, stats: ReadStats):
     caps = found.get("json") or found.get("txt")
     if caps:
         yield caps
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files from paths, directories (their files, sorted), globs and brace patterns ("shard-{000..005}.tar")."""
+    from braceexpand import braceexpand  # a webdataset dependency; the shard-pattern convention users know
+
+    files: list[str] = []
+    for spec in inputs:
+        for pattern in braceexpand(spec):
+            if os.path.isdir(pattern):
+                found = sorted(str(p) for p in Path(pattern).iterdir() if p.is_file() and not p.name.startswith("."))
+            elif any(ch in pattern for ch in "*?["):
+                found = sorted(glob.glob(pattern))
+            else:
+                found = [pattern] if os.path.isfile(pattern) else []
+            if not found:
+                raise DataError(f"input {pattern!r} matches no file")
+            files.extend(found)
+    return list(dict.fromkeys(files))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from catlip.labels import get_extractor
-from catlip.labels.corpus import ReadStats, iter_captions
+from catlip.labels.corpus import ReadStats, expand_inputs, iter_captions
 from catlip.labels.vocab import PartialCounts, Vocabulary, build_vocabulary
 
 
@@ -86,8 +86,8 @@ def summarize_build(vocab: Vocabulary, counts: PartialCounts) -> str:
 def build_and_save(inputs: list[str], output: str, method: str, options: dict, *, min_count: int,
                    top_k: int | None, workers: int, column: str | None) -> str:
     """Build a vocabulary, save it, and return the printable summary."""
-    vocab, counts = build_vocabulary(inputs, method, options, min_count=min_count, top_k=top_k, workers=workers,
-                                     column=column, progress=True)
+    vocab, counts = build_vocabulary(expand_inputs(inputs), method, options, min_count=min_count, top_k=top_k,
+                                     workers=workers, column=column, progress=True)
     vocab.save(output)
     return summarize_build(vocab, counts) + f"\nwrote {output} ({len(vocab):,} classes, hash {vocab.hash})"
 
