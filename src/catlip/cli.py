@@ -7,6 +7,7 @@ Sections below belong to the stage they expose (labels, pretrain, evaluate, anal
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -186,7 +187,8 @@ def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--output", "-o", help="write the full result as JSON here")
         p.add_argument("--image-size", type=int, help="evaluation resolution (default: the pre-training one)")
         p.add_argument("--batch-size", type=int, help="images per batch (default: 256; finetune: the recipe's)")
-        p.add_argument("--workers", type=int, default=4, help="data-loading processes")
+        p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                       help="data-loading processes (default: min(4, CPU cores))")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
         p.add_argument("--cache-dir", help="cache frozen features here (keyed by weights and data)")
         p.add_argument("--alpha", type=float, default=0.5, help="path-similarity threshold of the class mapping")
