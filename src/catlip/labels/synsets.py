@@ -36,6 +36,11 @@ _INNER_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "JJ", "FW", "VBG", "CD"})
 # A VBG after these is a predicate ("a man riding horse"), not a modifier ("the living room").
 _PREDICATE_BEFORE = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "VBZ", "VBP", "VBD", "MD", "TO", "EX", "WP", "WDT"})
 
+# A caption word after these that ends in -ing is read as a verb (see _verb_ing).
+_SUBJECT_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "CD"})  # CD: "one standing"
+# Tags the tagger wrongly gives a caption-initial bare noun ("kitten/VB sleeping").
+_INITIAL_MISREAD = frozenset({"VB", "VBP", "VBZ", "VBD", "VBN", "JJ", "RB"})
+
 
 class SynsetExtractor:
     """`extract(caption) -> list[str]` of synset keys in first-occurrence order, no duplicates."""
@@ -61,6 +66,12 @@ class SynsetExtractor:
         self._colloc_ids = self._noun_ids | self._inner_ids  # tags a word that matters here can carry
         self._vbg = tags.index("VBG")
         self._predicate_ids = frozenset(i for i, t in enumerate(tags) if t in _PREDICATE_BEFORE)
+        self._nn = tags.index("NN")
+        self._plural_ids = frozenset(i for i, t in enumerate(tags) if t in ("NNS", "NNPS"))
+        self._subject_ids = frozenset(i for i, t in enumerate(tags) if t in _SUBJECT_TAGS)
+        self._initial_ids = frozenset(i for i, t in enumerate(tags) if t in _INITIAL_MISREAD)
+        self._verb_after_ids = frozenset(i for i, t in enumerate(tags) if t in ("VBG", "VBZ", "VBP", "VBD", "MD"))
+        self._link_ids = frozenset(i for i, t in enumerate(tags) if t in ("IN", "CC", ",", "TO"))
         self._pieces: dict[str, tuple] = {}
         self._pieces_first: dict[str, tuple] = {}
         self._colloc_key: dict[tuple[str, ...], str | None] = {}
@@ -69,12 +80,22 @@ class SynsetExtractor:
 
     # ------------------------------------------------------------------ word → key (cached)
 
-    def _span_key(self, words: tuple[str, ...]) -> str | None:
-        key = self._colloc_key.get(words, "")
+    def _span_key(self, words: tuple[str, ...], capitalised: bool = True, modifier: bool = False) -> str | None:
+        """First sense of a multi-word noun. Written in lower case it may only mean what WordNet writes in lower
+        case (not "White House"); after a modifier that is not a noun ("yellow/JJ jacket") only a sense that is
+        a kind of its head noun counts (a hot dog is a frank, a yellow jacket is no jacket)."""
+        cache = (words, capitalised, modifier)
+        key = self._colloc_key.get(cache, "")
         if key == "":
             forms = self.wordnet.morphy("_".join(words))
-            key = self.wordnet.first_synset(forms[0]) if forms else None
-            _remember(self._colloc_key, words, key)
+            senses = []
+            if forms:
+                wn = self.wordnet
+                senses = wn.noun_synsets(forms[0]) if capitalised else wn.common_senses(forms[0])
+                if modifier:
+                    senses = [k for k in senses if wn.is_kind_of(k, words[-1])]
+            key = senses[0] if senses else None
+            _remember(self._colloc_key, cache, key)
         return key
 
     # ------------------------------------------------------------------ paper style
@@ -87,10 +108,11 @@ class SynsetExtractor:
             return None, 0
         for n in range(min(longest, len(low)), 1, -1):
             if tags[n - 1] in self._noun_ids and self._inner_ok(tags, n, prev_tag):
-                key = self._span_key(tuple(low[:n]))
+                capitalised = any(t in self._proper_tags for t in tags[:n])
+                key = self._span_key(tuple(low[:n]), capitalised, tags[0] not in self._noun_ids)
                 if key is not None and self.wordnet.is_instance(key):
                     # A named entity needs a capitalised word: lower-case "little dog" is a dog, not Canis Minor.
-                    if not any(t in self._proper_tags for t in tags[:n]):
+                    if not capitalised:
                         continue
                     # It is consumed whole, so its words do not become labels one by one ("Times Square" is
                     # not a "square"); it is a label only with proper_nouns=True.
@@ -111,15 +133,34 @@ class SynsetExtractor:
 
     def _token_info(self, word: str, first: bool) -> tuple:
         """(tag candidates, lower-case form, words that may follow it in a multi-word noun, key if a noun,
-        base forms, the tag if unambiguous else -1)."""
+        base forms, the tag if unambiguous else -1, key if tagged as a plural)."""
         low = word.lower()
         bases = self.wordnet.morphy(low)
-        key = self.wordnet.first_synset(bases[0]) if bases else None
+        # A capital at the start of a caption says nothing; elsewhere it allows the senses WordNet capitalises.
+        lower = word == low
+        key = self._sense(bases[0], lower) if bases else None
+        if first and not lower and bases:  # a sentence-initial capital says nothing: prefer lower-case senses
+            key = self._sense(bases[0], True) or key
+        plural_key = key
+        if bases and bases[0] == low:
+            singular = self.wordnet.singulars(low)
+            if singular and key is not None and not self.wordnet.plural_only(key) \
+                    and key not in self.wordnet.noun_synsets(singular[0]):
+                # "shoes" is also a lemma (in my shoes = situation), but a plural noun means more shoes
+                plural_key = self._sense(singular[0], lower or first)
         # The word's spellings a multi-word noun may continue with ("ice creams" ends in "cream").
         forms = tuple(dict.fromkeys([low, *bases]))
         cands = self.tagger.candidates(word, first)
         anchor = cands[0][0] if len(cands) == 1 else -1
-        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor)
+        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor, plural_key)
+
+    def _sense(self, base: str, lower: bool) -> str | None:
+        """First sense of a noun lemma: of its American spelling ("colour" → color), and for a word written in
+        lower case only among the senses WordNet writes in lower case ("jersey" is a garment, not New Jersey)."""
+        wn = self.wordnet
+        base = wn.american(base)
+        senses = wn.common_senses(base) if lower else wn.noun_synsets(base)
+        return senses[0] if senses else None
 
     def _piece(self, piece: str, first: bool) -> tuple[tuple[str, ...], tuple]:
         """Tokens of one whitespace-separated piece and their records, cached per piece."""
@@ -132,6 +173,8 @@ class SynsetExtractor:
         pieces = normalize(caption).split()
         if not pieces:
             return []
+        if _title_case(pieces):
+            pieces = [self._untitle(p) for p in pieces]
         p0 = pieces[0]
         if p0[:1].isupper():  # a sentence-initial capital is looked up differently
             tokens, infos = self._pieces_first.get(p0) or self._piece(p0, True)
@@ -144,6 +187,8 @@ class SynsetExtractor:
             tokens += rec[0]
             infos += rec[1]
         tags = self.tagger.decode(tokens, [inf[0] for inf in infos], [inf[5] for inf in infos])
+        if tags[0] in self._initial_ids and self._bare_noun_start(tokens, infos, tags):
+            tags = [self._nn, *tags[1:]]
         maybe = self._colloc_ids
         picks = [i for i, tag in enumerate(tags) if tag in maybe]
         if not picks:
@@ -166,6 +211,8 @@ class SynsetExtractor:
                     skip_to = i + span
                     continue
             if tags[i] in heads or (tags[i] in proper and self._common(info[3])):
+                if i and info[1].endswith("ing") and tags[i - 1] in self._subject_ids and self._verb_ing(info):
+                    continue
                 nxt = tags[i + 1] if i + 1 < n else -1
                 if nxt in heads or (nxt in proper and self._common(infos[i + 1][3])):
                     key = self._compound(info[1], infos[i + 1][1])
@@ -174,10 +221,45 @@ class SynsetExtractor:
                             out.append(key)
                         skip_to = i + 2
                         continue
-                key = info[3]
+                key = info[6] if tags[i] in self._plural_ids else info[3]
                 if key is not None and key not in out:
                     out.append(key)
         return out
+
+    def _verb_ing(self, info: tuple) -> bool:
+        """An -ing word after a noun or pronoun ("a person standing", "a dog swimming") is a verb when its noun
+        reading is an action or state (standing = social status, swimming = the sport); a thing one can see
+        ("a brick building", "a wall painting") stays a noun."""
+        key = info[3]
+        return key is None or ("VBG" in self.wordnet.parts_of_speech(info[1]) and not self.wordnet.is_concrete(key))
+
+    def _bare_noun_start(self, tokens: list[str], infos: list[tuple], tags: list[int]) -> bool:
+        """Captions often start with a bare noun that the tagger reads as a verb or adjective ("kitten sleeping
+        on a bed", "Dog runs"): a first word with a noun sense followed by a verb is the subject; one followed by
+        a preposition or conjunction only when the lexicon does not say it is mostly a verb ("look at ...")."""
+        if infos[0][3] is None:
+            return False
+        nxt = tags[1] if len(tags) > 1 else -1
+        if nxt in self._verb_after_ids or nxt == -1:
+            return True
+        if nxt not in self._link_ids:
+            return False
+        counts = self.tagger.counts(tokens[0].lower())
+        if not counts:
+            return True
+        noun = sum(c for t, c in counts.items() if t.startswith("NN"))
+        return noun >= sum(c for t, c in counts.items() if not t.startswith("NN"))
+
+    def _untitle(self, piece: str) -> str:
+        """A Title Case word as it would be written in a sentence: lower-case when the tagger's lexicon or WordNet
+        knows the lower-case word; unknown words (names) keep their capital."""
+        low = piece.lower()
+        if piece == low:
+            return piece
+        word = low.strip(".,;:!?\"'()")
+        if self.tagger.counts(word) or self.wordnet.parts_of_speech(word):
+            return low
+        return piece
 
     def _common(self, key: str | None) -> bool:
         """Whether a word tagged as a name still counts: its sense is a common noun, not a named entity (breed
@@ -242,6 +324,13 @@ class SynsetExtractor:
 
     def name(self, key: str) -> str:
         return self.wordnet.name(key)
+
+
+def _title_case(pieces: list[str]) -> bool:
+    """Whether a caption is written in Title Case ("A Dog Running On The Beach"): most words after the first
+    capitalised. A name inside a sentence ("a man in New York City") is not."""
+    words = [p for p in pieces[1:] if p[:1].isalpha()]
+    return len(words) >= 3 and sum(w[0].isupper() for w in words) >= 0.75 * len(words)
 
 
 def _remember(cache: dict, key, value) -> None:

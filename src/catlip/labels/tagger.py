@@ -157,6 +157,8 @@ class Tagger:
             counts = lex.get(word) or lex.get(word.lower())
             if word.islower() and sum((counts or {}).values()) < 5:
                 counts = self._pool_capitalised(word, counts)
+        if counts is None and word.isalpha():
+            counts = self._variant_counts(word.lower())
         if counts is None and word in _PUNCT_WORD:
             counts = lex.get(_PUNCT_WORD[word])
         if counts is None and _ORDINAL.match(word):
@@ -192,7 +194,7 @@ class Tagger:
         scaled = {t: p * (1.0 if _WORDNET_CLASS.get(t, "noun") in classes or t not in _WORDNET_CLASS
                           else _UNLICENSED) for t, p in probs.items()}
         if "noun" in classes and not any(_WORDNET_CLASS.get(t) == "noun" for t in scaled):
-            scaled["NNS" if self._wordnet.morphy(word) != [word.lower()] else "NN"] = _UNLICENSED
+            scaled["NNS" if self._wordnet.is_plural(word) else "NN"] = _UNLICENSED
         total = sum(scaled.values())
         return {t: p / total for t, p in scaled.items()}
 
@@ -207,9 +209,20 @@ class Tagger:
         for cls in classes - have:
             tag = _CLASS_TAG.get(cls)
             if cls == "noun":
-                tag = "NN" if self._wordnet.morphy(word)[:1] == [word.lower()] else "NNS"
+                tag = "NNS" if self._wordnet.is_plural(word) else "NN"
             added[tag] = added.get(tag, 0.0) + _RARE_PSEUDO
         return added
+
+    def _variant_counts(self, low: str) -> dict | None:
+        """Tag counts of an unknown word's American spelling or accent-free form ("grey" is tagged like
+        "gray", "colours" like "colors"): WSJ is American and unaccented."""
+        from catlip.labels.spelling import american, fold_accents
+
+        for variant in (fold_accents(low), *american(low)):
+            counts = self._lexicon.get(variant)
+            if counts and variant != low:
+                return counts
+        return None
 
     def _pool_capitalised(self, word: str, counts: dict | None) -> dict | None:
         # Web text writes "i", "u.s." in lower case; borrow the common-word uses of the capitalised spelling
@@ -220,6 +233,10 @@ class Tagger:
                 if tag not in PROPER_TAGS:
                     pooled[tag] = pooled.get(tag, 0) + c
         return pooled or None
+
+    def counts(self, word: str) -> dict[str, float]:
+        """Tag counts of a word in the lexicon ({} when unknown)."""
+        return self._lexicon.get(word) or {}
 
     def candidates(self, word: str, first: bool = False) -> tuple:
         """((tag id, log emission score), ...) for a token; cached per (word, sentence-initial)."""

@@ -10,6 +10,10 @@ MAX_CHARS = 2000
 
 _TAG = re.compile(r"</?[A-Za-z][^<>]{0,200}>")  # HTML markup left in scraped alt-text
 _URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
+# Bare domain names ("example.com", "shop.co.uk"): a web caption's site name, not words of the caption. Only
+# top-level domains that are not also English words, so a missing space ("goal.net") is not taken for one.
+_DOMAIN = re.compile(r"(?<![\w@.-])(?:[a-z0-9][a-z0-9-]*\.)+(?:com|org|edu|gov|io|info|biz|co\.uk|de|fr|jp|ru)\b"
+                     r"(?:/\S*)?", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
 # Penn-Treebank-like tokens: "do|n't", "man|'s", hyphenated words kept whole, numbers with separators whole.
@@ -20,7 +24,8 @@ _TOKEN = re.compile(
 
 
 def normalize(caption: str) -> str:
-    """Unescape HTML entities (&amp; → &), drop HTML tags, URLs and control characters, unify quotes."""
+    """Unescape HTML entities (&amp; → &), drop HTML tags, URLs, bare domain names and control characters,
+    unify quotes."""
     if not isinstance(caption, str):
         caption = str(caption)
     text = caption[:MAX_CHARS]
@@ -30,6 +35,8 @@ def normalize(caption: str) -> str:
         text = _TAG.sub(" ", text)
     if "://" in text or "www." in text.lower():
         text = _URL.sub(" ", text)
+    if "." in text:
+        text = _DOMAIN.sub(" ", text)
     if not (text.isascii() and text.isprintable()):
         text = _CONTROL.sub(" ", text).translate(_QUOTES)
     # All-caps captions ("DOG ON THE BEACH") would otherwise look like proper nouns to the tagger.

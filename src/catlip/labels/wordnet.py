@@ -12,6 +12,7 @@ from collections import deque
 from functools import lru_cache
 from pathlib import Path
 
+from catlip.labels import spelling as _spelling
 from catlip.labels.resources import locate
 
 # Noun detachment rules of WordNet's morphy(7), tried in this order.
@@ -25,6 +26,17 @@ _VERB_FORMS = (("s", "", "VBZ"), ("ies", "y", "VBZ"), ("es", "e", "VBZ"), ("es",
                ("ed", "", "VBD"), ("ing", "e", "VBG"), ("ing", "", "VBG"))
 _ADJ_FORMS = (("er", "", "adj"), ("est", "", "adj"), ("er", "e", "adj"), ("est", "e", "adj"))
 _EMPTY, _NOUN = frozenset(), frozenset({"noun"})
+# Lexicographer files of visible things: animal, artifact, body, food, object, person, plant, substance.
+_CONCRETE_LEXFILES = frozenset({5, 6, 8, 13, 17, 18, 20, 27})
+
+
+def _variants(form: str) -> list[str]:
+    """Spellings to try when `form` itself has no noun form (see catlip.labels.spelling)."""
+    folded = _spelling.fold_accents(form)
+    out = [folded] if folded != form else []
+    out += _spelling.compound_forms(folded)
+    out += _spelling.american(folded)
+    return out
 
 
 def key_of(offset: int) -> str:
@@ -86,10 +98,22 @@ class WordNet:
 
     def morphy(self, word: str) -> list[str]:
         """Noun base forms of `word` found in WordNet: exception-list forms first (men → man), then the word
-        itself, then forms from the detachment rules (applied repeatedly until one is a lemma)."""
+        itself, then forms from the detachment rules (applied repeatedly until one is a lemma). A word with no
+        form tries its spelling variants: accents folded ("café" → cafe), hyphenated compounds joined or spaced
+        ("hot-dog" → hot_dog), American spellings ("tyres" → tire)."""
         form = word.strip().lower().replace(" ", "_")
         if not form:
             return []
+        found = self._morphy(form)
+        if found:
+            return found
+        for variant in _variants(form):
+            found = self._morphy(variant)
+            if found:
+                return found
+        return []
+
+    def _morphy(self, form: str) -> list[str]:
         out: list[str] = []
         for cand in self._exceptions.get(form, ()):
             if cand in self._index and cand not in out:
@@ -106,6 +130,38 @@ class WordNet:
                 return found
         return []
 
+    def is_plural(self, word: str) -> bool:
+        """Whether a noun is an inflected plural: its base forms are neither the word nor a spelling variant of
+        it ("dogs", "men" are; "dog", "hot-dog", "café" are not)."""
+        low = word.strip().lower()
+        forms = self.morphy(low)
+        return bool(forms) and low not in forms and not set(forms) & {low.replace("-", "_"), *_variants(low)}
+
+    def singulars(self, form: str) -> list[str]:
+        """Singular lemmas of a plural that WordNet also lists as a lemma of its own ("shoes" → shoe,
+        "glasses" → glass); [] for words not ending in a plural -s ("boss", "bus")."""
+        if not form.endswith("s") or form.endswith(("ss", "us", "is")):
+            return []
+        forms = [c for c in self._exceptions.get(form, ()) if c != form]
+        forms += [form[: -len(old)] + new for old, new in _NOUN_RULES if form.endswith(old) and len(form) > len(old)]
+        return [f for f in dict.fromkeys(forms) if f != form and f in self._index]
+
+    def plural_only(self, key: str) -> bool:
+        """A concrete thing that English names only in the plural (spectacles, shorts, stairs): every lemma of
+        the synset is a plural."""
+        rec = self._record(key)
+        return self.is_concrete(key) and not rec[3] and all(lem.rsplit("_", 1)[-1].endswith("s") for lem in rec[0])
+
+    def is_kind_of(self, key: str, head: str) -> bool:
+        """Whether synset `key` is a kind of the noun `head` or a sibling of one of its senses: "hot dog" (frank
+        is a sense of dog), "swimming pool" (a pool), "young lady" (a girl, whose parent woman is lady's parent)
+        are; "yellow jacket" (a wasp, a barbiturate) and "black box" (a flight recorder) are not."""
+        senses = {k for form in self.morphy(head) for k in self._index.get(form, ())}
+        if key in senses:
+            return True
+        near = senses | {p for k in senses for p in self._record(k)[1]}
+        return not near.isdisjoint(self._ancestor_distances(key))
+
     def noun_synsets(self, lemma: str) -> list[str]:
         """Synset keys of an exact noun lemma ("ice_cream" or "ice cream"), most frequent sense first."""
         return list(self._index.get(lemma.strip().lower().replace(" ", "_"), ()))
@@ -114,10 +170,35 @@ class WordNet:
         senses = self._index.get(lemma)
         return senses[0] if senses else None
 
+    def common_senses(self, lemma: str) -> list[str]:
+        """Senses a lower-case caption word can mean: first those in which WordNet writes the lemma in lower
+        case, then capitalised common nouns (trademarks such as Frisbee); never a named entity written with a
+        capital. So "jersey" is the garment (not New Jersey, not the island Jersey), "grey" never the people
+        named Grey, and "sun" keeps the star, because WordNet lists it as "sun" too."""
+        lower, capital = [], []
+        for k in self._index.get(lemma, ()):
+            rec = self._record(k)
+            if lemma in rec[0]:
+                lower.append(k)
+            elif not rec[3]:
+                capital.append(k)
+        return lower + capital
+
+    def american(self, lemma: str) -> str:
+        """The American spelling of a British lemma when WordNet lists both for one meaning ("colour" → color),
+        else `lemma`: the American lemma's senses are ordered by more corpus evidence."""
+        senses = self._index.get(lemma)
+        for variant in _spelling.american(lemma):
+            other = self._index.get(variant)
+            if other and (senses is None or not set(senses).isdisjoint(other)):
+                return variant
+        return lemma
+
     # ------------------------------------------------------------------ synset records
 
-    def _record(self, key: str) -> tuple[list[str], list[str], str, bool]:
-        """(lemma names, hypernym keys, gloss, is an instance) of a synset, parsed once."""
+    def _record(self, key: str) -> tuple[list[str], list[str], str, bool, int]:
+        """(lemma names, hypernym keys, gloss, is an instance, lexicographer file number) of a synset, parsed
+        once."""
         rec = self._records.get(key)
         if rec is not None:
             return rec
@@ -140,9 +221,17 @@ class WordNet:
             if sym in _HYPERNYM_POINTERS and pos == b"n":
                 hypernyms.append("n" + target.decode())
                 instance = instance or sym == _INSTANCE_POINTER
-        rec = (lemmas, hypernyms, gloss.decode("utf-8", "replace").strip(), instance)
+        rec = (lemmas, hypernyms, gloss.decode("utf-8", "replace").strip(), instance, int(f[1]))
         self._records[key] = rec
         return rec
+
+    def lexfile(self, key: str) -> int:
+        """WordNet's lexicographer file of a synset (lexnames(5)): 6 = noun.artifact, 4 = noun.act, ..."""
+        return self._record(key)[4]
+
+    def is_concrete(self, key: str) -> bool:
+        """A thing one can see: an artifact, body part, animal, plant, food, natural object, substance or person."""
+        return self._record(key)[4] in _CONCRETE_LEXFILES
 
     def is_instance(self, key: str) -> bool:
         """True for a named entity: a synset WordNet links by an instance-hypernym ("@i") pointer (Paris, Einstein),
