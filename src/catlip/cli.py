@@ -108,8 +108,8 @@ def _add_labels_commands(sub: argparse._SubParsersAction) -> None:
 def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="pre-train a backbone (CatLIP, SuperClass, CLIP, SigLIP) from a recipe",
                        description="Pre-train from a YAML recipe (configs/*.yaml) plus section.key=value overrides; "
-                       "unknown keys are errors. Resume an interrupted run with train.resume=auto. Under torchrun "
-                       "every process runs this same command.")
+                       "unknown keys are errors. Resume an interrupted run with train.resume=auto (its logs then "
+                       "restart at the checkpoint's step). Under torchrun every process runs this same command.")
     p.add_argument("--config", "-c", default=None, help="recipe YAML (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.steps=2000 train.output_dir=runs/x")
     p.set_defaults(handler=_cmd_pretrain)
@@ -129,11 +129,25 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("export", help="write a run's backbone as a timm-loadable safetensors file",
-                       description="Export the backbone of a run (its newest valid checkpoint) or of one checkpoint "
-                       "folder; load it with timm.create_model(..., pretrained_cfg_overlay=dict(file=...)).")
+    p = sub.add_parser("export", help="write a run's backbone for timm, with its training preprocessing",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Export the backbone of a run (its newest valid checkpoint) or of one checkpoint\n"
+                       "folder, with a timm config: architecture, model_args, and a pretrained_cfg holding the\n"
+                       "run's preprocessing (mean/std, input_size, interpolation, crop_pct, crop_mode).\n\n"
+                       "-o backbone.safetensors writes backbone.safetensors + backbone.json; load with any timm:\n"
+                       "  cfg = json.load(open('backbone.json'))\n"
+                       "  model = timm.create_model(cfg['architecture'], pretrained=True,\n"
+                       "      pretrained_cfg_overlay=dict(cfg['pretrained_cfg'], file='backbone.safetensors'),\n"
+                       "      **cfg['model_args'])\n\n"
+                       "-o backbone (a folder) writes timm's layout, model.safetensors + config.json; load with a\n"
+                       "timm that reads local folders:\n"
+                       "  model = timm.create_model('local-dir:backbone', pretrained=True)\n\n"
+                       "Either way the model is headless (num_classes=0) and\n"
+                       "timm.data.resolve_data_config({}, model=model) gives the training preprocessing;\n"
+                       "catlip.models.load_backbone(path) loads either layout the same way.")
     p.add_argument("checkpoint", metavar="RUN_OR_CKPT", help="run dir or checkpoints/step_XXXXXXX dir")
-    p.add_argument("--output", "-o", required=True, help="output .safetensors path")
+    p.add_argument("--output", "-o", required=True,
+                   help="X.safetensors (weights + X.json beside it) or a folder (model.safetensors + config.json)")
     p.add_argument("--ema", action="store_true", help="export the EMA weights (if the run kept them)")
     p.set_defaults(handler=_cmd_export)
 
@@ -167,8 +181,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from catlip.train.checkpoint import load_pretrained
 
     trained = load_pretrained(args.checkpoint, ema=args.ema)
-    spec = export_backbone(trained.method, args.output)
-    print(f"wrote {args.output} (timm {spec['name']}, {spec['kwargs']})")
+    spec = export_backbone(trained.method, args.output, image_size=trained.config.data.image_size)
+    if args.output.endswith(".safetensors"):
+        sidecar = args.output[: -len(".safetensors")] + ".json"
+        print(f"wrote {args.output} + {sidecar} (timm {spec['name']}, {spec['kwargs']}); load: cfg = json.load("
+              f"open({sidecar!r})); timm.create_model(cfg['architecture'], pretrained=True, pretrained_cfg_overlay="
+              f"dict(cfg['pretrained_cfg'], file={args.output!r}), **cfg['model_args'])")
+    else:
+        print(f"wrote {args.output}/model.safetensors + config.json (timm {spec['name']}, {spec['kwargs']}); "
+              f"load: timm.create_model('local-dir:{args.output}', pretrained=True)")
     return 0
 
 

@@ -8,14 +8,13 @@ dropped from their batch and counted; the counts travel with the batch to the ma
 
 from __future__ import annotations
 
-import io
 import random
-import warnings
 from collections import Counter
 
 import torch
 from PIL import Image
 
+from catlip.data.images import decode_rgb
 from catlip.data.sampler import BatchPlan, BatchSpec
 from catlip.data.sources import open_sources
 from catlip.data.transforms import train_transform
@@ -46,15 +45,12 @@ def _read_labels_file(path: str) -> dict[str, list[str]]:
 
 
 def decode_image(data, max_pixels: int) -> Image.Image:
-    if isinstance(data, Image.Image):
-        return data.convert("RGB")
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    with warnings.catch_warnings():
-        # PIL only warns between 1x and 2x the limit; a bomb must never be decoded, so the warning is an error.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    return img.convert("RGB")
+    """8-bit RGB image from encoded bytes or a PIL image: the shared decoder of :mod:`catlip.data.images`.
+
+    16/32-bit and float images are scaled by their bit depth, transparency is composited on white. Raises
+    ``Image.DecompressionBombError`` above ``max_pixels`` pixels, and Pillow's own errors for unreadable data.
+    """
+    return decode_rgb(data, max_pixels=max_pixels)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -9,7 +9,6 @@ the data because Transfer Init and zero-shot need them.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 from torchvision import transforms as T
 
+from catlip.data.images import decode_rgb
 from catlip.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -122,12 +122,15 @@ def train_transform(size: int, mean=MEAN, std=STD, scale_min: float = 0.25) -> C
 
 
 def decode_image(data: bytes | str | Path) -> Image.Image | None:
-    """RGB PIL image, or None for anything PIL cannot read (truncated, not an image, missing file)."""
+    """8-bit RGB PIL image, or None for anything that cannot be read (truncated, not an image, missing file,
+    a decompression bomb over Pillow's ``Image.MAX_IMAGE_PIXELS``).
+
+    The training loader's decoder (:func:`catlip.data.images.decode_rgb`): 16/32-bit and float images are scaled
+    by their bit depth, transparency is composited on white, so evaluation sees the pixels pre-training saw.
+    """
     try:
-        src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-        with Image.open(src) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return decode_rgb(data)
+    except Exception:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
         return None
 
 

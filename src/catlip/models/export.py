@@ -1,12 +1,28 @@
-"""Export a pre-trained backbone as a timm-loadable safetensors file.
+"""Export a pre-trained backbone for timm, with the preprocessing it was trained with.
 
-The file holds the headless backbone's ``state_dict`` plus, in the safetensors metadata, the timm model name and
-the keyword arguments it was built with, so it loads anywhere with
+An export holds the headless backbone's ``state_dict`` and a timm ``config.json``-style description: the timm
+``architecture``, its ``model_args`` (the keyword arguments it was built with) and a ``pretrained_cfg`` whose
+``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``mean`` and ``std`` are the run's own (CLIP
+mean/std, ``data.image_size``, bilinear resize of the shorter side + center crop, as ``catlip probe`` evaluates).
+The description is in the safetensors metadata and in a JSON file beside the weights, in one of two layouts:
 
-    timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=path), **kwargs)
+- ``-o backbone.safetensors`` (a path ending in ``.safetensors``): the weights plus ``backbone.json``; with any
+  timm >= 1.0::
 
-:func:`load_backbone` does exactly that (also forcing ``custom_load=False``, so timm never hands the file to a
-model's own JAX ``.npz`` loader) and checks that every stored tensor was used.
+      cfg = json.load(open("backbone.json"))
+      model = timm.create_model(cfg["architecture"], pretrained=True,
+                                pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file="backbone.safetensors"),
+                                **cfg["model_args"])
+
+- ``-o backbone`` (any other path: a folder): timm's Hugging Face layout ``model.safetensors`` + ``config.json``;
+  with a timm that has local folders (``local-dir:``, 2025 and later)::
+
+      model = timm.create_model("local-dir:backbone", pretrained=True)
+
+Either way the model is headless (``num_classes=0``) and ``timm.data.resolve_data_config({}, model=model)``
+(or ``resolve_model_data_config(model)``) gives the training preprocessing. :func:`load_backbone` does the first
+call from the file alone (also forcing ``custom_load=False``, so timm never hands the file to a model's own JAX
+``.npz`` loader) and checks that every stored tensor was used.
 """
 
 from __future__ import annotations
@@ -25,49 +41,135 @@ from ..errors import CheckpointError
 from .backbone import unwrap
 
 FORMAT = "catlip-backbone-1"
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"  # timm / Hugging Face folder layout
+PREPROCESS_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
 
-def export_backbone(method: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Write ``method.backbone`` to ``path`` (atomically) and return the timm spec ``{"name", "kwargs"}``."""
+def preprocessing(image_size: int) -> dict[str, Any]:
+    """timm ``pretrained_cfg`` fields of catlip's preprocessing at ``image_size``.
+
+    Training normalises with CLIP's mean/std (``catlip.data.transforms``); evaluation resizes the shorter side to
+    ``image_size`` (bilinear) and center-crops it, i.e. ``crop_pct`` 1.0, which is what timm's eval transform
+    does with these values.
+    """
+    from catlip.data.transforms import MEAN, STD
+
+    size = int(image_size)
+    return {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
+            "mean": tuple(float(x) for x in MEAN), "std": tuple(float(x) for x in STD)}
+
+
+def timm_config(backbone: nn.Module, spec: dict[str, Any], preprocess: dict[str, Any]) -> dict[str, Any]:
+    """The timm ``config.json`` (architecture, num_classes, pretrained_cfg, model_args) of an export."""
+    base = dict(getattr(backbone, "pretrained_cfg", None) or {})
+    kwargs = dict(spec["kwargs"])
+    pretrained_cfg = {
+        "architecture": spec["name"], "tag": "catlip", "custom_load": False, "num_classes": 0,
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocess.items()},
+        "test_input_size": None, "test_crop_pct": None,
+        "fixed_input_size": bool(base.get("fixed_input_size", False)) and not kwargs.get("dynamic_img_size", False),
+        "first_conv": base.get("first_conv"), "classifier": base.get("classifier"),
+    }
+    config = {"architecture": spec["name"], "num_classes": 0,
+              "num_features": int(getattr(backbone, "num_features", 0)) or None,
+              "pretrained_cfg": pretrained_cfg, "model_args": kwargs}
+    pool = getattr(backbone, "global_pool", None)
+    if isinstance(pool, str) and pool:
+        config["global_pool"] = pool
+    return config
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights file, config JSON) for an output path: ``x.safetensors`` + ``x.json``, or a folder."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return path, path.with_suffix(".json")
+    return path / WEIGHTS_NAME, path / CONFIG_NAME
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | None = None) -> dict[str, Any]:
+    """Write ``method.backbone`` to ``path`` (atomically) and return the timm spec ``{"name", "kwargs"}``.
+
+    ``path`` ending in ``.safetensors``: that file plus ``<stem>.json``; otherwise a folder with
+    ``model.safetensors`` + ``config.json`` (timm's ``local-dir:`` layout). ``image_size`` is the training
+    resolution (``data.image_size``); default: the backbone's ``img_size`` argument, else timm's input size.
+    """
     backbone = unwrap(unwrap(method).backbone)
     spec = getattr(backbone, "catlip_spec", None)
     if spec is None:
         raise CheckpointError("this backbone was not built by catlip.models.create_backbone; its timm spec is unknown")
+    if image_size is None:
+        size = spec["kwargs"].get("img_size") or (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size")
+        image_size = int(size[-1] if isinstance(size, (list, tuple)) else size or 224)
+    config = timm_config(backbone, spec, preprocessing(image_size))
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    metadata = {"format": FORMAT, "timm_model": spec["name"], "timm_kwargs": json.dumps(spec["kwargs"])}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    metadata = {"format": FORMAT, "timm_model": spec["name"], "timm_kwargs": json.dumps(spec["kwargs"]),
+                "timm_config": json.dumps(config)}
+    weights, config_file = _paths(path)
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_name(weights.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, weights)
+        _write_json(config_file, config)
+    except OSError as err:
+        raise CheckpointError(f"cannot write the export {path}: {err.strerror or err}") from None
     return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
 
 
-def read_spec(path: str | Path) -> dict[str, Any]:
-    """The timm name and kwargs stored in an exported backbone file."""
+def _metadata(path: str | Path) -> dict[str, str]:
+    weights, _ = _paths(path) if Path(path).is_dir() else (Path(path), None)
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(weights), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as err:  # safetensors raises its own (non-OSError) type for corrupt headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a catlip backbone export (format {meta.get('format')!r})")
+    return meta
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """The timm name and kwargs stored in an exported backbone (file or folder)."""
+    meta = _metadata(path)
     return {"name": meta["timm_model"], "kwargs": json.loads(meta["timm_kwargs"])}
 
 
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The timm ``config.json`` stored in an export; exports older than it get timm's default preprocessing."""
+    meta = _metadata(path)
+    if "timm_config" in meta:
+        return json.loads(meta["timm_config"])
+    return {"architecture": meta["timm_model"], "num_classes": 0, "pretrained_cfg": {"num_classes": 0},
+            "model_args": json.loads(meta["timm_kwargs"])}
+
+
 def load_backbone(path: str | Path, **overrides: Any) -> nn.Module:
-    """Rebuild an exported backbone through timm's own pretrained-file loader; ``overrides`` change kwargs."""
-    spec = read_spec(path)
-    kwargs = {**spec["kwargs"], **overrides}
-    overlay = {"file": str(path), "custom_load": False}
-    model = timm.create_model(spec["name"], pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)
+    """Rebuild an exported backbone through timm's own pretrained-file loader; ``overrides`` change kwargs.
+
+    The stored ``pretrained_cfg`` (preprocessing included) is applied, so ``model.pretrained_cfg`` and
+    ``timm.data.resolve_data_config({}, model=model)`` describe the training preprocessing.
+    """
+    config = read_config(path)
+    weights = _paths(path)[0] if Path(path).is_dir() else Path(path)
+    kwargs = {**config["model_args"], **overrides}
+    pretrained_cfg = {k: v for k, v in config["pretrained_cfg"].items() if k != "architecture"}
+    overlay = {**pretrained_cfg, "file": str(weights), "custom_load": False}
+    model = timm.create_model(config["architecture"], pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay,
+                              **kwargs)
     # timm loads non-strictly when num_classes differs from its default; make sure nothing was left out.
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(weights), framework="pt") as f:
         stored = set(f.keys())
     expected = set(model.state_dict())
     if stored != expected:
         missing, extra = sorted(expected - stored), sorted(stored - expected)
         raise CheckpointError(
-            f"{path}: weights do not fit {spec['name']}: missing {missing[:5]}, unexpected {extra[:5]}"
+            f"{path}: weights do not fit {config['architecture']}: missing {missing[:5]}, unexpected {extra[:5]}"
         )
     return model

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
+import tempfile
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -20,9 +22,47 @@ from pathlib import Path
 
 import torch
 
-from catlip.errors import CheckpointError, VocabularyError
+from catlip.errors import CatlipError, CheckpointError, VocabularyError
 
 PREFIX = "step_"
+# What an interrupted save_checkpoint can leave in checkpoints/: its temporary folder, the replaced folder of a
+# re-saved step, and the temporary ``latest`` file (names below, each ending in the writer's pid).
+STALE = re.compile(r"^(\.tmp-step_\d+-\d+|\.old-step_\d+-\d+|\.latest\.tmp\d+)$")
+
+
+class RunDirError(CatlipError):
+    """``train.output_dir`` cannot be created or written."""
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and write a file in it, or raise a one-line :class:`RunDirError`, before any work."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".catlip-write-test-"):
+            pass
+    except OSError as err:
+        blocker = next((p for p in [run_dir, *run_dir.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (err.strerror or str(err))
+        raise RunDirError(f"train.output_dir {run_dir} cannot be created or written ({why}); "
+                          "choose another train.output_dir") from None
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete what interrupted checkpoint writes left in ``root`` (only names :data:`STALE` matches)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in sorted(root.iterdir()):
+        if not STALE.match(p.name):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 # Sections whose change makes old weights meaningless for the run (the rest may change between resumes).
 COMPAT_SECTIONS = ("model", "method")
 
@@ -116,6 +156,11 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
+def _why(err: BaseException) -> str:
+    """An exception's message on one line (the CLI prints every error as one line)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 @dataclass
 class Loaded:
     path: Path
@@ -134,7 +179,7 @@ def load_checkpoint(path: Path, *, with_train_state: bool = True) -> Loaded:
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: meta.json missing or unreadable ({err}); incomplete checkpoint") from None
+        raise CheckpointError(f"{path}: meta.json missing or unreadable ({_why(err)}); incomplete checkpoint") from None
     files = {}
     for name in ("model.safetensors", "ema.safetensors"):
         if name == "ema.safetensors" and not (path / name).exists():
@@ -142,7 +187,7 @@ def load_checkpoint(path: Path, *, with_train_state: bool = True) -> Loaded:
         try:
             files[name] = load_file(str(path / name))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"{path / name}: truncated or corrupt ({err})") from None
+            raise CheckpointError(f"{path / name}: truncated or corrupt ({_why(err)})") from None
     train_state = load_train_state(path / "train_state.pt") if with_train_state else None
     return Loaded(path, files["model.safetensors"], train_state, meta, files.get("ema.safetensors"))
 
@@ -154,7 +199,7 @@ def load_train_state(file: Path) -> dict:
         raise CheckpointError(f"{file}: refuses to load: it holds pickled code or objects, not plain tensors "
                               f"({str(err).splitlines()[0]})") from None
     except (OSError, EOFError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{file}: truncated or corrupt ({err})") from None
+        raise CheckpointError(f"{file}: truncated or corrupt ({_why(err)})") from None
 
 
 def find_checkpoint(path: Path, *, with_train_state: bool = True, required: bool = True) -> Loaded | None:

@@ -1,8 +1,15 @@
-"""Run logging: tqdm bar (img/s), metrics.jsonl, TensorBoard scalars, and a loss-curve PNG at the end."""
+"""Run logging: tqdm bar (img/s), metrics.jsonl, TensorBoard scalars, and a loss-curve PNG at the end.
+
+A run that starts at step S (S = 0 for a fresh run, the checkpoint's step after a resume) replaces whatever the
+previous process logged after S: ``metrics.jsonl`` is cut back to its records with ``step <= S`` (atomically) and
+TensorBoard is told to purge events from step S + 1 on (``purge_step``), so the steps a killed run logged after
+its last checkpoint are not drawn twice.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +37,7 @@ class RunLogger:
         self.last_time, self.images = time.perf_counter(), 0
         if not enabled:
             return
+        truncate_metrics(run_dir / "metrics.jsonl", start_step)
         self.file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the run
         if progress:
             from tqdm.auto import tqdm
@@ -38,7 +46,8 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            # hides events a previous process wrote for steps > start_step (TensorBoard's restart convention)
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
 
     def count(self, images: int) -> None:
         self.images += images
@@ -73,6 +82,37 @@ class RunLogger:
             self.tb.close()
         self.file.close()
         plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+
+
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Keep only the records of ``path`` with ``step <= last_step`` (atomic replace); returns how many were dropped.
+
+    Unparseable lines (e.g. a record cut short by a kill) are dropped too; records without a step are kept.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return 0
+    lines = text.splitlines()
+    keep = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        step = rec.get("step") if isinstance(rec, dict) else None
+        if not isinstance(step, (int, float)) or step <= last_step:
+            keep.append(line)
+    if len(keep) == len(lines) and text.endswith("\n"):
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
 
 
 def plot_loss(metrics_file: Path, out: Path) -> None:

@@ -1,7 +1,10 @@
 """``pretrain(cfg)``: one training loop for every method (the method owns targets and loss).
 
-Order of a run: process group → run dir → resume point → vocabulary (checked against the checkpoint) → method,
-wrapper, optimizer, states → loader positioned at the exact next sample → steps → checkpoints → loss curve.
+Order of a run: run dir created and test-written (an unwritable ``train.output_dir`` is a one-line error before
+any work) → process group → leftovers of interrupted checkpoint writes removed → resume point (with
+``train.resume=auto`` and every checkpoint damaged: an error naming each file) → vocabulary (checked against the
+checkpoint) → method, wrapper, optimizer, states → loader positioned at the exact next sample → logs cut back to
+the resumed step → steps → checkpoints → loss curve.
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ def _resume_point(cfg, run_dir: Path):
     if not spec:
         return None
     if spec == "auto":
-        return ckpt.find_checkpoint(run_dir, required=False)
+        root = run_dir / "checkpoints"
+        if not ckpt.list_checkpoints(root) and not (root / "latest").exists():
+            return None  # nothing to continue: a fresh start
+        try:
+            return ckpt.find_checkpoint(run_dir, required=True)
+        except ckpt.CheckpointError as err:  # every checkpoint is damaged: say which file and why
+            raise ckpt.CheckpointError(f"train.resume=auto: {err}; repair or delete them (deleting {root} starts "
+                                       "the run over), or choose another train.output_dir") from None
     return ckpt.find_checkpoint(Path(spec), required=True)
 
 
@@ -113,10 +123,12 @@ class _Run:
 
 
 def _setup(cfg, vocab):
-    d = dd.init_distributed(cfg.train.device)
     run_dir = Path(cfg.train.output_dir)
+    ckpt.check_writable(run_dir)  # before anything else (every rank: they share the run dir)
+    d = dd.init_distributed(cfg.train.device)
     if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        for p in ckpt.remove_stale_temporaries(run_dir / "checkpoints"):
+            _say(d, f"removed {p.name}, left by an interrupted checkpoint write")
     dd.barrier(d)
     loaded = _resume_point(cfg, run_dir)
     if loaded is None and ckpt.list_checkpoints(run_dir / "checkpoints"):
