@@ -9,7 +9,11 @@ Everything is measured in this one process, on the 40k Flickr8k captions (../sha
   * label agreement (micro precision/recall over captions) of ours with the corenet reference and with a
     paper-faithful NLTK pipeline (pos_tag nouns → morphy → first synset);
   * part-of-speech accuracy on UD English-EWT dev (ours and NLTK's perceptron, gold tokens);
-  * vocabulary build time over the 9 Flickr8k shards with 1 and 2 worker processes.
+  * vocabulary build time over the 9 Flickr8k shards with 1 and 2 worker processes;
+  * accuracy against the hand-labelled gold set tests/data/gold_captions.jsonl (micro precision/recall/F1; a
+    predicted key is right if it is a gold label or an optional "generic" noun, recall counts gold labels only)
+    for ours (paper style), ours (corenet rule) and the paper pipeline on NLTK. `--gold-only` runs just this
+    part (seconds) and merges it into the existing JSON under "gold", leaving the other keys as they are.
 NLTK runs offline from an nltk_data folder built by ../shared/data/nltk/make-nltk-data.sh into .nltk_data/.
 """
 
@@ -26,11 +30,13 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CATLIP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "results" / "labels.json"
+GOLD = ROOT / "tests" / "data" / "gold_captions.jsonl"
 
 
 def ensure_nltk_data() -> Path:
@@ -211,6 +217,54 @@ def vocab_build_speed(tmp: Path) -> dict:
     return out
 
 
+GOLD_EXTRACTORS = {"ours_paper": "ours (paper: POS nouns → first sense)", "ours_corenet": "ours (corenet rule)",
+                   "paper_nltk": "paper pipeline on NLTK"}
+
+
+def gold_accuracy(path: Path = GOLD, top: int = 20) -> dict:
+    """Precision/recall/F1 on the hand-labelled gold captions for our two styles and the NLTK paper pipeline,
+    with the `top` most frequent errors of ours (paper style): gold keys missed and keys predicted wrongly."""
+    from catlip.labels.gold import load_gold, score
+    from catlip.labels.synsets import SynsetExtractor
+    from catlip.labels.wordnet import get_wordnet
+
+    gold = load_gold(path)
+    makers = {"ours_paper": SynsetExtractor, "ours_corenet": lambda: SynsetExtractor(style="corenet"),
+              "paper_nltk": PaperNltk}
+    out = {"file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path), "captions": len(gold),
+           "gold_labels": sum(len(r["labels"]) for r in gold), "generic": sum(len(r["generic"]) for r in gold),
+           "extractors": {}}
+    scores = {}
+    for name, make in makers.items():
+        scores[name] = s = score(make(), gold)
+        out["extractors"][name] = {k: round(s[k], 4) if isinstance(s[k], float) else s[k]
+                                   for k in ("precision", "recall", "f1", "predicted", "correct", "gold_labels",
+                                             "found", "captions_exact")}
+    wn, errors, examples = get_wordnet(), Counter(), {}
+    for m in scores["ours_paper"]["misses"]:
+        found = [("missed", x["key"], x["word"]) for x in m["missed"]] + [("wrong", k, None) for k in m["wrong"]]
+        for kind, key, word in found:
+            errors[kind, key] += 1
+            ex = examples.setdefault((kind, key), {"words": set(), "example": m["caption"]})
+            if word:
+                ex["words"].add(word)
+    top_errors = [{"kind": kind, "key": key, "synset": wn.name(key), "count": n,
+                   "words": sorted(examples[kind, key]["words"]), "example": examples[kind, key]["example"]}
+                  for (kind, key), n in errors.most_common(top)]
+    out["ours_paper_top_errors"] = top_errors
+    out["markdown"] = gold_markdown(out)
+    return out
+
+
+def gold_markdown(g: dict) -> str:
+    lines = [f"| gold set ({g['captions']} captions, {g['gold_labels']:,} labels) | precision | recall | F1 |",
+             "|---|---:|---:|---:|"]
+    for name, m in g["extractors"].items():
+        lines.append(f"| {GOLD_EXTRACTORS.get(name, name)} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                     f"{m['f1']:.3f} |")
+    return "\n".join(lines)
+
+
 def markdown(r: dict) -> str:
     s = r["speed"]
     rows = [("ours (paper: POS nouns → first sense)", s["ours_paper"]), ("ours (corenet rule)", s["ours_corenet"]),
@@ -232,6 +286,8 @@ def markdown(r: dict) -> str:
               f"Vocabulary build, 9 Flickr8k shards: 1 worker {v['workers_1']['wall_s']} s, 2 workers "
               f"{v['workers_2']['wall_s']} s (×{v['speedup']}; whole command incl. start-up), byte-identical: "
               f"{v['byte_identical']}."]
+    if "gold" in r:
+        lines += ["", gold_markdown(r["gold"])]
     return "\n".join(lines)
 
 
@@ -239,10 +295,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="use only the first N captions (quick check)")
     parser.add_argument("--output", default=str(OUT))
+    parser.add_argument("--gold", default=str(GOLD), help="hand-labelled caption set (JSONL)")
+    parser.add_argument("--gold-only", action="store_true",
+                        help="only the gold-set section, merged into the existing --output JSON under 'gold'")
     args = parser.parse_args()
     ensure_nltk_data()
     sys.path.insert(0, str(ROOT / "src"))
     from catlip.labels import get_extractor
+
+    if args.gold_only:
+        out = Path(args.output)
+        result = json.loads(out.read_text()) if out.is_file() else {}
+        result["gold"] = gold_accuracy(Path(args.gold).resolve())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        print(result["gold"]["markdown"])
+        return
 
     captions = read_captions()[: args.limit]
     load_avg = os.getloadavg()
@@ -269,6 +337,7 @@ def main() -> None:
         },
         "tagger_ud_ewt_dev": tagger_accuracy(),
         "vocab_build": vocab_build_speed(Path(tempfile.mkdtemp())),
+        "gold": gold_accuracy(Path(args.gold).resolve()),
         "targets": {"captions_per_s_per_core": 50000, "ratio_vs_reference": 25, "ratio_stretch": 50},
     }
     result["markdown"] = markdown(result)

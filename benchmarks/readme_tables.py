@@ -64,7 +64,16 @@ def labels_table(d: dict) -> list[str]:
             f"{tagger['nltk_perceptron']['noun_f1']:.3f}). Agreement with a paper-faithful NLTK noun pipeline: "
             f"precision {agree['ours_paper_vs_paper_nltk']['precision']:.3f}, recall "
             f"{agree['ours_paper_vs_paper_nltk']['recall']:.3f}; `--style corenet` reproduces the original code's "
-            f"labels (F1 {agree['ours_corenet_vs_corenet_reference']['f1']:.3f})."]
+            f"labels (F1 {agree['ours_corenet_vs_corenet_reference']['f1']:.3f})."] + gold_table(d.get("gold"))
+
+
+def gold_table(g: dict | None) -> list[str]:
+    """Accuracy against the hand-labelled captions (`benchmarks/labels.py --gold-only`), when measured."""
+    if not g:
+        return []
+    return ["", f"Against hand-labelled Flickr8k test captions (`{g['file']}`: the sense each caption means, "
+            "multi-word nouns as one synset; scene words such as \"background\" or \"front\" may be predicted but "
+            "are not required):", "", g["markdown"]]
 
 
 def section() -> str:
