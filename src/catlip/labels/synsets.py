@@ -91,7 +91,7 @@ class SynsetExtractor:
             senses = []
             if forms:
                 wn = self.wordnet
-                senses = wn.noun_synsets(forms[0]) if capitalised else wn.common_senses(forms[0])
+                senses = wn.noun_synsets(forms[0]) if capitalised else wn.common_senses(forms[0], False)
                 if modifier:
                     senses = [k for k in senses if wn.is_kind_of(k, words[-1])]
             key = senses[0] if senses else None

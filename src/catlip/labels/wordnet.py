@@ -170,17 +170,18 @@ class WordNet:
         senses = self._index.get(lemma)
         return senses[0] if senses else None
 
-    def common_senses(self, lemma: str) -> list[str]:
+    def common_senses(self, lemma: str, trademarks: bool = True) -> list[str]:
         """Senses a lower-case caption word can mean: first those in which WordNet writes the lemma in lower
         case, then capitalised common nouns (trademarks such as Frisbee); never a named entity written with a
         capital. So "jersey" is the garment (not New Jersey, not the island Jersey), "grey" never the people
-        named Grey, and "sun" keeps the star, because WordNet lists it as "sun" too."""
+        named Grey, and "sun" keeps the star, because WordNet lists it as "sun" too. `trademarks=False` keeps
+        only the lower-case senses (a lower-case "white house" is no White House of any kind)."""
         lower, capital = [], []
         for k in self._index.get(lemma, ()):
             rec = self._record(k)
             if lemma in rec[0]:
                 lower.append(k)
-            elif not rec[3]:
+            elif trademarks and not rec[3]:
                 capital.append(k)
         return lower + capital
 
