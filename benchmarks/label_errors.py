@@ -1,6 +1,10 @@
 """Count the six classes of clearly wrong CatLIP labels (issue #8) on every Flickr8k caption.
 
-Run: .venv/bin/python benchmarks/label_errors.py [--json OUT] [--examples N]
+Run: .venv/bin/python benchmarks/label_errors.py [--baseline-src OLD/src] [--json OUT] [--examples N]
+
+With --baseline-src (e.g. `git worktree add /tmp/before d5f839c`, the commit before the fixes, then
+`--baseline-src /tmp/before/src`) the same count also runs on that older extractor in a subprocess, and the JSON
+(default benchmarks/results/label_errors.json) holds both with the reduction per class.
 
 Each detector looks only at the caption text, the extractor's output keys and WordNet, never at the extractor's
 internals, so the same script measures any version of the extractor (run it with PYTHONPATH pointing at an
@@ -210,7 +214,11 @@ def main() -> None:
     parser.add_argument("--captions", default=str(SHARED / "flickr8k" / "captions.token.txt"))
     parser.add_argument("--json", help="write the counts and examples to this JSON file")
     parser.add_argument("--examples", type=int, default=8, help="most frequent examples to print per class")
+    parser.add_argument("--baseline-src", help="src/ folder of an older catlip to count too (in a subprocess)")
     args = parser.parse_args()
+    if args.baseline_src:
+        compare(args)
+        return
     path = Path(args.captions)
     if not path.is_file():
         sys.exit(f"skipped: {path} not found (needs ../shared/data/flickr8k)")
@@ -236,6 +244,26 @@ def main() -> None:
     print(f"  {'total':20s} {result['total']:6d}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def compare(args) -> None:
+    import subprocess
+    import tempfile
+
+    runs = {}
+    for name, src in (("before", args.baseline_src), ("after", str(ROOT / "src"))):
+        with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+            env = dict(os.environ, PYTHONPATH=src)
+            subprocess.run([sys.executable, __file__, "--captions", args.captions, "--json", tmp.name,
+                            "--examples", str(args.examples)], env=env, check=True)
+            runs[name] = json.loads(Path(tmp.name).read_text())
+    before, after = runs["before"]["counts"], runs["after"]["counts"]
+    runs["reduction"] = {c: round(before[c] / max(after[c], 1), 1) for c in CLASSES}
+    runs["reduction"]["total"] = round(runs["before"]["total"] / max(runs["after"]["total"], 1), 1)
+    out = Path(args.json or ROOT / "benchmarks" / "results" / "label_errors.json")
+    out.write_text(json.dumps(runs, indent=1) + "\n")
+    print(f"total {runs['before']['total']} -> {runs['after']['total']} "
+          f"({runs['reduction']['total']}x fewer); written to {out}")
 
 
 if __name__ == "__main__":
