@@ -76,11 +76,30 @@ def gold_table(g: dict | None) -> list[str]:
             "are not required):", "", g["markdown"]]
 
 
+def label_errors_table(d: dict) -> list[str]:
+    """The six classes of wrong CatLIP labels counted before and after the fixes (`benchmarks/label_errors.py`)."""
+    names = {"plural_lemma": "plural read as its own lemma (shoes → \"place\")",
+             "lowercase_instance": "named entity for a lower-case word (jersey → New Jersey)",
+             "adjective_compound": "adjective + noun as an unrelated compound (yellow jacket → barbiturate)",
+             "ing_after_noun": "-ing verb after a noun read as a noun (standing → status)",
+             "initial_noun_lost": "caption-initial bare noun lost",
+             "title_case": "Title Case caption labelled differently from lower case",
+             "spelling_noise": "British spelling, accent, hyphen, domain"}
+    before, after = d["before"], d["after"]
+    out = [f"**Wrong CatLIP labels by class** (`benchmarks/label_errors.py --baseline-src`; all "
+           f"{after['captions']:,} Flickr8k captions; before = the extractor before the fixes, same run):", "",
+           "| error class | before | after |", "|---|---:|---:|"]
+    for key, label in names.items():
+        out.append(f"| {label} | {before['counts'][key]:,} | {after['counts'][key]:,} |")
+    out.append(f"| **total** | **{before['total']:,}** | **{after['total']:,}** ({d['reduction']['total']}× fewer) |")
+    return out
+
+
 def section() -> str:
     parts = ["All numbers come from the committed JSON in `benchmarks/results/`; each table is one run, and "
              "ratios are taken within a run."]
     for name, fn in (("train_step_cuda.json", gpu_table), ("train_step_cpu.json", cpu_table),
-                     ("labels.json", labels_table)):
+                     ("labels.json", labels_table), ("label_errors.json", label_errors_table)):
         data = _load(name)
         if data:
             parts.append("\n".join(fn(data)))

@@ -124,6 +124,23 @@ def test_bare_noun_at_the_start(ex, caption, want):
     check(ex, caption, want)
 
 
+@pytest.mark.parametrize("caption, want, never", [
+    ("Dalmatian runs through the woods", ["n02110341", "n08438533"], ["n00189565"]),   # no "run" (a score)
+    ("Corgi runs out of a tunnel", ["n02112826", "n04497962"], ["n00189565"]),
+    ("A man skis down a slope", [MAN, "n09437454"], ["n04228054"]),                      # skis: the verb
+    ("A young boy slides down a slide", [BOY, "n04237924"], []),
+    ("A woman watches the sunset", [WOMAN, "n15169248"], ["n04555897"]),                 # no wristwatch
+])
+def test_s_verb_after_a_subject(ex, caption, want, never):
+    check(ex, caption, want, never)
+
+
+def test_plural_nouns_after_a_noun_stay_nouns(ex):
+    check(ex, "Police officers on horses", ["n10448983", "n02374451"])
+    check(ex, "A dog with tennis balls in its mouth", ["n04409515", "n05302499"])
+    check(ex, "a boy with water wings in the pool", ["n04563560"])
+
+
 @pytest.mark.parametrize("caption", [
     "A Man Riding A Horse On The Beach", "Two Dogs Playing In The Snow", "A DOG RUNS ON THE BEACH",
     "Girl In A Red Jersey", "A Boy Standing On A Bench",

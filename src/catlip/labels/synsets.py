@@ -39,7 +39,7 @@ _PREDICATE_BEFORE = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "VBZ", "VBP", 
 # A caption word after these that ends in -ing is read as a verb (see _verb_ing).
 _SUBJECT_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "CD"})  # CD: "one standing"
 # Tags the tagger wrongly gives a caption-initial bare noun ("kitten/VB sleeping").
-_INITIAL_MISREAD = frozenset({"VB", "VBP", "VBZ", "VBD", "VBN", "JJ", "RB"})
+_INITIAL_MISREAD = frozenset({"VB", "VBP", "VBZ", "VBD", "VBN", "JJ", "RB", "FW"})
 
 
 class SynsetExtractor:
@@ -72,6 +72,11 @@ class SynsetExtractor:
         self._initial_ids = frozenset(i for i, t in enumerate(tags) if t in _INITIAL_MISREAD)
         self._verb_after_ids = frozenset(i for i, t in enumerate(tags) if t in ("VBG", "VBZ", "VBP", "VBD", "MD"))
         self._link_ids = frozenset(i for i, t in enumerate(tags) if t in ("IN", "CC", ",", "TO"))
+        self._vbz = tags.index("VBZ")
+        self._modifier_ids = frozenset(i for i, t in enumerate(tags) if t in ("JJ", "JJR", "JJS", "CD", "VBN"))
+        self._determiner_ids = frozenset(i for i, t in enumerate(tags) if t in ("DT", "PRP$", "CD"))
+        self._clause_start_ids = frozenset(i for i, t in enumerate(tags) if t in ("CC", ",", ":", "."))
+        self._after_verb_ids = frozenset(i for i, t in enumerate(tags) if t in ("DT", "IN", "RP", "PRP$", "TO", "RB"))
         self._pieces: dict[str, tuple] = {}
         self._pieces_first: dict[str, tuple] = {}
         self._colloc_key: dict[tuple[str, ...], str | None] = {}
@@ -189,6 +194,9 @@ class SynsetExtractor:
         tags = self.tagger.decode(tokens, [inf[0] for inf in infos], [inf[5] for inf in infos])
         if tags[0] in self._initial_ids and self._bare_noun_start(tokens, infos, tags):
             tags = [self._nn, *tags[1:]]
+        plural = self._plural_ids
+        if any(t in plural for t in tags[1:-1]):
+            tags = self._subject_verbs(infos, tags)
         maybe = self._colloc_ids
         picks = [i for i, tag in enumerate(tags) if tag in maybe]
         if not picks:
@@ -249,6 +257,37 @@ class SynsetExtractor:
             return True
         noun = sum(c for t, c in counts.items() if t.startswith("NN"))
         return noun >= sum(c for t, c in counts.items() if not t.startswith("NN"))
+
+    def _subject_verbs(self, infos: list[tuple], tags: list[int]) -> list[int]:
+        """"A man skis down a slope", "Dalmatian runs through the woods": a noun phrase (a bare noun at the
+        start, or determiner [adjectives] noun), then an -s word that can be a verb, then a determiner,
+        preposition or particle — the -s word is the verb, not a plural noun ("skis" is no ski here)."""
+        tags = list(tags)
+        for i in range(1, len(tags) - 1):
+            if tags[i] not in self._plural_ids or tags[i + 1] not in self._after_verb_ids:
+                continue
+            subject = i - 1
+            if infos[subject][3] is None or tags[subject] in self._plural_ids:
+                continue
+            if subject == 0:
+                if tags[0] not in self._head_ids and tags[0] not in self._initial_ids:
+                    continue
+            else:
+                j = subject - 1
+                while j >= 0 and tags[j] in self._modifier_ids:
+                    j -= 1
+                if tags[subject] not in self._head_ids or j < 0 or tags[j] not in self._determiner_ids \
+                        or (j and tags[j - 1] not in self._clause_start_ids):
+                    continue
+            if self._can_be_vbz(infos[i][1]):
+                tags[subject], tags[i] = self._nn if tags[subject] not in self._head_ids else tags[subject], self._vbz
+        return tags
+
+    def _can_be_vbz(self, word: str) -> bool:
+        counts = self.tagger.counts(word)  # WSJ's verdict where it saw the word often ("officers" never a verb)
+        if "VBZ" in counts or sum(counts.values()) >= 5:
+            return "VBZ" in counts
+        return "VBZ" in self.wordnet.parts_of_speech(word)  # rare or unseen in WSJ: what WordNet allows
 
     def _untitle(self, piece: str) -> str:
         """A Title Case word as it would be written in a sentence: lower-case when the tagger's lexicon or WordNet

@@ -1,8 +1,12 @@
 """Vocabulary: label key ↔ contiguous class id, with document counts, names and glosses; versioned JSON.
 
 `build_vocabulary` counts, for every key, the number of captions that contain it (a key counts once per caption),
-in parallel over files. Partial counts are summed and keys ordered by (count desc, key), so the file is identical
-whatever the number of workers. Pruning keeps keys with count >= min_count (the paper's V_tau) and/or the top-k.
+in parallel over files; `build_vocabulary_from_source` does the same over a random-access source (anything with
+`len()` and `captions(i)`, such as the training loader's `catlip.data.sources`), in parallel over index ranges,
+so training builds its vocabulary from exactly the captions its loader reads. Partial counts are summed and keys
+ordered by (count desc, key), so the file is identical whatever the number of workers. Pruning keeps keys with
+count >= min_count (the paper's V_tau) and/or the top-k. Reading no caption at all is a `DataError` naming where
+the captions were looked for, never a 0-class vocabulary.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from catlip.errors import VocabularyError
-from catlip.labels.corpus import ReadStats, iter_captions
+from catlip.errors import DataError, VocabularyError
+from catlip.labels.corpus import ReadStats, caption_rule_text, iter_captions
 
 FORMAT_VERSION = 1
 _MAX_SIGNATURES = 2_000_000  # distinct label sets remembered to report the share of captions a pruned vocab covers
@@ -168,22 +172,94 @@ def _init_worker(method: str, options: dict) -> None:
     _WORKER_EXTRACTOR = get_extractor(method, **options)
 
 
+def _add_captions(part: PartialCounts, ex, captions: list[str]) -> None:
+    for caption in captions:
+        keys = ex.extract(caption)
+        part.captions += 1
+        if keys:
+            part.with_label += 1
+            part.doc_freq.update(keys)
+            if part.signatures is not None:
+                part.signatures[tuple(sorted(keys))] += 1
+
+
 def _count_file(args: tuple[str, str | None]) -> PartialCounts:
     path, column = args
     ex = _WORKER_EXTRACTOR
     part = PartialCounts()
     for captions in iter_captions(path, column=column, stats=part.read):
-        for caption in captions:
-            keys = ex.extract(caption)
-            part.captions += 1
-            if keys:
-                part.with_label += 1
-                part.doc_freq.update(keys)
-                if part.signatures is not None:
-                    part.signatures[tuple(sorted(keys))] += 1
+        _add_captions(part, ex, captions)
     if part.signatures is not None and len(part.signatures) > _MAX_SIGNATURES:
         part.signatures = None
     return part
+
+
+_WORKER_SOURCE = None
+
+
+def _init_source_worker(method: str, options: dict, source) -> None:
+    global _WORKER_SOURCE
+    _init_worker(method, options)
+    if source is not None:  # spawn: the source comes pickled; fork: inherited from the parent
+        _WORKER_SOURCE = source
+
+
+def _describe(source, i: int) -> str:
+    describe = getattr(source, "describe", None)
+    return describe(i) if describe is not None else f"sample {i}"
+
+
+def _count_range(bounds: tuple[int, int]) -> PartialCounts:
+    start, stop = bounds
+    source, ex = _WORKER_SOURCE, _WORKER_EXTRACTOR
+    part = PartialCounts()
+    for i in range(start, stop):
+        try:
+            captions = source.captions(i)
+        except OSError as err:  # the loader skips and counts the same sample
+            part.read.skip(_describe(source, i), f"unreadable ({err})", quiet=True)
+            continue
+        if not captions:
+            part.read.no_caption(_describe(source, i))
+            continue
+        part.read.samples += 1
+        part.read.captions += len(captions)
+        _add_captions(part, ex, captions)
+    if part.signatures is not None and len(part.signatures) > _MAX_SIGNATURES:
+        part.signatures = None
+    return part
+
+
+def count_source(source, method: str, options: dict, *, workers: int = 1, progress: bool = False) -> PartialCounts:
+    """Document frequency of every key over `source.captions(i)` for every sample (index ranges in parallel)."""
+    global _WORKER_SOURCE
+    n = len(source)
+    step = max(1, min(5_000, -(-n // (max(1, workers) * 4))))
+    jobs = [(a, min(a + step, n)) for a in range(0, n, step)]
+    total = PartialCounts()
+    bar = _progress(n, progress, unit="sample", desc="counting labels")
+    _WORKER_SOURCE = source
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            _init_worker(method, options)
+            for part, (a, b) in zip(map(_count_range, jobs), jobs):
+                total.merge(part)
+                bar.update(b - a)
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            fork = "fork" in methods
+            if fork:
+                _init_worker(method, options)  # parse WordNet/tagger once here; forked workers share the pages
+            ctx = multiprocessing.get_context("fork" if fork else "spawn")
+            with ctx.Pool(min(workers, len(jobs)), initializer=_init_source_worker,
+                          initargs=(method, options, None if fork else source)) as pool:
+                for part, (a, b) in zip(pool.imap(_count_range, jobs), jobs):
+                    total.merge(part)
+                    bar.update(b - a)
+    finally:
+        _WORKER_SOURCE = None
+        bar.close()
+    return total
 
 
 def count_keys(paths: list[str | Path], method: str, options: dict, *, workers: int = 1, column: str | None = None,
@@ -191,7 +267,7 @@ def count_keys(paths: list[str | Path], method: str, options: dict, *, workers: 
     """Document frequency of every key over all captions of `paths` (files in parallel with `workers`)."""
     jobs = [(str(p), column) for p in paths]
     total = PartialCounts()
-    bar = _progress(len(jobs), progress)
+    bar = _progress(len(jobs), progress, unit="file", desc="counting labels")
     if workers <= 1 or len(jobs) <= 1:
         _init_worker(method, options)
         results = map(_count_file, jobs)
@@ -211,7 +287,7 @@ def count_keys(paths: list[str | Path], method: str, options: dict, *, workers: 
     return total
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, *, unit: str, desc: str):
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -224,7 +300,7 @@ def _progress(total: int, enabled: bool):
             def close(self):
                 pass
         return _Null()
-    return tqdm(total=total, unit="file", desc="counting labels")
+    return tqdm(total=total, unit=unit, desc=desc)
 
 
 def prune(doc_freq: Counter, min_count: int = 1, top_k: int | None = None) -> list[tuple[str, int]]:
@@ -233,24 +309,61 @@ def prune(doc_freq: Counter, min_count: int = 1, top_k: int | None = None) -> li
     return ranked[:top_k] if top_k is not None else ranked
 
 
+def _first_problem(read: ReadStats) -> str:
+    parts = []
+    if read.uncaptioned:
+        parts.append(f"{read.uncaptioned:,} sample(s) without any caption (first: {read.uncaptioned_example})")
+    if read.skipped:
+        parts.append(f"{read.skipped:,} skipped (first: {read.messages[0]})" if read.messages else
+                     f"{read.skipped:,} skipped")
+    return "; ".join(parts) or "nothing was skipped"
+
+
 def build_vocabulary(paths: list[str | Path], method: str = "catlip", options: dict | None = None, *,
                      min_count: int = 500, top_k: int | None = None, workers: int = 1, column: str | None = None,
                      progress: bool = False) -> tuple[Vocabulary, PartialCounts]:
-    """Count keys over caption files and keep the frequent ones. Returns (vocabulary, raw counts and read stats)."""
+    """Count keys over caption files and keep the frequent ones. Returns (vocabulary, raw counts and read stats).
+
+    Raises `DataError` when the files hold no caption at all (naming where captions were looked for).
+    """
     from catlip.labels import get_extractor
 
     ex = get_extractor(method, **(options or {}))
     counts = count_keys(paths, method, ex.options, workers=workers, column=column, progress=progress)
+    if counts.captions == 0:
+        names = ", ".join(str(p) for p in paths[:3]) + (f", ... ({len(paths)} in all)" if len(paths) > 3 else "")
+        raise DataError(f"no captions found in {len(paths)} file(s) ({names}): {_first_problem(counts.read)}; "
+                        f"looked for: {caption_rule_text(column)}")
+    return _vocabulary(counts, ex, method, min_count, top_k, [Path(p).name for p in paths]), counts
+
+
+def build_vocabulary_from_source(source, method: str = "catlip", options: dict | None = None, *,
+                                 min_count: int = 500, top_k: int | None = None, workers: int = 1,
+                                 progress: bool = False, name: str = "source", looked_for: str = ""
+                                 ) -> tuple[Vocabulary, PartialCounts]:
+    """`build_vocabulary` over a random-access source (`len(source)`, `source.captions(i)`, optionally
+    `source.describe(i)` for messages). `name` and `looked_for` go into the error when no caption is found."""
+    from catlip.labels import get_extractor
+
+    ex = get_extractor(method, **(options or {}))
+    counts = count_source(source, method, ex.options, workers=workers, progress=progress)
+    if counts.captions == 0:
+        raise DataError(f"no captions found in {len(source):,} samples of {name}: {_first_problem(counts.read)}"
+                        + (f"; looked for: {looked_for}" if looked_for else ""))
+    return _vocabulary(counts, ex, method, min_count, top_k, [name]), counts
+
+
+def _vocabulary(counts: PartialCounts, ex, method: str, min_count: int, top_k: int | None,
+                sources: list[str]) -> Vocabulary:
     kept = prune(counts.doc_freq, min_count, top_k)
     keys = [k for k, _ in kept]
     glosses = [ex.wordnet.gloss(k) for k in keys] if method == "catlip" else [""] * len(keys)
     kept_set = set(keys)
     covered = (sum(n for sig, n in counts.signatures.items() if not kept_set.isdisjoint(sig))
                if counts.signatures is not None else None)
-    stats = {"min_count": min_count, "top_k": top_k, "sources": [Path(p).name for p in paths],
+    stats = {"min_count": min_count, "top_k": top_k, "sources": sources,
              "samples": counts.read.samples, "captions_with_label": counts.with_label,
              "captions_with_kept_label": covered, "unique_keys": len(counts.doc_freq),
              "skipped": counts.read.skipped}
-    vocab = Vocabulary(method=method, options=ex.options, keys=keys, counts=[c for _, c in kept],
-                       names=[ex.name(k) for k in keys], glosses=glosses, num_captions=counts.captions, stats=stats)
-    return vocab, counts
+    return Vocabulary(method=method, options=ex.options, keys=keys, counts=[c for _, c in kept],
+                      names=[ex.name(k) for k in keys], glosses=glosses, num_captions=counts.captions, stats=stats)

@@ -132,10 +132,13 @@ class WordNet:
 
     def is_plural(self, word: str) -> bool:
         """Whether a noun is an inflected plural: its base forms are neither the word nor a spelling variant of
-        it ("dogs", "men" are; "dog", "hot-dog", "café" are not)."""
+        it, or it is a lemma whose singular is one too ("dogs", "men", "bowls" are; "dog", "hot-dog", "café",
+        "boss" are not)."""
         low = word.strip().lower()
         forms = self.morphy(low)
-        return bool(forms) and low not in forms and not set(forms) & {low.replace("-", "_"), *_variants(low)}
+        if low in forms:  # a lemma itself; still a plural if its singular is one too ("bowls", "shoes")
+            return bool(self.singulars(low))
+        return bool(forms) and not set(forms) & {low.replace("-", "_"), *_variants(low)}
 
     def singulars(self, form: str) -> list[str]:
         """Singular lemmas of a plural that WordNet also lists as a lemma of its own ("shoes" → shoe,
