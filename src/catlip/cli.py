@@ -57,12 +57,25 @@ def _cmd_labels(args: argparse.Namespace) -> int:
 
 
 def _cmd_vocab_build(args: argparse.Namespace) -> int:
-    from catlip.labels.tools import build_and_save
+    from catlip.labels.corpus import expand_inputs
+    from catlip.labels.tools import summarize_build
+    from catlip.labels.vocab import build_vocabulary
 
     if args.min_count < 1 or (args.top_k is not None and args.top_k < 1) or args.workers < 1:
         raise CliError("--min-count, --top-k and --workers must be >= 1")
-    print(build_and_save(args.input, args.output, args.method, _labels_opts(args), min_count=args.min_count,
-                         top_k=args.top_k, workers=args.workers, column=args.column))
+    # no caption at all is a DataError (exit 2) naming where captions were looked for
+    vocab, counts = build_vocabulary(expand_inputs(args.input), args.method, _labels_opts(args),
+                                     min_count=args.min_count, top_k=args.top_k, workers=args.workers,
+                                     column=args.column, progress=True)
+    if len(vocab) == 0:  # a 0-class vocabulary cannot train anything: say why instead of writing it
+        if not counts.doc_freq:
+            raise CliError(f"none of the {vocab.num_captions:,} captions yields a {args.method} label; "
+                           f"nothing written to {args.output}")
+        top_key, top_count = max(counts.doc_freq.items(), key=lambda kv: (kv[1], kv[0]))
+        raise CliError(f"no label reaches --min-count {args.min_count} in {vocab.num_captions:,} captions (the most "
+                       f"frequent, {top_key}, is in {top_count:,}); nothing written to {args.output}")
+    vocab.save(args.output)
+    print(summarize_build(vocab, counts) + f"\nwrote {args.output} ({len(vocab):,} classes, hash {vocab.hash})")
     return 0
 
 

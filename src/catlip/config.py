@@ -46,6 +46,7 @@ class DataConfig:
     context_length: int = 77  # text tokens for CLIP / SigLIP
     shuffle_buffer: int = 1000
     max_image_pixels: int = 89_478_485  # PIL's default; larger images are skipped as decompression bombs
+    max_skip_fraction: float = 0.5  # warn when more of one data.train source is skipped (1 = never warn)
 
 
 @dataclass

@@ -3,12 +3,18 @@
 Everything random about sample ``i`` in epoch ``e`` (which caption, the crop, the flip) comes from a generator
 seeded by (seed, e, i), so a sample looks the same whichever worker or rank reads it and after any resume.
 Bad samples (unreadable, truncated, zero-byte, non-image, decompression bombs, missing files, no caption) are
-dropped from their batch and counted; the counts travel with the batch to the main process.
+dropped from their batch and counted; the counts (and the first sample of each reason) travel with the batch to
+the main process. A full pass over the data (one epoch's worth of samples on this process) without a single usable
+sample is a ``DataError`` naming the reasons, the first bad sample and what the sources looked for, instead of an
+endless loop; a ``data.train`` entry with more than ``data.max_skip_fraction`` of its samples skipped gets one
+``DataWarning`` with the first batches.
 """
 
 from __future__ import annotations
 
 import random
+import re
+import warnings
 from collections import Counter
 
 import torch
@@ -16,8 +22,9 @@ from PIL import Image
 
 from catlip.data.images import decode_rgb
 from catlip.data.sampler import BatchPlan, BatchSpec
-from catlip.data.sources import open_sources
+from catlip.data.sources import open_sources, skip_summary
 from catlip.data.transforms import train_transform
+from catlip.errors import DataError
 
 
 def _read_labels_file(path: str) -> dict[str, list[str]]:
@@ -51,6 +58,25 @@ def decode_image(data, max_pixels: int) -> Image.Image:
     ``Image.DecompressionBombError`` above ``max_pixels`` pixels, and Pillow's own errors for unreadable data.
     """
     return decode_rgb(data, max_pixels=max_pixels)
+
+
+class _Skip(str):
+    """A skip reason (a plain string, the contract of ``TrainDataset.load``) that carries the error text."""
+
+    error = ""
+
+    def __new__(cls, reason: str, error: object = ""):
+        obj = super().__new__(cls, reason)
+        text = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error)
+        obj.error = re.sub(r" <_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", text)[:300]
+        return obj
+
+
+_MIN_EVIDENCE = 32  # samples of a source read before its skipped share is judged (data.max_skip_fraction)
+
+
+class DataWarning(UserWarning):
+    """Much of a data source is skipped (see ``data.max_skip_fraction``)."""
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -87,18 +113,18 @@ class TrainDataset(torch.utils.data.Dataset):
         """One sample as (image tensor, caption, label ids, class) or a skip reason string."""
         try:
             raw, captions, cls = self.source.read(index)
-        except FileNotFoundError:
-            return "missing_file"
-        except OSError:
-            return "unreadable"
+        except FileNotFoundError as err:
+            return _Skip("missing_file", err.args[0] if len(err.args) == 1 else err)
+        except OSError as err:
+            return _Skip("unreadable", err)
         if not captions:
-            return "empty_caption"
+            return _Skip("empty_caption", "no caption")
         try:
             img = decode_image(raw, self.cfg.max_image_pixels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            return "decompression_bomb"
-        except Exception:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
-            return "corrupt_image"
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            return _Skip("decompression_bomb", err)
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
+            return _Skip("corrupt_image", err)
         s = _sample_seed(self.seed, epoch, index)
         caption = random.Random(s).choice(captions)
         with torch.random.fork_rng(devices=[]):
@@ -107,16 +133,34 @@ class TrainDataset(torch.utils.data.Dataset):
         ids = self._labels(caption) if self.want_labels else []
         return tensor, caption, ids, cls
 
+    def _example(self, index: int, skip: str) -> str:
+        describe = getattr(self.source, "describe", None)
+        where = describe(index) if describe is not None else f"sample {index}"
+        error = getattr(skip, "error", "")
+        return f"{where}: {error}" if error else where
+
     def __getitems__(self, spec: BatchSpec) -> dict:
         skipped: Counter = Counter()
+        examples: dict[tuple[int, str], str] = {}  # (source part, reason) -> first such sample of this batch
+        tried: Counter = Counter()  # samples per source part (data.train entry), for data.max_skip_fraction
+        bad: Counter = Counter()  # (source part, reason) -> samples
+        part_of = getattr(self.source, "part_index", None)
         rows = []
         for index in spec.indices:
             out = self.load(index, spec.epoch, spec.resolution)
+            part = part_of(index) if part_of is not None else 0
+            tried[part] += 1
             if isinstance(out, str):
-                skipped[out] += 1
+                reason = str(out)  # plain str keys: the counts go into checkpoints (weights_only loading)
+                skipped[reason] += 1
+                bad[part, reason] += 1
+                if (part, reason) not in examples:
+                    examples[part, reason] = self._example(index, out)
             else:
                 rows.append(out)
-        return collate(rows, skipped, spec, self.want_labels, self.want_text, self.cfg.context_length)
+        batch = collate(rows, skipped, spec, self.want_labels, self.want_text, self.cfg.context_length)
+        batch.update(_skip_examples=examples, _tried=dict(tried), _bad=dict(bad))
+        return batch
 
     def __getitem__(self, spec: BatchSpec) -> dict:
         return self.__getitems__(spec)
@@ -145,13 +189,23 @@ def collate(rows, skipped: Counter, spec: BatchSpec, want_labels: bool, want_tex
 
 
 class TrainLoader:
-    """Endless stream of batches from ``start_sample`` on; ``stats`` counts every skipped sample by reason."""
+    """Endless stream of batches from ``start_sample`` on; ``stats`` counts every skipped sample by reason.
+
+    One epoch's worth of samples (per process) without a usable one raises ``DataError`` (see the module
+    docstring); ``examples`` keeps the first skipped sample per (source part, reason), ``tried`` / ``bad`` count
+    the samples read per source part (position in ``data.train``) and the skipped ones per (part, reason).
+    """
 
     def __init__(self, dataset: TrainDataset, plan: BatchPlan, *, start_sample: int, num_workers: int,
-                 stats: Counter):
+                 stats: Counter, max_skip_fraction: float = 0.5):
         self.dataset, self.plan, self.start_sample = dataset, plan, start_sample
         self.num_workers, self.stats = num_workers, stats
         self.samples_seen, self.epoch = start_sample, 0
+        self.max_skip_fraction = max_skip_fraction
+        self.examples: dict[tuple[int, str], str] = {}
+        self.tried: Counter = Counter()
+        self.bad: Counter = Counter()
+        self._skip_checked: set[int] = set()  # source parts whose skipped share has been judged
 
     def __iter__(self):
         loader = torch.utils.data.DataLoader(
@@ -161,13 +215,93 @@ class TrainLoader:
             # its own generator: creating the iterator must not consume the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.plan.seed),
         )
+        # a run of empty batches: where it started (global samples), its skips, its first bad sample
+        empty_from, empty_skips, empty_first, empty_need = self.samples_seen, Counter(), None, None
+        first_epoch = None
         for batch in loader:
-            self.stats.update(batch.pop("_skipped"))
+            skipped = batch.pop("_skipped")
+            self.stats.update(skipped)
+            examples = batch.pop("_skip_examples", {})
+            for key, example in examples.items():
+                self.examples.setdefault(key, example)
+            self.tried.update(batch.pop("_tried", {}))
+            self.bad.update(batch.pop("_bad", {}))
             self.samples_seen = batch.pop("_samples_after")
             self.epoch = batch.pop("_epoch")
-            if len(batch["image"]) == 0:  # every sample of this batch was bad; move on
+            first_epoch = self.epoch if first_epoch is None else first_epoch
+            if len(batch["image"]) == 0:  # every sample of this batch was bad; move on, but not forever
+                empty_skips.update(skipped)
+                if empty_first is None and examples:
+                    empty_first = next(iter(examples.items()))
+                if empty_need is None:
+                    empty_need = self.plan.epoch_length(self.epoch)
+                if self.samples_seen - empty_from >= empty_need:
+                    raise DataError(self._no_batch_message(empty_skips, empty_first))
                 continue
+            empty_from, empty_skips, empty_first, empty_need = self.samples_seen, Counter(), None, None
+            if len(self._skip_checked) < len(self._parts()):
+                self._warn_skipped_sources(end_of_pass=self.epoch > first_epoch)
             yield batch
+
+    def _parts(self) -> list:
+        source = self.dataset.source
+        return list(getattr(source, "all_parts", [source]))
+
+    def _no_batch_message(self, skips: Counter, first) -> str:
+        source = self.dataset.source
+        index = getattr(source, "index_skips", Counter())
+        parts = self._parts()
+        text = (f"no usable training sample in a full pass over data.train ({sum(skips.values()):,} samples read on "
+                f"this process, every one skipped: {skip_summary(skips)})")
+        if sum(index.values()):
+            text += f"; skipped while indexing: {skip_summary(index)}"
+        if first is not None:
+            (_, reason), example = first
+            text += f"; first: {reason} at {example}"
+        looked = [p.looked_for() for p in parts if hasattr(p, "looked_for")]
+        if looked:
+            text += "; looked for: " + " | ".join(looked)
+        return text.replace("\n", " ")
+
+    def _warn_skipped_sources(self, end_of_pass: bool = False) -> None:
+        """Warn once per data.train entry whose skipped share exceeds data.max_skip_fraction (main process).
+
+        The share counts the samples dropped while indexing exactly and estimates the rest from the samples read
+        so far; a source is judged once its index alone is over the limit, once ``_MIN_EVIDENCE`` of its samples
+        (or all) were read, or at the end of the first pass, so the warning comes with the first batches.
+        """
+        if self.plan.rank != 0 or self.max_skip_fraction >= 1:
+            return
+        for k, part in enumerate(self._parts()):
+            if k in self._skip_checked:
+                continue
+            index = Counter(getattr(part, "index_skips", {}))
+            n, indexed_bad = len(part), sum(index.values())
+            total = n + indexed_bad
+            tried = self.tried[k]
+            read_bad = Counter({reason: c for (p, reason), c in self.bad.items() if p == k})
+            if total == 0:
+                self._skip_checked.add(k)
+                continue
+            if not (end_of_pass or tried >= min(n, _MIN_EVIDENCE) or indexed_bad > self.max_skip_fraction * total):
+                continue  # too few of its samples read yet to judge
+            self._skip_checked.add(k)
+            share = (indexed_bad + (n * sum(read_bad.values()) / tried if tried else 0)) / total
+            if share <= self.max_skip_fraction:
+                continue
+            name = getattr(part, "name", f"data.train[{k}]")
+            parts = []
+            if indexed_bad:
+                parts.append(f"{indexed_bad:,} of {total:,} while indexing ({skip_summary(index)})")
+            if tried:
+                parts.append(f"{sum(read_bad.values()):,} of the first {tried:,} read ({skip_summary(read_bad)})")
+            first = next((f"{reason} at {ex}" for (p, reason), ex in self.examples.items() if p == k), None)
+            first = first or next((f"{reason} at {ex}" for reason, ex in getattr(part, "examples", {}).items()), None)
+            looked = part.looked_for() if hasattr(part, "looked_for") else name
+            message = (f"data source {name}: about {share:.0%} of its samples are skipped, more than "
+                       f"data.max_skip_fraction={self.max_skip_fraction:g} ({'; '.join(parts)})"
+                       + (f"; first: {first}" if first else "") + f"; looked for: {looked}")
+            warnings.warn(message.replace("\n", " "), DataWarning, stacklevel=2)
 
 
 def _identity(batch):
@@ -185,4 +319,5 @@ def build_train_loader(cfg, vocab, *, method_inputs, rank: int = 0, world_size: 
                      world_size=world_size, rank=rank,
                      multiscale_sizes=cfg.data.multiscale_sizes if cfg.data.multiscale else None)
     workers = cfg.data.num_workers if num_workers is None else num_workers
-    return TrainLoader(dataset, plan, start_sample=start_sample, num_workers=workers, stats=stats)
+    return TrainLoader(dataset, plan, start_sample=start_sample, num_workers=workers, stats=stats,
+                       max_skip_fraction=cfg.data.max_skip_fraction)

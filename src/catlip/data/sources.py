@@ -3,18 +3,29 @@
 Every source is indexed once up front (cheaply: tar headers, manifest rows, file names; no image is decoded), so
 that sample ``i`` can be read directly. That makes the training order a pure function of (seed, epoch) and a
 resume a jump to a position instead of a replay. ``read(i)`` returns ``(image, captions, label)`` where image is
-bytes or a PIL image; it may raise on a bad sample and the dataset counts the skip.
+bytes or a PIL image; it may raise on a bad sample and the dataset counts the skip. ``describe(i)`` names sample
+``i`` (file, line or member) and ``looked_for()`` says what the source expects, for the messages of skipped data.
+
+Captions follow one rule, shared with the vocabulary stage (``catlip.labels.corpus``, see its docstring): the
+fields / columns of ``caption_fields(data.caption_column)`` in order (default ``captions, caption, text, txt,
+title``), a shard's ``.json`` member before its ``.txt`` lines, captions stripped, blanks dropped.
 
 Webdataset conventions: shards are tar files whose members ``<key>.<ext>`` are grouped by key (the basename up to
 its first dot); brace patterns and remote URLs (anything ``webdataset.gopen`` opens: http, pipe:, ...) are
 expanded with webdataset. Remote shards are first copied into a local cache (like webdataset's ``cache_dir``),
 because random access needs a seekable file.
+
+Manifests (CSV / TSV / JSONL): a relative image path is looked up relative to the manifest's folder first, then
+relative to the working directory the run started in (open_clip's convention for its ``--train-data`` CSVs);
+absolute paths are used as they are. A file in neither place is skipped as ``missing_file`` and the message
+names both places. CSV/TSV records are split by ``catlip.labels.corpus.read_table``: a line with an
+unterminated quote is reported (file:line), counted as ``bad_manifest_row`` and skipped, and the rows after it
+are read.
 """
 
 from __future__ import annotations
 
 import bisect
-import csv
 import hashlib
 import json
 import os
@@ -23,11 +34,30 @@ from collections import Counter
 from pathlib import Path
 
 from catlip.errors import DataError
+from catlip.labels.corpus import (
+    caption_column_index,
+    caption_fields,
+    captions_of,
+    clean_captions,
+    member_captions,
+    no_caption_reason,
+    read_table,
+)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 class Source:
+    name = "source"
+
+    def __init__(self):
+        self.index_skips: Counter = Counter()  # samples dropped while indexing, by reason
+        self.examples: dict[str, str] = {}  # reason -> the first such sample (where: why)
+
+    def _skip(self, reason: str, example: str) -> None:
+        self.index_skips[reason] += 1
+        self.examples.setdefault(reason, example)
+
     def __len__(self) -> int:
         raise NotImplementedError
 
@@ -38,9 +68,20 @@ class Source:
         """Captions only (for building a vocabulary); default reads the sample."""
         return self.read(i)[1]
 
+    def describe(self, i: int) -> str:
+        """Where sample ``i`` comes from (for messages)."""
+        return f"{self.name} sample {i}"
+
+    def looked_for(self) -> str:
+        """What this source reads images and captions from (for messages)."""
+        return self.name
+
 
 class SyntheticSource(Source):
+    name = "synthetic"
+
     def __init__(self, size: int, seed: int, image_size: int):
+        super().__init__()
         self.size, self.seed, self.image_size = size, seed, image_size
 
     def __len__(self) -> int:
@@ -57,28 +98,8 @@ class SyntheticSource(Source):
 
         return synthetic_sample(i, self.seed, 8).captions
 
-
-def _captions_from(members: dict[str, bytes]) -> list[str]:
-    """Union of the captions in .txt / .json members, first-seen order, blanks dropped."""
-    out: list[str] = []
-    for ext, raw in members.items():
-        text = raw.decode("utf-8", errors="replace")
-        if ext == "json":
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                caps = obj.get("captions") or obj.get("caption") or []
-                out.extend([caps] if isinstance(caps, str) else [c for c in caps if isinstance(c, str)])
-        else:
-            out.extend(text.splitlines() if ext == "txt" else [text])
-    seen: dict[str, None] = {}
-    for c in out:
-        c = c.strip()
-        if c:
-            seen.setdefault(c, None)
-    return list(seen)
+    def looked_for(self) -> str:
+        return f"synthetic: {self.size} generated scenes"
 
 
 def _local_copy(url: str, cache_dir: Path) -> Path:
@@ -108,11 +129,13 @@ class TarShardSource(Source):
     """Webdataset tar shards indexed by member offsets (headers only; payloads are skipped with seek)."""
 
     def __init__(self, pattern: str, *, image_exts: list[str], caption_exts: list[str], stats: Counter,
-                 cache_dir: Path):
+                 cache_dir: Path, caption_column: str | None = None):
         import webdataset as wds
 
+        super().__init__()
         urls = wds.shardlists.expand_urls(pattern)
-        self.image_exts, self.caption_exts = image_exts, caption_exts
+        self.name = pattern
+        self.image_exts, self.caption_exts, self.caption_column = image_exts, caption_exts, caption_column
         self.paths: list[Path] = []
         self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []  # (shard, key, ext -> (offset, size))
         for url in urls:
@@ -120,10 +143,11 @@ class TarShardSource(Source):
             if not path.exists():
                 raise DataError(f"shard not found: {url}")
             self.paths.append(path)
-            self._index_shard(len(self.paths) - 1, path, stats)
+            self._index_shard(len(self.paths) - 1, path)
         self._files: dict[int, object] = {}
+        stats.update(self.index_skips)
 
-    def _index_shard(self, shard: int, path: Path, stats: Counter) -> None:
+    def _index_shard(self, shard: int, path: Path) -> None:
         groups: dict[str, dict[str, tuple[int, int]]] = {}
         try:
             with tarfile.open(path, "r:") as tf:
@@ -136,13 +160,14 @@ class TarShardSource(Source):
                     stem, ext = base.split(".", 1)
                     key = os.path.join(os.path.dirname(m.name), stem)
                     groups.setdefault(key, {})[ext.lower()] = (m.offset_data, m.size)
-        except (tarfile.TarError, OSError, EOFError):
-            stats["truncated_shard"] += 1  # keep the members indexed before the damage
+        except (tarfile.TarError, OSError, EOFError) as err:
+            self._skip("truncated_shard", f"{path}: {err}")  # keep the members indexed before the damage
         for key, members in groups.items():
+            where = f"{path}:{key} (members: {', '.join(members)})"
             if not any(e in members for e in self.image_exts):
-                stats["no_image"] += 1
+                self._skip("no_image", where)
             elif not any(e in members for e in self.caption_exts):
-                stats["no_caption"] += 1
+                self._skip("no_caption", where)
             else:
                 self.samples.append((shard, key, members))
 
@@ -168,10 +193,24 @@ class TarShardSource(Source):
     def read(self, i: int):
         image_ext = next(e for e in self.image_exts if e in self.samples[i][2])
         image = self._members(i, [image_ext])[image_ext]
-        return image, _captions_from(self._members(i, self.caption_exts)), -1
+        return image, self.captions(i), -1
 
     def captions(self, i: int) -> list[str]:
-        return _captions_from(self._members(i, self.caption_exts))
+        return member_captions(self._members(i, self.caption_exts), self.caption_column)[0]
+
+    def describe(self, i: int) -> str:
+        shard, key, members = self.samples[i]
+        text = f"{self.paths[shard]}:{key} (members: {', '.join(members)})"
+        try:
+            problems = member_captions(self._members(i, self.caption_exts), self.caption_column)[1]
+        except OSError:
+            problems = []
+        return text + "".join(f"; .{ext}: {why}" for ext, why in problems)
+
+    def looked_for(self) -> str:
+        fields = "/".join(caption_fields(self.caption_column))
+        return (f"{self.name}: image member .{'/.'.join(self.image_exts)}, caption members "
+                f".{'/.'.join(self.caption_exts)} (.json fields {fields}, else text lines)")
 
     def __getstate__(self):  # open files do not pickle into DataLoader workers
         state = dict(self.__dict__)
@@ -180,57 +219,121 @@ class TarShardSource(Source):
 
 
 class ManifestSource(Source):
-    """CSV / TSV / JSONL rows with an image path (relative to the manifest) and a caption."""
+    """CSV / TSV / JSONL rows with an image path and a caption.
+
+    The image path comes from ``image_column``; a relative path is resolved against the manifest's folder, else
+    against the working directory at start (open_clip's convention), and absolute paths are used as they are.
+    The caption comes from ``caption_column`` with the automatic fallbacks of
+    ``catlip.labels.corpus.caption_fields`` (``filepath,title`` CSVs work with ``image_column="filepath"``).
+    A CSV/TSV without the image column or any caption column is a ``DataError`` naming the header.
+    """
 
     def __init__(self, path: str, *, image_column: str, caption_column: str, stats: Counter):
+        super().__init__()
         p = Path(path)
         if not p.is_file():
             raise DataError(f"manifest not found: {path}")
-        self.root = p.parent
-        self.rows: list[tuple[str, str]] = []
-        for row in self._rows(p, stats):
-            img, cap = row.get(image_column), row.get(caption_column)
-            if not img:
-                stats["bad_manifest_row"] += 1
-            else:
-                self.rows.append((str(img), cap if isinstance(cap, str) else ""))
-
-    @staticmethod
-    def _rows(p: Path, stats: Counter):
+        self.name, self.path = path, p
+        self.root, self.cwd = p.parent.absolute(), Path.cwd()
+        self.image_column, self.caption_column = image_column, caption_column
+        self.header: list[str] | None = None
+        self.used_caption_column = ""
+        self.rows: list[tuple[str, tuple[str, ...], int]] = []  # (image path, captions, line number)
         if p.suffix.lower() in (".jsonl", ".json"):
-            with p.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except ValueError:
-                        stats["bad_manifest_row"] += 1
-                        continue
-                    if isinstance(obj, dict):
-                        yield obj
-                    else:
-                        stats["bad_manifest_row"] += 1
+            self._index_jsonl(p)
         else:
-            with p.open(newline="", encoding="utf-8", errors="replace") as f:
-                yield from csv.DictReader(f, delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+            self._index_table(p, "\t" if p.suffix.lower() == ".tsv" else ",")
+        stats.update(self.index_skips)
+
+    def _index_table(self, p: Path, delimiter: str) -> None:
+        with p.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+            records = read_table(f, delimiter, lambda n, why: self._skip("bad_manifest_row", f"{p}:{n}: {why}"))
+            first = next(records, None)
+            if first is None:
+                return
+            header = self.header = first[1]
+            if self.image_column not in header:
+                raise DataError(f"{p}: no image column {self.image_column!r} (data.image_column); "
+                                f"header: {', '.join(header)}")
+            col = caption_column_index(header, self.caption_column)
+            if col is None:
+                raise DataError(f"{p}: no caption column (data.caption_column={self.caption_column!r}; tried "
+                                f"{', '.join(caption_fields(self.caption_column))}; header: {', '.join(header)})")
+            img_col, self.used_caption_column = header.index(self.image_column), header[col]
+            for lineno, row in records:
+                img = row[img_col].strip()
+                caps = clean_captions([row[col]])
+                if not img:
+                    self._skip("bad_manifest_row", f"{p}:{lineno}: empty {self.image_column!r}")
+                elif not caps:
+                    self._skip("no_caption", f"{p}:{lineno}: blank {header[col]!r}")
+                else:
+                    self.rows.append((img, tuple(caps), lineno))
+
+    def _index_jsonl(self, p: Path) -> None:
+        with p.open(encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{p}:{lineno}"
+                try:
+                    obj = json.loads(line)
+                except ValueError as err:
+                    self._skip("bad_manifest_row", f"{where}: malformed JSON ({getattr(err, 'msg', err)})")
+                    continue
+                if not isinstance(obj, dict):
+                    self._skip("bad_manifest_row", f"{where}: not a JSON object")
+                    continue
+                img = obj.get(self.image_column)
+                if not isinstance(img, str) or not img.strip():
+                    self._skip("bad_manifest_row", f"{where}: no {self.image_column!r} field (data.image_column; "
+                               f"fields present: {', '.join(list(obj)[:10])})")
+                    continue
+                caps = captions_of(obj, self.caption_column)
+                if not caps:
+                    self._skip("no_caption", f"{where}: {no_caption_reason(obj, self.caption_column)}")
+                    continue
+                self.rows.append((img.strip(), tuple(caps), lineno))
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def image_path(self, img: str) -> Path:
+        """The file of a manifest image path: manifest folder, then working directory, then as given."""
+        path = Path(img)
+        if path.is_absolute():
+            return path
+        for base in (self.root, self.cwd):
+            if (base / path).is_file():
+                return base / path
+        tried = [str(self.root / path)] + ([str(self.cwd / path)] if self.cwd != self.root else [])
+        raise FileNotFoundError(f"image {img!r} not found (tried {', '.join(tried)})")
+
     def read(self, i: int):
-        img, cap = self.rows[i]
-        return (self.root / img).read_bytes(), [cap.strip()] if cap.strip() else [], -1
+        img, caps, _ = self.rows[i]
+        return self.image_path(img).read_bytes(), list(caps), -1
 
     def captions(self, i: int) -> list[str]:
-        cap = self.rows[i][1].strip()
-        return [cap] if cap else []
+        return list(self.rows[i][1])
+
+    def describe(self, i: int) -> str:
+        img, _, lineno = self.rows[i]
+        return f"{self.path}:{lineno} (image {img!r})"
+
+    def looked_for(self) -> str:
+        header = f"; header: {', '.join(self.header)}" if self.header is not None else ""
+        column = (f"caption column {self.used_caption_column!r}" if self.used_caption_column else
+                  f"caption field {'/'.join(caption_fields(self.caption_column))}")
+        return (f"{self.name}: image column {self.image_column!r} (data.image_column) relative to {self.root} or "
+                f"{self.cwd}, {column} (data.caption_column={self.caption_column!r}){header}")
 
 
 class FolderSource(Source):
     """Images under a folder, each with a sidecar ``<stem>.txt`` (one caption per line)."""
 
     def __init__(self, path: str, stats: Counter):
+        super().__init__()
+        self.name = path
         root = Path(path)
         self.items: list[tuple[Path, Path]] = []
         for img in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
@@ -238,7 +341,8 @@ class FolderSource(Source):
             if txt.is_file():
                 self.items.append((img, txt))
             else:
-                stats["no_caption"] += 1
+                self._skip("no_caption", f"{img}: no {txt.name}")
+        stats.update(self.index_skips)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -248,20 +352,39 @@ class FolderSource(Source):
         return img.read_bytes(), self.captions(i), -1
 
     def captions(self, i: int) -> list[str]:
-        return [c.strip() for c in self.items[i][1].read_text(errors="replace").splitlines() if c.strip()]
+        return clean_captions(self.items[i][1].read_text(errors="replace").splitlines())
+
+    def describe(self, i: int) -> str:
+        return str(self.items[i][0])
+
+    def looked_for(self) -> str:
+        return f"{self.name}: images ({'/'.join(IMAGE_EXTS)}) with a sidecar .txt caption file each"
 
 
 class ConcatSource(Source):
+    """Sources one after another; ``all_parts`` keeps those that indexed no sample (for messages)."""
+
     def __init__(self, parts: list[Source]):
+        super().__init__()
+        self.all_parts = list(parts)
         self.parts = [p for p in parts if len(p)]
+        self._positions = [k for k, p in enumerate(parts) if len(p)]
         self.ends = []
         total = 0
         for p in self.parts:
             total += len(p)
             self.ends.append(total)
+        for p in parts:
+            self.index_skips.update(p.index_skips)
+            for reason, example in p.examples.items():
+                self.examples.setdefault(reason, example)
 
     def __len__(self) -> int:
         return self.ends[-1] if self.ends else 0
+
+    def part_index(self, i: int) -> int:
+        """Position in ``all_parts`` of the source of sample ``i``."""
+        return self._positions[bisect.bisect_right(self.ends, i)]
 
     def _locate(self, i: int) -> tuple[Source, int]:
         k = bisect.bisect_right(self.ends, i)
@@ -274,6 +397,18 @@ class ConcatSource(Source):
     def captions(self, i: int) -> list[str]:
         part, j = self._locate(i)
         return part.captions(j)
+
+    def describe(self, i: int) -> str:
+        part, j = self._locate(i)
+        return part.describe(j)
+
+    def looked_for(self) -> str:
+        return " | ".join(p.looked_for() for p in self.all_parts)
+
+
+def skip_summary(counts: Counter | dict) -> str:
+    """``reason=count, ...`` most frequent first."""
+    return ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v) or "none"
 
 
 def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
@@ -292,11 +427,14 @@ def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
             parts.append(FolderSource(spec, stats))
         elif ".tar" in low or "://" in spec or low.startswith("pipe:"):
             parts.append(TarShardSource(spec, image_exts=image_exts, caption_exts=list(data_cfg.caption_keys),
-                                        stats=stats, cache_dir=cache))
+                                        stats=stats, cache_dir=cache, caption_column=data_cfg.caption_column))
         else:
             raise DataError(f"data.train entry {spec!r} is not 'synthetic', a shard pattern, a manifest "
                             "(.csv/.tsv/.jsonl) or a folder")
     source = ConcatSource(parts)
     if len(source) == 0:
-        raise DataError(f"no readable samples in data.train={data_cfg.train} (skipped: {dict(stats)})")
+        first = "; ".join(f"{reason} at {example}" for reason, example in list(source.examples.items())[:2])
+        raise DataError(f"no usable samples in data.train={data_cfg.train}: skipped while indexing: "
+                        f"{skip_summary(source.index_skips)}" + (f"; first: {first}" if first else "")
+                        + f"; looked for: {source.looked_for()}")
     return source

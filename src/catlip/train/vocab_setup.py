@@ -1,14 +1,17 @@
-"""Which vocabulary a run trains with: a given file, the run's own (on resume), or one built from the captions."""
+"""Which vocabulary a run trains with: a given file, the run's own (on resume), or one built from the captions.
+
+A built vocabulary counts the captions of the training sources themselves (``catlip.data.sources``, the loader's
+own readers, in parallel over index ranges with ``data.num_workers`` processes), so the vocabulary stage and the
+loader read the same captions by the same rule. No caption at all, no label in any caption, and no label reaching
+``data.vocab_min_count`` are three different errors, each naming its cause; a vocabulary file with 0 classes is
+refused with a one-line error.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from catlip.errors import CatlipError
+from catlip.errors import CatlipError, VocabularyError
 
 # Extractor options per method, read from the config (methods without an extractor train without labels: CLIP).
 EXTRACTOR_OPTIONS = {
@@ -17,46 +20,12 @@ EXTRACTOR_OPTIONS = {
 }
 
 
-def _caption_files(cfg, tmp_dir: Path, progress: bool) -> list[Path]:
-    """Caption files for the labels stage's counter: shard / manifest paths as they are; the synthetic set and
-    image folders (whose captions live in code or in many sidecar files) are written to one text file first."""
-    from collections import Counter
-
-    import webdataset as wds
-
-    from catlip.data.sources import open_sources
-
-    paths: list[Path] = []
-    loose = []
-    for spec in cfg.data.train:
-        low = spec.lower()
-        if spec != "synthetic" and (".tar" in low or low.endswith((".csv", ".tsv", ".jsonl"))) and "://" not in spec:
-            paths += [Path(u) for u in wds.shardlists.expand_urls(spec)]
-        else:
-            loose.append(spec)
-    if loose:
-        source = open_sources(dataclasses.replace(cfg.data, train=loose), seed=cfg.train.seed, stats=Counter())
-        out = tmp_dir / "captions.txt"
-        with open(out, "w", encoding="utf-8") as f:
-            for i in tqdm(range(len(source)), desc="captions", unit="sample", disable=not progress, mininterval=1):
-                try:
-                    caps = source.captions(i)
-                except OSError:
-                    continue  # counted by the loader when training reaches it
-                f.writelines(" ".join(c.split()) + "\n" for c in caps)
-        paths.append(out)
-    return paths
-
-
-def _column(cfg) -> str | None:
-    # The counter finds "captions"/"caption"/"text" by itself (webdataset .json members hold "captions");
-    # only a non-default manifest column must be named.
-    return None if cfg.data.caption_column == "caption" else cfg.data.caption_column
-
-
 def build_run_vocabulary(cfg, *, progress: bool = True):
     """A fresh vocabulary for ``cfg`` from its training captions, or None when the method needs no labels."""
-    from catlip.labels.vocab import Vocabulary, build_vocabulary
+    from collections import Counter
+
+    from catlip.data.sources import open_sources
+    from catlip.labels.vocab import Vocabulary, build_vocabulary_from_source
 
     name = cfg.method.name
     if name not in EXTRACTOR_OPTIONS:
@@ -64,32 +33,48 @@ def build_run_vocabulary(cfg, *, progress: bool = True):
     if name == "superclass":
         # the paper classifies over the whole CLIP BPE table, so class ids equal BPE ids
         return Vocabulary.full_bpe(stopwords=cfg.method.subword_stopwords)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = _caption_files(cfg, Path(tmp), progress)
-        vocab, _ = build_vocabulary(paths, name, EXTRACTOR_OPTIONS[name](cfg.method),
-                                    min_count=cfg.data.vocab_min_count, top_k=cfg.data.vocab_top_k or None,
-                                    workers=max(1, cfg.data.num_workers), column=_column(cfg),
-                                    progress=progress)
+    source = open_sources(cfg.data, seed=cfg.train.seed, stats=Counter())
+    vocab, counts = build_vocabulary_from_source(
+        source, name, EXTRACTOR_OPTIONS[name](cfg.method), min_count=cfg.data.vocab_min_count,
+        top_k=cfg.data.vocab_top_k or None, workers=max(1, cfg.data.num_workers), progress=progress,
+        name=f"data.train={cfg.data.train}", looked_for=source.looked_for())
     if len(vocab) == 0:
-        raise CatlipError(f"no label reaches data.vocab_min_count={cfg.data.vocab_min_count} in the training "
-                          "captions; lower it or pass data.vocab")
+        if not counts.doc_freq:
+            raise CatlipError(f"none of the {counts.captions:,} training captions yields a {name} label (e.g. "
+                              f"{source.captions(0)[:1] or '?'}); check data.train and data.caption_column="
+                              f"{cfg.data.caption_column!r}")
+        top_key, top_count = max(counts.doc_freq.items(), key=lambda kv: (kv[1], kv[0]))
+        raise CatlipError(f"no label reaches data.vocab_min_count={cfg.data.vocab_min_count} in the "
+                          f"{counts.captions:,} training captions (the most frequent, {top_key}, is in "
+                          f"{top_count:,}); lower it or pass data.vocab")
+    return vocab
+
+
+def _check_classes(vocab, where: str):
+    if len(vocab) == 0:
+        raise VocabularyError(f"{where} has 0 classes (built from {vocab.num_captions:,} captions), so there is "
+                              "nothing to classify; rebuild it (`catlip vocab build`, lower --min-count) or leave "
+                              "data.vocab empty to build one from the training captions")
     return vocab
 
 
 def resolve_vocabulary(cfg, run_dir: Path, *, resuming: bool, build: bool, progress: bool = True):
     """``data.vocab`` if set; else the run's saved ``vocab.json`` (resume, or a non-main rank); else a new one.
 
-    Nothing is saved here: the caller checks the vocabulary against a checkpoint first.
+    Nothing is saved here: the caller checks the vocabulary against a checkpoint first. A vocabulary with 0
+    classes is a ``VocabularyError`` for the methods that classify (CatLIP, SuperClass).
     """
     if cfg.method.name not in EXTRACTOR_OPTIONS and not cfg.data.vocab:
         return None  # contrastive methods train on the text itself
     from catlip.labels.vocab import Vocabulary
 
+    labelled = cfg.method.name in EXTRACTOR_OPTIONS
     saved = run_dir / "vocab.json"
     if cfg.data.vocab:
         if not Path(cfg.data.vocab).exists():
             raise CatlipError(f"data.vocab={cfg.data.vocab} does not exist")
-        return Vocabulary.load(cfg.data.vocab)
+        vocab = Vocabulary.load(cfg.data.vocab)
+        return _check_classes(vocab, f"data.vocab={cfg.data.vocab}") if labelled else vocab
     if (resuming or not build) and saved.exists():
-        return Vocabulary.load(saved)
+        return _check_classes(Vocabulary.load(saved), str(saved))
     return build_run_vocabulary(cfg, progress=progress) if build else None
