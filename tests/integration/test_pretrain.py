@@ -73,7 +73,8 @@ def test_two_seeded_runs_are_bitwise_equal_and_seeds_matter(tmp_path):
 
 
 def test_one_batch_is_over_fitted(tmp_path):
-    # 8 scenes with one caption each (fixed targets) in a JSONL manifest = one batch; CatLIP must fit it
+    # 8 scenes with one caption each (fixed targets) in a JSONL manifest = one batch; CatLIP must fit it (80 steps:
+    # with 12 classes shared across scenes the loss falls below a fifth of its start near step 70)
     from catlip.data.synthetic import synthetic_sample
 
     rows = []
@@ -83,7 +84,7 @@ def test_one_batch_is_over_fitted(tmp_path):
         rows.append(json.dumps({"image": f"{i}.png", "caption": s.captions[0]}))
     (tmp_path / "train.jsonl").write_text("\n".join(rows))
     run = tmp_path / "run"
-    assert _pretrain(run, f"data.train=[{tmp_path}/train.jsonl]", "data.vocab_min_count=1", "optim.steps=40",
+    assert _pretrain(run, f"data.train=[{tmp_path}/train.jsonl]", "data.vocab_min_count=1", "optim.steps=80",
                      "optim.lr=0.01", "optim.min_lr_ratio=1.0", "data.augment=none", "train.ckpt_every=100") == 0
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.2 * losses[0]
