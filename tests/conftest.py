@@ -27,3 +27,29 @@ def pytest_configure(config):
     except ImportError:
         return
     torch.set_num_threads(int(os.environ.get("CATLIP_TEST_THREADS", "1")))
+
+
+class TimeLimitExceeded(BaseException):
+    """Not an Exception: the loader's `except Exception` around image decoding must not swallow it."""
+
+
+@pytest.fixture
+def time_limit_s():
+    """`with time_limit_s(60): ...` fails the test instead of hanging on inputs that once looped forever."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def limit(seconds: float):
+        def _raise(signum, frame):
+            raise TimeLimitExceeded(f"still running after {seconds} s (endless loop?)")
+
+        old = signal.signal(signal.SIGALRM, _raise)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+    return limit

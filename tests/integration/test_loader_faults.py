@@ -3,13 +3,12 @@ one line naming the cause; `catlip labels` / `vocab build` survive an unterminat
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import signal
 import tarfile
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from catlip.cli import main
@@ -22,25 +21,6 @@ TINY = [
     "train.tensorboard=false",
 ]
 CAPTIONS = ["a dog on the grass", "a cat on a sofa", "a red car in the street", "a boat on the lake"]
-
-
-class TimeLimitExceeded(BaseException):
-    """Not an Exception: the loader's `except Exception` around image decoding must not swallow it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail instead of hanging: these inputs used to loop forever."""
-    def _raise(signum, frame):
-        raise TimeLimitExceeded(f"still running after {seconds} s (endless loop?)")
-
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _jpeg(i: int) -> bytes:
@@ -58,9 +38,13 @@ def _tar(path: Path, members) -> Path:
     return path
 
 
-def _pretrain(out: Path, *extra) -> int:
-    with time_limit(240):
-        return main(["pretrain", *TINY, f"train.output_dir={out}", *extra])
+@pytest.fixture
+def pretrain(time_limit_s):
+    """`pretrain(out, *overrides) -> exit code` of `catlip pretrain`, failing after 240 s instead of hanging."""
+    def run(out: Path, *extra) -> int:
+        with time_limit_s(240):
+            return main(["pretrain", *TINY, f"train.output_dir={out}", *extra])
+    return run
 
 
 def _trained(run: Path, steps: int = 3) -> None:
@@ -79,18 +63,18 @@ def _one_line_error(capsys) -> str:
 # ---------------------------------------------------------------------- (a)-(c): used to hang, now train
 
 
-def test_a_shards_with_the_caption_under_json_text_train(tmp_path):
+def test_a_shards_with_the_caption_under_json_text_train(tmp_path, pretrain):
     members = []
     for i in range(16):
         members += [(f"{i:04d}.jpg", _jpeg(i)), (f"{i:04d}.json", json.dumps({"text": CAPTIONS[i % 4]}).encode())]
     _tar(tmp_path / "shard-000.tar", members[:16])
     _tar(tmp_path / "shard-001.tar", members[16:])
     run = tmp_path / "run"
-    assert _pretrain(run, f"data.train=['{tmp_path}/shard-{{000..001}}.tar']") == 0
+    assert pretrain(run, f"data.train=['{tmp_path}/shard-{{000..001}}.tar']") == 0
     _trained(run)
 
 
-def test_b_open_clip_csv_filepath_title_trains(tmp_path):
+def test_b_open_clip_csv_filepath_title_trains(tmp_path, pretrain):
     (tmp_path / "images").mkdir()
     lines = ["filepath,title"]
     for i in range(16):
@@ -98,11 +82,11 @@ def test_b_open_clip_csv_filepath_title_trains(tmp_path):
         lines.append(f"images/{i}.jpg,{CAPTIONS[i % 4]}")
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
-    assert _pretrain(run, f"data.train=[{tmp_path}/train.csv]", "data.image_column=filepath") == 0
+    assert pretrain(run, f"data.train=[{tmp_path}/train.csv]", "data.image_column=filepath") == 0
     _trained(run)
 
 
-def test_c_csv_paths_relative_to_the_working_directory_train(tmp_path, monkeypatch):
+def test_c_csv_paths_relative_to_the_working_directory_train(tmp_path, monkeypatch, pretrain):
     work = tmp_path / "work"
     (work / "data" / "img").mkdir(parents=True)
     (tmp_path / "lists").mkdir()
@@ -113,59 +97,59 @@ def test_c_csv_paths_relative_to_the_working_directory_train(tmp_path, monkeypat
     (tmp_path / "lists" / "train.csv").write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(work)
     run = tmp_path / "run"
-    assert _pretrain(run, f"data.train=[{tmp_path}/lists/train.csv]") == 0
+    assert pretrain(run, f"data.train=[{tmp_path}/lists/train.csv]") == 0
     _trained(run)
 
 
 # ---------------------------------------------------------------------- really bad data: one line, rc 2
 
 
-def test_all_images_corrupt_stops_within_one_pass_with_one_line(tmp_path, capsys):
+def test_all_images_corrupt_stops_within_one_pass_with_one_line(tmp_path, capsys, pretrain):
     members = []
     for i in range(16):
         members += [(f"{i:04d}.jpg", _jpeg(i)[:40]), (f"{i:04d}.txt", CAPTIONS[i % 4].encode())]
     shard = _tar(tmp_path / "shard-000.tar", members)
-    assert _pretrain(tmp_path / "run", f"data.train=[{shard}]") == 2
+    assert pretrain(tmp_path / "run", f"data.train=[{shard}]") == 2
     line = _one_line_error(capsys)
     assert line.startswith("catlip pretrain: error: no usable training sample in a full pass over data.train "
                            "(16 samples read on this process, every one skipped: corrupt_image=16)")
     assert f"first: corrupt_image at {shard}:" in line and "looked for: " in line
 
 
-def test_no_caption_field_stops_with_the_fields_tried(tmp_path, capsys):
+def test_no_caption_field_stops_with_the_fields_tried(tmp_path, capsys, pretrain):
     members = []
     for i in range(16):
         members += [(f"{i:04d}.jpg", _jpeg(i)), (f"{i:04d}.json", json.dumps({"alt_text": CAPTIONS[i % 4]}).encode())]
     shard = _tar(tmp_path / "shard-000.tar", members)
     # CatLIP: the vocabulary stage finds no caption and says so (not "lower data.vocab_min_count")
-    assert _pretrain(tmp_path / "catlip", f"data.train=[{shard}]") == 2
+    assert pretrain(tmp_path / "catlip", f"data.train=[{shard}]") == 2
     line = _one_line_error(capsys)
     assert "error: no captions found in 16 samples of data.train=" in line
     assert "no caption field (tried captions/caption/text/txt/title; fields present: alt_text)" in line
     assert "vocab_min_count" not in line
     # CLIP has no vocabulary stage: the loader stops after one pass with the same cause
-    assert _pretrain(tmp_path / "clip", f"data.train=[{shard}]", "method.name=clip", "model.text_width=32",
+    assert pretrain(tmp_path / "clip", f"data.train=[{shard}]", "method.name=clip", "model.text_width=32",
                      "model.text_layers=1", "model.text_heads=2", "model.embed_dim=32") == 2
     line = _one_line_error(capsys)
     assert "every one skipped: empty_caption=16" in line and "fields present: alt_text" in line
     # naming the field trains
-    assert _pretrain(tmp_path / "named", f"data.train=[{shard}]", "data.caption_column=alt_text") == 0
+    assert pretrain(tmp_path / "named", f"data.train=[{shard}]", "data.caption_column=alt_text") == 0
 
 
-def test_missing_manifest_images_are_named(tmp_path, capsys):
+def test_missing_manifest_images_are_named(tmp_path, capsys, pretrain):
     (tmp_path / "train.csv").write_text("image,caption\n" + "".join(f"nowhere/{i}.jpg,{CAPTIONS[i % 4]}\n"
                                                                     for i in range(16)))
-    assert _pretrain(tmp_path / "run", f"data.train=[{tmp_path}/train.csv]") == 2
+    assert pretrain(tmp_path / "run", f"data.train=[{tmp_path}/train.csv]") == 2
     line = _one_line_error(capsys)
     assert "every one skipped: missing_file=16" in line and f"first: missing_file at {tmp_path}/train.csv:" in line
     assert "not found (tried " in line and "image column 'image' (data.image_column)" in line
 
 
-def test_zero_class_vocabulary_file_is_a_one_line_error(tmp_path, capsys):
+def test_zero_class_vocabulary_file_is_a_one_line_error(tmp_path, capsys, pretrain):
     from catlip.labels.vocab import Vocabulary
 
     Vocabulary(method="catlip", options={}, keys=[], counts=[], names=[], glosses=[]).save(tmp_path / "v.json")
-    assert _pretrain(tmp_path / "run", "data.synthetic_size=16", f"data.vocab={tmp_path}/v.json") == 2
+    assert pretrain(tmp_path / "run", "data.synthetic_size=16", f"data.vocab={tmp_path}/v.json") == 2
     line = _one_line_error(capsys)
     assert f"data.vocab={tmp_path}/v.json has 0 classes" in line
 

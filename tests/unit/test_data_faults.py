@@ -4,11 +4,9 @@ errors that name the real cause instead of "lower data.vocab_min_count"."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import signal
 import tarfile
 import warnings
 from collections import Counter
@@ -24,25 +22,6 @@ from catlip.errors import CatlipError, DataError, VocabularyError
 from catlip.labels import corpus
 from catlip.labels.corpus import (ReadStats, caption_fields, captions_of, iter_captions, member_captions,
                                   read_table)
-
-
-class TimeLimitExceeded(BaseException):
-    """Not an Exception: the loader's `except Exception` around image decoding must not swallow it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail instead of hanging: these inputs used to loop forever."""
-    def _raise(signum, frame):
-        raise TimeLimitExceeded(f"still running after {seconds} s (endless loop?)")
-
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _cfg(*overrides):
@@ -192,11 +171,11 @@ def test_manifest_paths_manifest_dir_then_working_dir_then_absolute(tmp_path, mo
         source.read(3)
 
 
-def test_loader_names_the_missing_file_in_its_first_error(tmp_path):
+def test_loader_names_the_missing_file_in_its_first_error(tmp_path, time_limit_s):
     path = tmp_path / "m.csv"
     path.write_text("image,caption\n" + "".join(f"missing{i}.jpg,a dog {i}\n" for i in range(8)))
     loader = build_train_loader(_cfg(f"data.train=[{path}]"), None, method_inputs=("image",))
-    with time_limit(60), pytest.raises(DataError) as err:
+    with time_limit_s(60), pytest.raises(DataError) as err:
         next(iter(loader))
     msg = str(err.value)
     assert "\n" not in msg and "missing_file=8" in msg
@@ -207,13 +186,13 @@ def test_loader_names_the_missing_file_in_its_first_error(tmp_path):
 # ---------------------------------------------------------------------- one pass, then a clear stop
 
 
-def test_all_corrupt_images_stop_after_one_pass_with_the_reasons(tmp_path):
+def test_all_corrupt_images_stop_after_one_pass_with_the_reasons(tmp_path, time_limit_s):
     members = []
     for i in range(12):
         members += [(f"s{i:02d}.jpg", b"not a jpeg " * 3), (f"s{i:02d}.txt", f"a dog {i}".encode())]
     shard = _tar(tmp_path / "bad-000.tar", members)
     loader = build_train_loader(_cfg(f"data.train=[{shard}]"), None, method_inputs=("image",))
-    with time_limit(60), pytest.raises(DataError) as err:
+    with time_limit_s(60), pytest.raises(DataError) as err:
         for _ in loader:
             pass
     msg = str(err.value)
@@ -224,13 +203,13 @@ def test_all_corrupt_images_stop_after_one_pass_with_the_reasons(tmp_path):
     assert f"looked for: {shard}: image member .jpg/.jpeg/.png/.webp" in msg and "\n" not in msg
 
 
-def test_json_without_caption_field_is_named_in_the_error(tmp_path):
+def test_json_without_caption_field_is_named_in_the_error(tmp_path, time_limit_s):
     members = []
     for i in range(8):
         members += [(f"s{i}.jpg", _jpeg(i)), (f"s{i}.json", json.dumps({"alt": f"a dog {i}", "url": "u"}).encode())]
     shard = _tar(tmp_path / "s-000.tar", members)
     loader = build_train_loader(_cfg(f"data.train=[{shard}]"), None, method_inputs=("image", "text"))
-    with time_limit(60), pytest.raises(DataError) as err:
+    with time_limit_s(60), pytest.raises(DataError) as err:
         next(iter(loader))
     msg = str(err.value)
     assert "every one skipped: empty_caption=8" in msg
