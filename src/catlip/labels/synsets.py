@@ -368,6 +368,8 @@ class SynsetExtractor:
 def _title_case(pieces: list[str]) -> bool:
     """Whether a caption is written in Title Case ("A Dog Running On The Beach"): most words after the first
     capitalised. A name inside a sentence ("a man in New York City") is not."""
+    if len(pieces) < 4 or pieces[1][:1].islower() and pieces[2][:1].islower():  # the common case, decided fast
+        return False
     words = [p for p in pieces[1:] if p[:1].isalpha()]
     return len(words) >= 3 and sum(w[0].isupper() for w in words) >= 0.75 * len(words)
 

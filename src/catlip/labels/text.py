@@ -14,6 +14,7 @@ _URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
 # top-level domains that are not also English words, so a missing space ("goal.net") is not taken for one.
 _DOMAIN = re.compile(r"(?<![\w@.-])(?:[a-z0-9][a-z0-9-]*\.)+(?:com|org|edu|gov|io|info|biz|co\.uk|de|fr|jp|ru)\b"
                      r"(?:/\S*)?", re.IGNORECASE)
+_DOMAIN_HINT = re.compile(r"\.(?:com|org|edu|gov|io|info|biz|uk|de|fr|jp|ru)\b", re.IGNORECASE)  # cheap pre-check
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
 # Penn-Treebank-like tokens: "do|n't", "man|'s", hyphenated words kept whole, numbers with separators whole.
@@ -35,7 +36,7 @@ def normalize(caption: str) -> str:
         text = _TAG.sub(" ", text)
     if "://" in text or "www." in text.lower():
         text = _URL.sub(" ", text)
-    if "." in text:
+    if "." in text and _DOMAIN_HINT.search(text):
         text = _DOMAIN.sub(" ", text)
     if not (text.isascii() and text.isprintable()):
         text = _CONTROL.sub(" ", text).translate(_QUOTES)
