@@ -84,6 +84,8 @@ def label_errors_table(d: dict) -> list[str]:
              "ing_after_noun": "-ing verb after a noun read as a noun (standing → status)",
              "initial_noun_lost": "caption-initial bare noun lost",
              "title_case": "Title Case caption labelled differently from lower case",
+             "bare_start_rewrite": "… every \"A …\" caption rewritten as a bare-noun start: things lost",
+             "title_case_rewrite": "… every \"A …\" caption rewritten in Title Case: labels changed",
              "spelling_noise": "British spelling, accent, hyphen, domain"}
     before, after = d["before"], d["after"]
     out = [f"**Wrong CatLIP labels by class** (`benchmarks/label_errors.py --baseline-src`; all "
