@@ -172,8 +172,14 @@ class Checker:
         # every label that changes is an error of this class (Flickr8k itself has few such captions)
         first, _, rest = caption.partition(" ")
         if first.lower() in ("a", "an") and rest[:1].isalpha():
-            for k in keyset - set(self.ex.extract(rest[:1].upper() + rest[1:])):
-                if self.lexfile(k) in CONCRETE_LEXFILES | {"18"}:  # a thing or person lost (not "jumps" → jump)
+            # only the new first word, and only where it heads its phrase: before a preposition, a conjunction,
+            # a comma or a verb form ("Dog runs", "Female in ..."), not as a modifier ("Silver car")
+            r = WORD.findall(rest.lower())
+            head = len(r) > 1 and (r[1] in PREPOSITIONS or r[1] in (",", "and") or r[1].endswith("ing")
+                                   or r[1].endswith("s") and "VBZ" in self.wn.parts_of_speech(r[1]))
+            mine = set().union(*(self.senses(f) for f in self.wn.morphy(r[0]))) if head else set()
+            for k in (keyset & mine) - set(self.ex.extract(rest[:1].upper() + rest[1:])):
+                if self.lexfile(k) in CONCRETE_LEXFILES | {"18"}:  # a thing or person lost
                     found["bare_start_rewrite"].append(self.wn.name(k))
             titled = " ".join(x[:1].upper() + x[1:] for x in caption.split())
             for k in keyset ^ set(self.ex.extract(titled)):

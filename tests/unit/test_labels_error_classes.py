@@ -93,6 +93,16 @@ def test_compounds_that_are_kinds_of_their_head_stay(ex, caption, want):
     check(ex, caption, want)
 
 
+@pytest.mark.parametrize("caption, want", [
+    ("a german shepherd runs", ["n02106662"]),        # named after a proper adjective: no composition check
+    ("A German Shepherd runs", ["n02106662"]),
+    ("kids on a ferris wheel", ["n03329302"]),
+    ("a siamese cat on a bed", ["n02123597"]),
+])
+def test_kinds_named_after_a_proper_adjective(ex, caption, want):
+    check(ex, caption, want, never=["n10588965", "n10587605"])     # not a shepherd who herds sheep
+
+
 # 4. -ing words after a noun or pronoun
 @pytest.mark.parametrize("caption, want, never", [
     ("a person standing on a frozen lake", ["n00007846", "n09328904"], ["n13948136"]),   # no "standing" (status)
@@ -119,6 +129,8 @@ def test_ing_things_stay_nouns(ex):
     ("puppy chewing a stick", ["n01322604", "n04317420"]),
     ("Children play in the park", [CHILD, "n08615149"]),
     ("Dog runs on grass", [DOG, "n12102133"]),
+    ("Female in a green shirt", ["n01320872", "n04197391"]),              # female (its first sense), shirt
+    ("Boy , wearing a baseball cap , jumps", [BOY, "n02799323"]),
 ])
 def test_bare_noun_at_the_start(ex, caption, want):
     check(ex, caption, want)
@@ -148,6 +160,10 @@ def test_plural_nouns_after_a_noun_stay_nouns(ex):
 def test_title_and_all_caps_read_like_lower_case(ex, caption):
     assert ex.extract(caption) == ex.extract(caption.lower())
     assert ex.extract(caption)
+
+
+def test_adjectives_joined_by_a_conjunction_stay_adjectives(ex):
+    assert ex.extract("Black and white dog runs") == [DOG]
 
 
 def test_title_case_keeps_unknown_names_capitalised(ex):

@@ -39,7 +39,7 @@ _PREDICATE_BEFORE = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "VBZ", "VBP", 
 # A caption word after these that ends in -ing is read as a verb (see _verb_ing).
 _SUBJECT_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "CD"})  # CD: "one standing"
 # Tags the tagger wrongly gives a caption-initial bare noun ("kitten/VB sleeping").
-_INITIAL_MISREAD = frozenset({"VB", "VBP", "VBZ", "VBD", "VBN", "JJ", "RB", "FW"})
+_INITIAL_MISREAD = frozenset({"VB", "VBP", "VBZ", "VBD", "VBN", "JJ", "RB", "FW", "UH"})  # UH: "Boy , ..."
 
 
 class SynsetExtractor:
@@ -70,7 +70,8 @@ class SynsetExtractor:
         self._plural_ids = frozenset(i for i, t in enumerate(tags) if t in ("NNS", "NNPS"))
         self._subject_ids = frozenset(i for i, t in enumerate(tags) if t in _SUBJECT_TAGS)
         self._initial_ids = frozenset(i for i, t in enumerate(tags) if t in _INITIAL_MISREAD)
-        self._verb_after_ids = frozenset(i for i, t in enumerate(tags) if t in ("VBG", "VBZ", "VBP", "VBD", "MD"))
+        self._verb_after_ids = frozenset(i for i, t in enumerate(tags) if t in ("VB", "VBG", "VBZ", "VBP", "VBD", "MD"))
+        self._jj, self._cc = tags.index("JJ"), tags.index("CC")
         self._link_ids = frozenset(i for i, t in enumerate(tags) if t in ("IN", "CC", ",", "TO"))
         self._vbz = tags.index("VBZ")
         self._modifier_ids = frozenset(i for i, t in enumerate(tags) if t in ("JJ", "JJR", "JJS", "CD", "VBN"))
@@ -98,7 +99,7 @@ class SynsetExtractor:
                 wn = self.wordnet
                 senses = wn.noun_synsets(forms[0]) if capitalised else wn.common_senses(forms[0], False)
                 if modifier:
-                    senses = [k for k in senses if wn.is_kind_of(k, words[-1])]
+                    senses = [k for k in senses if wn.is_kind_of(k, words[-1]) or wn.named_kind(k, forms[0])]
             key = senses[0] if senses else None
             _remember(self._colloc_key, cache, key)
         return key
@@ -114,7 +115,8 @@ class SynsetExtractor:
         for n in range(min(longest, len(low)), 1, -1):
             if tags[n - 1] in self._noun_ids and self._inner_ok(tags, n, prev_tag):
                 capitalised = any(t in self._proper_tags for t in tags[:n])
-                key = self._span_key(tuple(low[:n]), capitalised, tags[0] not in self._noun_ids)
+                # a capitalised modifier names a kind ("German Shepherd", "Great Dane"): no composition check
+                key = self._span_key(tuple(low[:n]), capitalised, tags[0] not in self._noun_ids and not capitalised)
                 if key is not None and self.wordnet.is_instance(key):
                     # A named entity needs a capitalised word: lower-case "little dog" is a dog, not Canis Minor.
                     if not capitalised:
@@ -243,8 +245,10 @@ class SynsetExtractor:
 
     def _bare_noun_start(self, tokens: list[str], infos: list[tuple], tags: list[int]) -> bool:
         """Captions often start with a bare noun that the tagger reads as a verb or adjective ("kitten sleeping
-        on a bed", "Dog runs"): a first word with a noun sense followed by a verb is the subject; one followed by
-        a preposition or conjunction only when the lexicon does not say it is mostly a verb ("look at ...")."""
+        on a bed", "Dog runs", "Female in a green shirt"): a first word with a noun sense followed by a verb is
+        the subject; an "adjective" followed by a preposition or conjunction has nothing to modify, so it is a
+        noun too ("Black and white dog" is not: the conjunction joins adjectives); a verb followed by a
+        preposition only when the lexicon does not say it is mostly a verb ("look at ...")."""
         if infos[0][3] is None:
             return False
         nxt = tags[1] if len(tags) > 1 else -1
@@ -252,6 +256,9 @@ class SynsetExtractor:
             return True
         if nxt not in self._link_ids:
             return False
+        if tags[0] == self._jj:
+            after = tags[2] if len(tags) > 2 else -1
+            return nxt != self._cc or after not in self._modifier_ids
         counts = self.tagger.counts(tokens[0].lower())
         if not counts:
             return True

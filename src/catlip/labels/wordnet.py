@@ -177,16 +177,23 @@ class WordNet:
         """Senses a lower-case caption word can mean: first those in which WordNet writes the lemma in lower
         case, then capitalised common nouns (trademarks such as Frisbee); never a named entity written with a
         capital. So "jersey" is the garment (not New Jersey, not the island Jersey), "grey" never the people
-        named Grey, and "sun" keeps the star, because WordNet lists it as "sun" too. `trademarks=False` keeps
-        only the lower-case senses (a lower-case "white house" is no White House of any kind)."""
+        named Grey, and "sun" keeps the star, because WordNet lists it as "sun" too. `trademarks=False` (for
+        multi-word nouns) admits of the capitalised senses only kinds named after a proper adjective, capital on
+        the first word alone ("german shepherd", "ferris wheel", "christmas tree"), not "White House"."""
         lower, capital = [], []
         for k in self._index.get(lemma, ()):
             rec = self._record(k)
             if lemma in rec[0]:
                 lower.append(k)
-            elif trademarks and not rec[3]:
+            elif not rec[3] and (trademarks or self.named_kind(k, lemma)):
                 capital.append(k)
         return lower + capital
+
+    def named_kind(self, key: str, lemma: str) -> bool:
+        """Whether WordNet writes `lemma` in synset `key` with a capital on its first word alone: a kind named
+        after a proper adjective ("German_shepherd", "Ferris_wheel"), not a name ("White_House")."""
+        return any(name.lower() == lemma and name[:1].isupper() and name[1:] == name[1:].lower()
+                   for name in self._record(key)[0])
 
     def american(self, lemma: str) -> str:
         """The American spelling of a British lemma when WordNet lists both for one meaning ("colour" → color),
