@@ -11,11 +11,10 @@ import os
 import sys
 
 
-from catlip.errors import CatlipError
+from catlip.defaults import V_TAU_DEFAULT
 
-
-class CliError(CatlipError):
-    """A command-line usage error the user can fix; printed as one line, exit code 2."""
+# Every user-fixable error is a CatlipError (catlip.errors); main() prints it as one line and returns 2.
+from catlip.errors import CatlipError, CliError, one_line  # noqa: F401  (CliError: also imported from here)
 
 
 # ---------------------------------------------------------------- labels / vocab (owner: labels stage)
@@ -104,7 +103,8 @@ def _add_labels_commands(sub: argparse._SubParsersAction) -> None:
                         "prune by --min-count (the paper's V_tau) and/or --top-k, and save a versioned JSON.")
     b.add_argument("--input", nargs="+", required=True, help="caption files or webdataset .tar shards")
     b.add_argument("--output", required=True, help="vocabulary JSON to write")
-    b.add_argument("--min-count", type=int, default=500, help="keep keys in at least this many captions (default 500)")
+    b.add_argument("--min-count", type=int, default=V_TAU_DEFAULT, help="keep keys in at least this many captions, "
+                   f"the paper's V_tau (default {V_TAU_DEFAULT})")
     b.add_argument("--top-k", type=int, default=None, help="keep at most this many keys (most frequent first)")
     b.add_argument("--workers", type=int, default=1, help="processes counting files in parallel (result identical)")
     _add_extractor_flags(b)
@@ -168,13 +168,10 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     import os
 
-    from catlip.config import ConfigError, load_config
+    from catlip.config import load_config
     from catlip.train.loop import pretrain
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        raise CliError(str(err)) from None
+    cfg = load_config(args.config, args.overrides)  # a ConfigError is a CatlipError: one line, exit 2 (main)
     run_dir = pretrain(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every process runs this handler
         print(run_dir)
@@ -421,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except CatlipError as err:
-        print(f"catlip {args.command}: error: {err}", file=sys.stderr)
+        # Any user-fixable error, wherever it is raised (config, building the method or backbone, data, checkpoint,
+        # vocabulary, run dir, `finetune --set`): one line, exit 2. Other exceptions are bugs: traceback.
+        print(f"catlip {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,11 +15,10 @@ from typing import Any
 
 import yaml
 
+from catlip.defaults import V_TAU_DEFAULT
+from catlip.errors import ConfigError  # noqa: F401  (defined in catlip.errors; imported from here too)
+
 METHODS = ("catlip", "superclass", "clip", "siglip")
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the schema."""
 
 
 @dataclass
@@ -34,7 +33,7 @@ class DataConfig:
     image_column: str = "image"
     vocab: str = ""  # path to a vocabulary JSON; empty = build one from the training captions first
     labels_file: str = ""  # pre-extracted labels (JSONL from `catlip labels`), optional
-    vocab_min_count: int = 5
+    vocab_min_count: int = V_TAU_DEFAULT  # V_tau: the paper's 500 (catlip.defaults); small recipes set their own
     vocab_top_k: int = 0
     image_size: int = 64
     batch_size: int = 64
@@ -168,6 +167,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path}: expected true/false, got {value!r}")
     if hint in (int, float, str):
+        # never round 2.5 to 2, read true as 1, or stringify a list: each is a typo to report, not a value
+        if (isinstance(value, (list, tuple, dict)) or (hint is not str and isinstance(value, bool))
+                or (hint is int and isinstance(value, float) and not value.is_integer())):
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
         try:
             return hint(value)
         except (TypeError, ValueError):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from catlip.errors import CliError
 from catlip.labels import get_extractor
 from catlip.labels.corpus import ReadStats, expand_inputs, iter_captions
 from catlip.labels.vocab import PartialCounts, Vocabulary, build_vocabulary
@@ -16,8 +17,6 @@ from catlip.labels.vocab import PartialCounts, Vocabulary, build_vocabulary
 def extractor_options(method: str, *, proper_nouns: bool = False, style: str | None = None,
                       stopwords: bool = False) -> dict:
     """Extractor keyword options from CLI flags; flags that do not apply to `method` are an error."""
-    from catlip.cli import CliError
-
     if method == "catlip":
         if stopwords:
             raise CliError("--stopwords applies to --method superclass only")

@@ -14,11 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..errors import CatlipError
-
-
-class BackboneError(CatlipError):
-    """A backbone name or keyword argument that timm cannot build."""
+from ..errors import BackboneError  # noqa: F401  (defined in catlip.errors; imported from here too)
 
 
 def backbone_spec(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size: bool = False) -> dict[str, Any]:

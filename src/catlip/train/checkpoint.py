@@ -22,16 +22,12 @@ from pathlib import Path
 
 import torch
 
-from catlip.errors import CatlipError, CheckpointError, VocabularyError
+from catlip.errors import CheckpointError, RunDirError, VocabularyError  # noqa: F401  (RunDirError: imported from here)
 
 PREFIX = "step_"
 # What an interrupted save_checkpoint can leave in checkpoints/: its temporary folder, the replaced folder of a
 # re-saved step, and the temporary ``latest`` file (names below, each ending in the writer's pid).
 STALE = re.compile(r"^(\.tmp-step_\d+-\d+|\.old-step_\d+-\d+|\.latest\.tmp\d+)$")
-
-
-class RunDirError(CatlipError):
-    """``train.output_dir`` cannot be created or written."""
 
 
 def check_writable(run_dir: Path) -> None:
