@@ -124,6 +124,14 @@ class Config:
             raise ConfigError("optim.steps must be positive")
         if self.data.batch_size <= 0:
             raise ConfigError("data.batch_size must be positive")
+        # values read deep inside the trainer: a typo here must be one line now, not a traceback later
+        for key, value, allowed in (("data.augment", self.data.augment, ("none", "rrc_flip", "randaugment")),
+                                    ("train.precision", self.train.precision, ("auto", "fp32", "bf16", "fp16")),
+                                    ("train.distributed", self.train.distributed, ("ddp", "fsdp"))):
+            if value not in allowed:
+                raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
+        if self.data.image_size <= 0 or self.optim.grad_accum <= 0:
+            raise ConfigError("data.image_size and optim.grad_accum must be positive")
         return self
 
 
