@@ -108,8 +108,9 @@ def test_bad_method_loss_is_one_line_and_exit_2(tmp_path):
     (["data.augment=nonsense"], "data.augment must be one of none | rrc_flip | randaugment, got 'nonsense'"),
     (["train.precision=fp8"], "train.precision must be one of auto | fp32 | bf16 | fp16, got 'fp8'"),
     (["optim.grad_accum=0"], "data.image_size and optim.grad_accum must be positive"),
+    (["train.device=nonsense"], "train.device='nonsense' is not a torch device; use auto, cpu, cuda or cuda:N"),
 ], ids=["clip-loss", "unknown-backbone", "backbone-kwarg", "fractional-int", "list-for-float", "bool-for-int",
-        "not-an-override", "augment", "precision", "grad-accum"])
+        "not-an-override", "augment", "precision", "grad-accum", "device"])
 def test_pretrain_config_and_build_errors_are_one_line(tmp_path, capsys, overrides, message):
     # CLIP: no vocabulary to build first, so each case costs one config parse (and at most one timm lookup)
     rc = main(["pretrain", *TINY, *CLIP, f"train.output_dir={tmp_path / 'run'}", *overrides])
