@@ -93,6 +93,17 @@ def test_compounds_that_are_kinds_of_their_head_stay(ex, caption, want):
     check(ex, caption, want)
 
 
+@pytest.mark.parametrize("caption, want, never", [
+    ("a small orange flower in the snow", ["n11669921"], ["n07747607"]),   # no orange (the fruit)
+    ("a silver car on the road", ["n02958343"], ["n14654954"]),            # no silver (the metal)
+    ("a gold dog on the beach", [DOG], ["n13371760"]),
+    ("a man eating an orange", ["n07747607"], []),                         # the fruit, as a head noun
+    ("a stone wall", ["n04326547"], []),                                   # materials are not colours
+])
+def test_colour_words_before_a_noun_describe_it(ex, caption, want, never):
+    check(ex, caption, want, never)
+
+
 @pytest.mark.parametrize("caption, want", [
     ("a german shepherd runs", ["n02106662"]),        # named after a proper adjective: no composition check
     ("A German Shepherd runs", ["n02106662"]),

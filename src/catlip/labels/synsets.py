@@ -231,10 +231,20 @@ class SynsetExtractor:
                             out.append(key)
                         skip_to = i + 2
                         continue
+                    if self._colour_modifier(info):
+                        continue
                 key = info[6] if tags[i] in self._plural_ids else info[3]
                 if key is not None and key not in out:
                     out.append(key)
         return out
+
+    def _colour_modifier(self, info: tuple) -> bool:
+        """A colour word before a noun ("a small orange flower", "a silver car") describes it: WordNet files its
+        noun sense under attributes (a colour) or knows it as an adjective whose noun is a fruit or metal."""
+        key = info[3]
+        if key is None or "adj" not in self.wordnet.parts_of_speech(info[1]):
+            return False
+        return self.wordnet.is_colour_word(info[1])
 
     def _verb_ing(self, info: tuple) -> bool:
         """An -ing word after a noun or pronoun ("a person standing", "a dog swimming") is a verb when its noun

@@ -28,6 +28,7 @@ _ADJ_FORMS = (("er", "", "adj"), ("est", "", "adj"), ("er", "e", "adj"), ("est",
 _EMPTY, _NOUN = frozenset(), frozenset({"noun"})
 # Lexicographer files of visible things: animal, artifact, body, food, object, person, plant, substance.
 _CONCRETE_LEXFILES = frozenset({5, 6, 8, 13, 17, 18, 20, 27})
+_COLOR = "n04956594"  # color, colour, coloring, colouring: the visual attribute
 
 
 def _variants(form: str) -> list[str]:
@@ -243,6 +244,12 @@ class WordNet:
     def is_concrete(self, key: str) -> bool:
         """A thing one can see: an artifact, body part, animal, plant, food, natural object, substance or person."""
         return self._record(key)[4] in _CONCRETE_LEXFILES
+
+    def is_colour_word(self, word: str) -> bool:
+        """Whether one of the word's noun senses is a colour (a hyponym of color, n04956594): orange, silver
+        (via ash grey), gold (via amber), tan."""
+        senses = {k for form in self.morphy(word) for k in self._index.get(form, ())}
+        return any(_COLOR in self._ancestor_distances(k) for k in senses if self._record(k)[4] == 7)
 
     def is_instance(self, key: str) -> bool:
         """True for a named entity: a synset WordNet links by an instance-hypernym ("@i") pointer (Paris, Einstein),
