@@ -21,20 +21,39 @@ from catlip.errors import CatlipError, CliError, one_line  # noqa: F401  (CliErr
 
 
 def _add_extractor_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=("catlip", "superclass"), default="catlip",
-                   help="catlip: WordNet noun synsets (n%%08d keys); superclass: CLIP BPE token ids (default: catlip)")
-    p.add_argument("--proper-nouns", action="store_true", help="catlip: also keep proper nouns (NNP/NNPS)")
-    p.add_argument("--style", choices=("paper", "corenet"), default=None,
-                   help="catlip: 'paper' (POS nouns -> first sense; default) or 'corenet' (original code's rule)")
-    p.add_argument("--stopwords", action="store_true", help="superclass: drop English stop-words")
+    # label sources, their flags and the methods' default sources come from the registries
+    from catlip.labels import registry
+    from catlip.methods.registry import METHODS
+
+    sources = registry.SOURCES.values()
+    p.add_argument("--labels", choices=registry.names(), default=None,
+                   help="; ".join(f"{s.name}: {s.summary}, keys {s.key_format}" for s in sources).replace("%", "%%")
+                   + f" (default: {registry.names()[0]})")
+    labelled = {n: m.default_labels for n, m in METHODS.items() if m.uses_labels}
+    p.add_argument("--method", choices=tuple(labelled), default=None,
+                   help="alias for the method's label source: " + ", ".join(f"{n} = --labels {s}" for n, s in
+                                                                             labelled.items()))
+    for opt, flag in registry.cli_flags().items():
+        name = "--" + opt.replace("_", "-")
+        if isinstance(flag["default"], bool):
+            p.add_argument(name, action="store_true", help=flag["help"])
+        else:
+            p.add_argument(name, choices=flag["choices"], type=type(flag["default"]), default=None, help=flag["help"])
     p.add_argument("--column", default=None, help="caption field of CSV/TSV/JSONL/.json inputs "
                    "(default: captions, caption, text, txt, title)")
 
 
 def _labels_opts(args: argparse.Namespace) -> dict:
-    from catlip.labels.tools import extractor_options
+    """Set ``args.labels`` from --labels or --method (the method's default source); the extractor options."""
+    from catlip.labels import registry
+    from catlip.methods.registry import get as get_method
 
-    return extractor_options(args.method, proper_nouns=args.proper_nouns, style=args.style, stopwords=args.stopwords)
+    implied = get_method(args.method).default_labels if args.method else None
+    if args.labels and implied and args.labels != implied:
+        raise CliError(f"--method {args.method} means --labels {implied}; give --labels {args.labels} alone")
+    args.labels = args.labels or implied or registry.names()[0]
+    flags = {opt: getattr(args, opt) for opt in registry.cli_flags()}
+    return registry.flag_options(registry.get(args.labels), flags)
 
 
 def _cmd_labels(args: argparse.Namespace) -> int:
@@ -44,14 +63,14 @@ def _cmd_labels(args: argparse.Namespace) -> int:
     if args.input:
         if args.captions:
             raise CliError("give captions as arguments or --input, not both")
-        n, stats = tools.label_file(args.input, args.output, args.method, options, column=args.column)
+        n, stats = tools.label_file(args.input, args.output, args.labels, options, column=args.column)
         print(f"labelled {n:,} captions; lines skipped: {stats.skipped:,}", file=sys.stderr)
         for message in stats.messages[:5]:
             print(f"  {message}", file=sys.stderr)
         return 0
     if not args.captions:
         raise CliError("give one or more captions, or --input FILE")
-    tools.print_labels(args.captions, args.method, options)
+    tools.print_labels(args.captions, args.labels, options)
     return 0
 
 
@@ -63,12 +82,13 @@ def _cmd_vocab_build(args: argparse.Namespace) -> int:
     if args.min_count < 1 or (args.top_k is not None and args.top_k < 1) or args.workers < 1:
         raise CliError("--min-count, --top-k and --workers must be >= 1")
     # no caption at all is a DataError (exit 2) naming where captions were looked for
-    vocab, counts = build_vocabulary(expand_inputs(args.input), args.method, _labels_opts(args),
+    options = _labels_opts(args)
+    vocab, counts = build_vocabulary(expand_inputs(args.input), args.labels, options,
                                      min_count=args.min_count, top_k=args.top_k, workers=args.workers,
                                      column=args.column, progress=True)
     if len(vocab) == 0:  # a 0-class vocabulary cannot train anything: say why instead of writing it
         if not counts.doc_freq:
-            raise CliError(f"none of the {vocab.num_captions:,} captions yields a {args.method} label; "
+            raise CliError(f"none of the {vocab.num_captions:,} captions yields a {args.labels} label; "
                            f"nothing written to {args.output}")
         top_key, top_count = max(counts.doc_freq.items(), key=lambda kv: (kv[1], kv[0]))
         raise CliError(f"no label reaches --min-count {args.min_count} in {vocab.num_captions:,} captions (the most "
@@ -207,6 +227,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
+    from catlip.methods.registry import ZERO_SHOT_MODES
+
     ckpt_help = ("run dir or checkpoint dir from `catlip pretrain`, or random:<timm name | recipe.yaml> for the "
                  "random-init floor")
     data_help = "image folder (one sub-folder per class), .csv/.tsv manifest (image,label) or .tar shards ({000..004})"
@@ -258,11 +280,12 @@ def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("zeroshot", help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP)",
                        description="Classify without training: CatLIP/SuperClass score each class by the head rows "
-                       "its name maps to (WordNet synsets or BPE tokens; unmapped classes are listed), CLIP by "
+                       "its name maps to (by the vocabulary's label source: WordNet synsets, BPE tokens or words; "
+                       "unmapped classes are listed), CLIP by "
                        "prompt-template text embeddings.")
     common(p)
     p.add_argument("--test", required=True, help=data_help)
-    p.add_argument("--mode", default="auto", choices=("auto", "head", "text"),
+    p.add_argument("--mode", default="auto", choices=("auto", *ZERO_SHOT_MODES),
                    help="auto: head for classification checkpoints, text tower for CLIP/SigLIP")
     p.add_argument("--no-bias", action="store_true", help="head mode: ignore the head's bias (label prior)")
     p.set_defaults(handler=_cmd_zeroshot)
@@ -335,7 +358,7 @@ def _print_coverage(result: dict) -> None:
     cov = result.get("coverage")
     if cov:
         report = CoverageReport(cov["dataset"], cov["vocab_method"], cov["alpha"],
-                                [ClassMapping(**c) for c in cov["classes"]])
+                                [ClassMapping(**c) for c in cov["classes"]], cov.get("labels", ""))
         print(report.summary())
 
 

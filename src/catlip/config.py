@@ -18,8 +18,6 @@ import yaml
 from catlip.defaults import V_TAU_DEFAULT
 from catlip.errors import ConfigError  # noqa: F401  (defined in catlip.errors; imported from here too)
 
-METHODS = ("catlip", "superclass", "clip", "siglip")
-
 
 @dataclass
 class DataConfig:
@@ -67,10 +65,14 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "catlip"  # catlip | superclass | clip | siglip
+    name: str = "catlip"  # a catlip.methods.registry entry: catlip | superclass | clip | siglip
+    # label source (catlip.labels.registry: synsets | bpe | words); empty = the method's own (catlip: synsets,
+    # superclass: bpe; clip/siglip take none). Any classification method trains with any label source.
+    labels: str = ""
+    label_options: dict[str, Any] = field(default_factory=dict)  # extractor options, e.g. {lemmatize: true}
     loss: str = ""  # empty = the method's own (bce, idf_softmax, clip, siglip); ablations: bce, asl, soft_margin, two_way
-    subword_stopwords: bool = False  # SuperClass: drop English stop-words before BPE
-    proper_nouns: bool = False  # CatLIP: proper nouns become labels too
+    subword_stopwords: bool = False  # label source bpe: drop English stop-words before BPE
+    proper_nouns: bool = False  # label source synsets: proper nouns become labels too
     idf_momentum: float = 0.0  # 0 = exact running document counts; m in (0,1): counts decay by m each step
     use_idf: bool = True  # SuperClass idf_softmax: IDF-weight the targets (False = plain L1-normalised multi-hot)
 
@@ -118,8 +120,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self) -> Config:
-        if self.method.name not in METHODS:
-            raise ConfigError(f"method.name must be one of {METHODS}, got {self.method.name!r}")
+        from catlip.methods.registry import resolve
+
+        resolve(self.method)  # method, label source, label options and loss against the registries
         if self.optim.steps <= 0:
             raise ConfigError("optim.steps must be positive")
         if self.data.batch_size <= 0:

@@ -18,6 +18,13 @@ from catlip.errors import DataError
 LOOSE_ALPHA = 0.5  # one hop (parent, child or the synset itself): the loosest match we count as "related"
 
 
+def _synset_sources() -> list[str]:
+    """The label sources whose keys are WordNet synsets (``catlip.labels.registry``), the default first."""
+    from catlip.labels import registry
+
+    return [s.name for s in registry.SOURCES.values() if s.synset_keys]
+
+
 def _names(key: str, wordnet) -> tuple[str, list[str]]:
     lemmas = wordnet.synset_lemmas(key)
     return lemmas[0].replace("_", " "), lemmas
@@ -89,7 +96,7 @@ def build_summary(stats: CorpusStats, files: list, wordnet, *, target_sets=(), v
     summary = {
         "format_version": 1, "title": title, "catlip_version": __version__, "input_note": input_note,
         "options": {"min_count": min_count, "top": top, "alphas": list(alphas), "seed": seed},
-        "extractor": extractor or {"method": "catlip", "options": {}}, "files": files, "corpus": corpus,
+        "extractor": extractor or {"method": _synset_sources()[0], "options": {}}, "files": files, "corpus": corpus,
         "growth": [{"captions": n, "unique_synsets": u} for n, u in growth_curve(stats.first_seen, stats.num_captions)],
         "long_tail": [{"rank": r, "captions": c} for r, c in rank_counts(counts)],
         "vtau": vtau_curve(counts, _taus(counts)),
@@ -128,14 +135,16 @@ def analyze(inputs: Sequence[str], out: str | Path, *, targets: Sequence[str] = 
     from catlip.labels.wordnet import get_wordnet
 
     files = expand_inputs(list(inputs))
-    vocab, method, options = None, "catlip", {}
+    synset_sources = _synset_sources()
+    vocab, method, options = None, synset_sources[0], {}
     if vocab_path:
         from catlip.labels.vocab import Vocabulary
 
         vocab = Vocabulary.load(vocab_path)
-        if vocab.method != "catlip":
-            raise DataError(f"{vocab_path} is a {vocab.method!r} vocabulary; synset analysis needs a catlip one")
-        method, options = vocab.method, dict(vocab.options)
+        if not vocab.source.synset_keys:
+            raise DataError(f"{vocab_path} is a {vocab.labels!r} vocabulary; synset analysis needs one whose keys "
+                            f"are WordNet synsets ({', '.join(synset_sources)})")
+        method, options = vocab.labels, dict(vocab.options)
     wordnet = get_wordnet()
     target_sets = [load_targets(spec, wordnet) for spec in targets]  # bad target files fail before the long scan
     scan_options = ScanOptions(method, tuple(sorted(options.items())), column, unlabelled, seed)

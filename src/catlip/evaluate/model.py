@@ -16,10 +16,10 @@ RANDOM_PREFIX = "random:"
 @dataclass
 class EvalModel:
     source: str
-    method_name: str  # catlip | superclass | clip | siglip | random
+    method_name: str  # a catlip.methods.registry name, or "random" for the random-init floor
     backbone: nn.Module
     image_size: int
-    head: nn.Module | None = None  # classification head (catlip, superclass)
+    head: nn.Module | None = None  # classification head (methods with a label source)
     vocab: Any = None
     method: nn.Module | None = None  # the whole method (CLIP towers for zero-shot)
     context_length: int = 77
@@ -30,12 +30,22 @@ class EvalModel:
     def weights_id(self) -> str:
         return module_hash(self.encoder())
 
+    def zero_shot_mode(self) -> str:
+        """``head`` or ``text``: the method registry's zero-shot mode (``head`` for a random-init floor)."""
+        from catlip.methods.registry import find
+
+        spec = find(self.method_name)
+        return spec.zero_shot if spec is not None else "head"
+
     def head_weight(self, purpose: str):
         """(weight (V, D), bias (V,)) of the pre-trained classifier, or a clear error naming ``purpose``."""
         if self.head is None or self.vocab is None:
+            from catlip.methods.registry import titles
+
             why = "has no classification head" if self.head is None else "has no vocabulary (vocab.json)"
-            hint = " (use `catlip zeroshot`, which takes the text tower for CLIP)" if self.method_name in ("clip", "siglip") else ""
-            raise CheckpointError(f"{purpose} needs a CatLIP or SuperClass checkpoint; {self.source} "
+            hint = (f" (use `catlip zeroshot`, which takes the text tower for {titles('text', sep='/')})"
+                    if self.zero_shot_mode() == "text" else "")
+            raise CheckpointError(f"{purpose} needs a {titles(labels=True)} checkpoint; {self.source} "
                                   f"(method {self.method_name}) {why}{hint}")
         fc = getattr(self.head, "fc", None)
         if not isinstance(fc, nn.Linear):

@@ -90,12 +90,13 @@ def _pct(fraction: float) -> str:
 def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode: str = "auto",
                  alpha: float = DEFAULT_ALPHA, use_bias: bool = True, image_size: int | None = None,
                  **opts: Any) -> dict[str, Any]:
-    """Zero-shot top-1/top-5: from the classification head (CatLIP, SuperClass) or CLIP's text tower."""
+    """Zero-shot top-1/top-5: from the classification head (methods with a label source; classes mapped by the
+    vocabulary's label source) or the text tower (CLIP, SigLIP). ``mode="auto"``: the method registry's choice."""
     from catlip.evaluate.zero_shot import clip_class_embeddings, clip_zero_shot, head_zero_shot
 
     model = load_eval_model(checkpoint, image_size)
     if mode == "auto":
-        mode = "text" if model.method_name in ("clip", "siglip") else "head"
+        mode = model.zero_shot_mode()
     _, test_data = _open_pair(None, test, classes, eval_transform(model.image_size), False)
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,
                               "num_classes": test_data.num_classes}
@@ -106,7 +107,9 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
     elif mode == "text":
         method = model.method
         if method is None or not hasattr(method, "encode_text"):
-            raise CheckpointError(f"text zero-shot needs a CLIP/SigLIP checkpoint; {checkpoint} (method "
+            from catlip.methods.registry import titles
+
+            raise CheckpointError(f"text zero-shot needs a {titles('text', sep='/')} checkpoint; {checkpoint} (method "
                                   f"{model.method_name}) has no text tower (use --mode head)")
         import open_clip
 

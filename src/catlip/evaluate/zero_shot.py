@@ -1,7 +1,7 @@
 """Zero-shot classification.
 
-* From the head (CatLIP, SuperClass): no text encoder; a class's score is the logit of its mapped vocabulary
-  entries (the Transfer Init mapping, rows averaged). Classes without a mapping cannot be scored: they get
+* From the head (methods with a label source: CatLIP, SuperClass): no text encoder; a class's score is the logit
+  of its mapped vocabulary entries (the Transfer Init mapping of the vocabulary's label source, rows averaged). Classes without a mapping cannot be scored: they get
   -inf (so they are never predicted and their images count as errors) and are listed in the report.
 * CLIP: class embeddings from the text tower, averaged over prompt templates, against image embeddings.
 """

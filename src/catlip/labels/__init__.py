@@ -1,27 +1,28 @@
 """Caption → label keys, and the vocabulary that maps keys to class ids. Pure Python: never imports torch.
 
-    >>> ex = get_extractor("catlip")
+The label sources (``synsets``, ``bpe``, ``words``) are the entries of ``catlip.labels.registry``.
+
+    >>> ex = get_extractor("synsets")
     >>> ex.extract("Two men ride bicycles past a church")   # doctest: +SKIP
     ['n10287213', 'n02834778', 'n08082602']
 """
 
 from __future__ import annotations
 
-METHODS = ("catlip", "superclass")
+from catlip.labels import registry
 
 
-def get_extractor(method: str, **options):
-    """Extractor for `method` ("catlip": WordNet noun synsets; "superclass": CLIP BPE ids).
+def get_extractor(source: str, **options):
+    """Extractor of the label source ``source`` (a name of ``catlip.labels.registry``, or an old method name:
+    ``catlip`` → synsets, ``superclass`` → bpe).
 
-    Options: catlip → `proper_nouns` (bool), `style` ("paper" | "corenet"); superclass → `stopwords` (bool),
-    `context_length` (int). Unknown options raise `TypeError`.
+    Options: synsets → ``proper_nouns`` (bool), ``style`` ("paper" | "corenet"); bpe → ``stopwords`` (bool),
+    ``context_length`` (int); words → ``lemmatize`` (bool), ``stopwords`` (bool). Unknown options raise
+    ``TypeError``; an unknown source is a ``ConfigError`` listing the valid names.
     """
-    if method == "catlip":
-        from catlip.labels.synsets import SynsetExtractor
+    return registry.get(source).make(**options)
 
-        return SynsetExtractor(**options)
-    if method == "superclass":
-        from catlip.labels.subwords import SubwordExtractor
 
-        return SubwordExtractor(**options)
-    raise ValueError(f"unknown label method {method!r}; expected one of {METHODS}")
+def label_sources() -> tuple[str, ...]:
+    """Names of the registered label sources."""
+    return registry.names()

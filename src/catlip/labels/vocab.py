@@ -28,19 +28,45 @@ FORMAT_VERSION = 1
 _MAX_SIGNATURES = 2_000_000  # distinct label sets remembered to report the share of captions a pruned vocab covers
 
 
-@dataclass
+@dataclass(init=False)
 class Vocabulary:
-    method: str
+    """Label key <-> class id. ``labels`` is the label source (``catlip.labels.registry``) the keys come from;
+    ``options`` its extractor options. ``method`` is the source's tag (``catlip`` for synsets, ``superclass`` for
+    bpe, ``words``), written to the file's ``method`` field and hashed, so vocabularies made before label sources
+    were a registry keep their hash; files without a ``labels`` field are read by their ``method``."""
+
+    labels: str
     options: dict
     keys: list[str]
     counts: list[int]
     names: list[str]
     glosses: list[str]
-    num_captions: int = 0
-    stats: dict = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    num_captions: int
+    stats: dict
+    format_version: int
 
-    def __post_init__(self):
+    def __init__(self, labels: str | None = None, options: dict | None = None, keys: list[str] | None = None,
+                 counts: list[int] | None = None, names: list[str] | None = None, glosses: list[str] | None = None,
+                 num_captions: int = 0, stats: dict | None = None, format_version: int = FORMAT_VERSION, *,
+                 method: str | None = None):
+        from catlip.labels import registry
+
+        source = registry.find(labels) if labels else registry.for_tag(method or "")
+        if source is None:
+            raise VocabularyError(f"vocabulary label source {labels or method!r} is not one of "
+                                  f"{', '.join(registry.names())}")
+        if labels and method and registry.for_tag(method) not in (None, source):
+            raise VocabularyError(f"vocabulary says labels {labels!r} but method {method!r} (a "
+                                  f"{registry.for_tag(method).name} vocabulary)")
+        self.labels = source.name
+        self.options = dict(options or {})
+        self.keys = list(keys or [])
+        self.counts = list(counts or [])
+        self.names = list(names or [])
+        self.glosses = list(glosses or [])
+        self.num_captions = num_captions
+        self.stats = dict(stats or {})
+        self.format_version = format_version
         n = len(self.keys)
         if not (len(self.counts) == len(self.names) == len(self.glosses) == n):
             raise VocabularyError(f"vocabulary lists disagree in length (keys {n}, counts {len(self.counts)}, "
@@ -48,6 +74,18 @@ class Vocabulary:
         self._ids = {k: i for i, k in enumerate(self.keys)}
         if len(self._ids) != n:
             raise VocabularyError("vocabulary has duplicate keys")
+
+    @property
+    def source(self):
+        """The ``catlip.labels.registry.LabelSource`` entry of ``labels``."""
+        from catlip.labels import registry
+
+        return registry.get(self.labels)
+
+    @property
+    def method(self) -> str:
+        """The label source's tag (``catlip`` | ``superclass`` | ``words``): the file's legacy ``method`` field."""
+        return self.source.tag
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -62,20 +100,25 @@ class Vocabulary:
 
     @property
     def hash(self) -> str:
-        """16 hex chars identifying (method, options, keys in order); checkpoints record it."""
+        """16 hex chars identifying (source tag, options, keys in order); checkpoints record it."""
         blob = json.dumps([self.method, self.options, self.keys], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
     def extractor(self):
-        """The extractor that produced these keys (same method and options)."""
-        from catlip.labels import get_extractor
+        """The extractor that produced these keys (same label source and options)."""
+        return self.source.make(**self.options)
 
-        return get_extractor(self.method, **self.options)
+    def mapper(self, alpha: float | None = None, wordnet=None):
+        """The label source's class mapper over this vocabulary (``catlip.labels.mapping``)."""
+        from catlip.labels.mapping import DEFAULT_ALPHA
+
+        return self.source.mapper(self, DEFAULT_ALPHA if alpha is None else alpha, wordnet)
 
     # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> dict:
-        return {"format_version": self.format_version, "method": self.method, "options": self.options,
+        return {"format_version": self.format_version, "labels": self.labels, "method": self.method,
+                "options": self.options,
                 "hash": self.hash, "num_classes": len(self), "num_captions": self.num_captions,
                 "stats": self.stats, "keys": self.keys, "counts": self.counts, "names": self.names,
                 "glosses": self.glosses}
@@ -103,10 +146,14 @@ class Vocabulary:
         if version != FORMAT_VERSION:
             raise VocabularyError(f"{source}: format_version {version!r}, this catlip reads {FORMAT_VERSION}")
         try:
-            vocab = cls(method=str(data["method"]), options=dict(data["options"]), keys=list(data["keys"]),
+            labels = data.get("labels")
+            vocab = cls(labels=str(labels) if labels else None, method=str(data["method"]),
+                        options=dict(data["options"]), keys=list(data["keys"]),
                         counts=[int(c) for c in data["counts"]], names=list(data["names"]),
                         glosses=list(data["glosses"]), num_captions=int(data.get("num_captions", 0)),
                         stats=dict(data.get("stats", {})))
+        except VocabularyError as err:
+            raise VocabularyError(f"{source}: {err}") from None
         except (KeyError, TypeError, ValueError) as err:
             raise VocabularyError(f"{source}: corrupt vocabulary ({type(err).__name__}: {err})") from err
         if "hash" in data and data["hash"] != vocab.hash:
@@ -131,7 +178,7 @@ class Vocabulary:
 
         ex = SubwordExtractor(stopwords=stopwords)
         n = len(ex.bpe.id_token)
-        return cls(method="superclass", options=ex.options, keys=[str(i) for i in range(n)], counts=[0] * n,
+        return cls(labels="bpe", options=ex.options, keys=[str(i) for i in range(n)], counts=[0] * n,
                    names=[ex.bpe.decode_token(i).strip() for i in range(n)], glosses=[""] * n,
                    stats={"full_bpe": True})
 
@@ -165,11 +212,11 @@ class PartialCounts:
 _WORKER_EXTRACTOR = None
 
 
-def _init_worker(method: str, options: dict) -> None:
+def _init_worker(labels: str, options: dict) -> None:
     global _WORKER_EXTRACTOR
     from catlip.labels import get_extractor
 
-    _WORKER_EXTRACTOR = get_extractor(method, **options)
+    _WORKER_EXTRACTOR = get_extractor(labels, **options)
 
 
 def _add_captions(part: PartialCounts, ex, captions: list[str]) -> None:
@@ -197,9 +244,9 @@ def _count_file(args: tuple[str, str | None]) -> PartialCounts:
 _WORKER_SOURCE = None
 
 
-def _init_source_worker(method: str, options: dict, source) -> None:
+def _init_source_worker(labels: str, options: dict, source) -> None:
     global _WORKER_SOURCE
-    _init_worker(method, options)
+    _init_worker(labels, options)
     if source is not None:  # spawn: the source comes pickled; fork: inherited from the parent
         _WORKER_SOURCE = source
 
@@ -230,7 +277,7 @@ def _count_range(bounds: tuple[int, int]) -> PartialCounts:
     return part
 
 
-def count_source(source, method: str, options: dict, *, workers: int = 1, progress: bool = False) -> PartialCounts:
+def count_source(source, labels: str, options: dict, *, workers: int = 1, progress: bool = False) -> PartialCounts:
     """Document frequency of every key over `source.captions(i)` for every sample (index ranges in parallel)."""
     global _WORKER_SOURCE
     n = len(source)
@@ -241,7 +288,7 @@ def count_source(source, method: str, options: dict, *, workers: int = 1, progre
     _WORKER_SOURCE = source
     try:
         if workers <= 1 or len(jobs) <= 1:
-            _init_worker(method, options)
+            _init_worker(labels, options)
             for part, (a, b) in zip(map(_count_range, jobs), jobs):
                 total.merge(part)
                 bar.update(b - a)
@@ -249,10 +296,10 @@ def count_source(source, method: str, options: dict, *, workers: int = 1, progre
             methods = multiprocessing.get_all_start_methods()
             fork = "fork" in methods
             if fork:
-                _init_worker(method, options)  # parse WordNet/tagger once here; forked workers share the pages
+                _init_worker(labels, options)  # parse WordNet/tagger once here; forked workers share the pages
             ctx = multiprocessing.get_context("fork" if fork else "spawn")
             with ctx.Pool(min(workers, len(jobs)), initializer=_init_source_worker,
-                          initargs=(method, options, None if fork else source)) as pool:
+                          initargs=(labels, options, None if fork else source)) as pool:
                 for part, (a, b) in zip(pool.imap(_count_range, jobs), jobs):
                     total.merge(part)
                     bar.update(b - a)
@@ -262,14 +309,14 @@ def count_source(source, method: str, options: dict, *, workers: int = 1, progre
     return total
 
 
-def count_keys(paths: list[str | Path], method: str, options: dict, *, workers: int = 1, column: str | None = None,
+def count_keys(paths: list[str | Path], labels: str, options: dict, *, workers: int = 1, column: str | None = None,
                progress: bool = False) -> PartialCounts:
     """Document frequency of every key over all captions of `paths` (files in parallel with `workers`)."""
     jobs = [(str(p), column) for p in paths]
     total = PartialCounts()
     bar = _progress(len(jobs), progress, unit="file", desc="counting labels")
     if workers <= 1 or len(jobs) <= 1:
-        _init_worker(method, options)
+        _init_worker(labels, options)
         results = map(_count_file, jobs)
         for part in results:
             total.merge(part)
@@ -277,9 +324,9 @@ def count_keys(paths: list[str | Path], method: str, options: dict, *, workers: 
     else:
         methods = multiprocessing.get_all_start_methods()
         if "fork" in methods:
-            _init_worker(method, options)  # parse WordNet/tagger once here; forked workers share the pages
+            _init_worker(labels, options)  # parse WordNet/tagger once here; forked workers share the pages
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(method, options)) as pool:
+        with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(labels, options)) as pool:
             for part in pool.imap(_count_file, jobs):
                 total.merge(part)
                 bar.update(1)
@@ -319,45 +366,48 @@ def _first_problem(read: ReadStats) -> str:
     return "; ".join(parts) or "nothing was skipped"
 
 
-def build_vocabulary(paths: list[str | Path], method: str = "catlip", options: dict | None = None, *,
+def build_vocabulary(paths: list[str | Path], labels: str = "synsets", options: dict | None = None, *,
                      min_count: int = 500, top_k: int | None = None, workers: int = 1, column: str | None = None,
                      progress: bool = False) -> tuple[Vocabulary, PartialCounts]:
     """Count keys over caption files and keep the frequent ones. Returns (vocabulary, raw counts and read stats).
 
+    ``labels``: a label source of ``catlip.labels.registry`` (or an old method name, ``catlip`` / ``superclass``).
     Raises `DataError` when the files hold no caption at all (naming where captions were looked for).
     """
-    from catlip.labels import get_extractor
+    from catlip.labels import registry
 
-    ex = get_extractor(method, **(options or {}))
-    counts = count_keys(paths, method, ex.options, workers=workers, column=column, progress=progress)
+    source = registry.get(labels)
+    ex = source.make(**(options or {}))
+    counts = count_keys(paths, source.name, ex.options, workers=workers, column=column, progress=progress)
     if counts.captions == 0:
         names = ", ".join(str(p) for p in paths[:3]) + (f", ... ({len(paths)} in all)" if len(paths) > 3 else "")
         raise DataError(f"no captions found in {len(paths)} file(s) ({names}): {_first_problem(counts.read)}; "
                         f"looked for: {caption_rule_text(column)}")
-    return _vocabulary(counts, ex, method, min_count, top_k, [Path(p).name for p in paths]), counts
+    return _vocabulary(counts, ex, source, min_count, top_k, [Path(p).name for p in paths]), counts
 
 
-def build_vocabulary_from_source(source, method: str = "catlip", options: dict | None = None, *,
+def build_vocabulary_from_source(source, labels: str = "synsets", options: dict | None = None, *,
                                  min_count: int = 500, top_k: int | None = None, workers: int = 1,
                                  progress: bool = False, name: str = "source", looked_for: str = ""
                                  ) -> tuple[Vocabulary, PartialCounts]:
     """`build_vocabulary` over a random-access source (`len(source)`, `source.captions(i)`, optionally
     `source.describe(i)` for messages). `name` and `looked_for` go into the error when no caption is found."""
-    from catlip.labels import get_extractor
+    from catlip.labels import registry
 
-    ex = get_extractor(method, **(options or {}))
-    counts = count_source(source, method, ex.options, workers=workers, progress=progress)
+    label_source = registry.get(labels)
+    ex = label_source.make(**(options or {}))
+    counts = count_source(source, label_source.name, ex.options, workers=workers, progress=progress)
     if counts.captions == 0:
         raise DataError(f"no captions found in {len(source):,} samples of {name}: {_first_problem(counts.read)}"
                         + (f"; looked for: {looked_for}" if looked_for else ""))
-    return _vocabulary(counts, ex, method, min_count, top_k, [name]), counts
+    return _vocabulary(counts, ex, label_source, min_count, top_k, [name]), counts
 
 
-def _vocabulary(counts: PartialCounts, ex, method: str, min_count: int, top_k: int | None,
+def _vocabulary(counts: PartialCounts, ex, source, min_count: int, top_k: int | None,
                 sources: list[str]) -> Vocabulary:
     kept = prune(counts.doc_freq, min_count, top_k)
     keys = [k for k, _ in kept]
-    glosses = [ex.wordnet.gloss(k) for k in keys] if method == "catlip" else [""] * len(keys)
+    glosses = [source.gloss(ex, k) for k in keys] if source.gloss is not None else [""] * len(keys)
     kept_set = set(keys)
     covered = (sum(n for sig, n in counts.signatures.items() if not kept_set.isdisjoint(sig))
                if counts.signatures is not None else None)
@@ -365,5 +415,5 @@ def _vocabulary(counts: PartialCounts, ex, method: str, min_count: int, top_k: i
              "samples": counts.read.samples, "captions_with_label": counts.with_label,
              "captions_with_kept_label": covered, "unique_keys": len(counts.doc_freq),
              "skipped": counts.read.skipped}
-    return Vocabulary(method=method, options=ex.options, keys=keys, counts=[c for _, c in kept],
+    return Vocabulary(labels=source.name, options=ex.options, keys=keys, counts=[c for _, c in kept],
                       names=[ex.name(k) for k in keys], glosses=glosses, num_captions=counts.captions, stats=stats)

@@ -12,6 +12,38 @@ from .base import Method
 from .targets import IDFStats, class_mask, multi_hot
 
 
+def _build(cfg, num_classes: int, resolved, zero_weight_ids, make_head) -> "ClassificationMethod":
+    from ..errors import ConfigError
+    from ..models.backbone import create_backbone
+
+    name, loss = resolved.spec.name, resolved.loss
+    if loss not in losses.CLASSIFICATION_LOSSES:
+        known = ", ".join(sorted(losses.CLASSIFICATION_LOSSES))
+        raise ConfigError(f"method.loss={loss!r} is not a classification loss; choose from {known}")
+    if num_classes < 1:
+        raise ConfigError(f"{name} needs a non-empty label vocabulary (got {num_classes} classes)")
+    backbone = create_backbone(cfg.model, cfg.data.image_size, dynamic_img_size=cfg.data.multiscale)
+    return ClassificationMethod(name, backbone, make_head(backbone), num_classes, loss, use_idf=cfg.method.use_idf,
+                                zero_weight_ids=zero_weight_ids, idf_momentum=cfg.method.idf_momentum)
+
+
+def build_catlip(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "ClassificationMethod":
+    """CatLIP: one Linear layer on the backbone's pooled embedding (bias from ``model.head_bias_init``)."""
+    from ..models.backbone import num_features
+    from ..models.heads import LinearHead
+
+    return _build(cfg, num_classes, resolved, zero_weight_ids,
+                  lambda bb: LinearHead(num_features(bb), num_classes, cfg.model.head_bias_init))
+
+
+def build_superclass(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "ClassificationMethod":
+    """SuperClass: LayerNorm + Linear on the mean patch token."""
+    from ..models.backbone import num_features
+    from ..models.heads import AvgTokenHead
+
+    return _build(cfg, num_classes, resolved, zero_weight_ids, lambda bb: AvgTokenHead(num_features(bb), num_classes))
+
+
 class ClassificationMethod(Method):
     """Backbone + head trained with a multi-label loss on targets densified from ``batch["label_ids"]``.
 

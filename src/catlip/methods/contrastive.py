@@ -11,6 +11,14 @@ from .base import Method
 from .distributed import gather_with_grad
 
 
+def build_contrastive(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "ContrastiveMethod":
+    """CLIP or SigLIP (``resolved.spec.name``): image and text towers; ``num_classes`` is ignored."""
+    from ..models.backbone import create_backbone
+
+    backbone = create_backbone(cfg.model, cfg.data.image_size, dynamic_img_size=cfg.data.multiscale)
+    return ContrastiveMethod(resolved.spec.name, backbone, cfg.model, cfg.data.context_length)
+
+
 class ContrastiveMethod(Method, CLIPTowers):
     """``kind`` "clip" (symmetric InfoNCE) or "siglip" (sigmoid pairs with a learnable bias).
 

@@ -13,40 +13,61 @@ from pathlib import Path
 
 from catlip.errors import CatlipError, VocabularyError
 
-# Extractor options per method, read from the config (methods without an extractor train without labels: CLIP).
-EXTRACTOR_OPTIONS = {
-    "catlip": lambda m: {"proper_nouns": m.proper_nouns},
-    "superclass": lambda m: {"stopwords": m.subword_stopwords},
-}
+
+def run_label_source(cfg):
+    """(label source entry, extractor options) of ``cfg.method`` (registry defaults filled in), or (None, {}) for
+    a method that trains without labels (CLIP, SigLIP)."""
+    from catlip.methods.registry import resolve
+
+    resolved = resolve(cfg.method)
+    return resolved.source, resolved.options
 
 
 def build_run_vocabulary(cfg, *, progress: bool = True):
-    """A fresh vocabulary for ``cfg`` from its training captions, or None when the method needs no labels."""
+    """A fresh vocabulary for ``cfg`` from its training captions, or None when the method needs no labels.
+
+    A label source with a closed vocabulary (bpe: the whole CLIP BPE table, as the SuperClass paper classifies
+    over it, so class ids equal BPE ids) uses that table instead of counting captions.
+    """
     from collections import Counter
 
     from catlip.data.sources import open_sources
-    from catlip.labels.vocab import Vocabulary, build_vocabulary_from_source
+    from catlip.labels.vocab import build_vocabulary_from_source
 
-    name = cfg.method.name
-    if name not in EXTRACTOR_OPTIONS:
+    label_source, options = run_label_source(cfg)
+    if label_source is None:
         return None
-    if name == "superclass":
-        # the paper classifies over the whole CLIP BPE table, so class ids equal BPE ids
-        return Vocabulary.full_bpe(stopwords=cfg.method.subword_stopwords)
+    if label_source.closed_vocabulary is not None:
+        return label_source.closed_vocabulary(options)
     source = open_sources(cfg.data, seed=cfg.train.seed, stats=Counter())
     vocab, counts = build_vocabulary_from_source(
-        source, name, EXTRACTOR_OPTIONS[name](cfg.method), min_count=cfg.data.vocab_min_count,
+        source, label_source.name, options, min_count=cfg.data.vocab_min_count,
         top_k=cfg.data.vocab_top_k or None, workers=max(1, cfg.data.num_workers), progress=progress,
         name=f"data.train={cfg.data.train}", looked_for=source.looked_for())
     if len(vocab) == 0:
         if not counts.doc_freq:
-            raise CatlipError(f"none of the {counts.captions:,} training captions yields a {name} label (e.g. "
-                              f"{source.captions(0)[:1] or '?'}); check data.train and data.caption_column="
+            raise CatlipError(f"none of the {counts.captions:,} training captions yields a {label_source.name} label "
+                              f"(e.g. {source.captions(0)[:1] or '?'}); check data.train and data.caption_column="
                               f"{cfg.data.caption_column!r}")
         top_key, top_count = max(counts.doc_freq.items(), key=lambda kv: (kv[1], kv[0]))
         raise CatlipError(f"no label reaches data.vocab_min_count={cfg.data.vocab_min_count} in the "
                           f"{counts.captions:,} training captions (the most frequent, {top_key}, is in "
                           f"{top_count:,}); lower it or pass data.vocab")
+    return vocab
+
+
+def check_label_source(vocab, cfg, where: str):
+    """A vocabulary built with another label source than ``cfg.method`` trains with is a ``VocabularyError``
+    naming both (its keys would be read as the wrong kind of label)."""
+    label_source, _ = run_label_source(cfg)
+    if label_source is None or vocab is None:
+        return vocab
+    got = getattr(vocab, "labels", None) or label_source.name
+    if got != label_source.name:
+        how = f"method.labels={cfg.method.labels}" if cfg.method.labels else \
+            f"the default of method {cfg.method.name}; set method.labels={got} to train with it"
+        raise VocabularyError(f"{where} holds {got!r} labels but method {cfg.method.name} is configured for "
+                              f"{label_source.name!r} labels ({how})")
     return vocab
 
 
@@ -61,20 +82,24 @@ def _check_classes(vocab, where: str):
 def resolve_vocabulary(cfg, run_dir: Path, *, resuming: bool, build: bool, progress: bool = True):
     """``data.vocab`` if set; else the run's saved ``vocab.json`` (resume, or a non-main rank); else a new one.
 
-    Nothing is saved here: the caller checks the vocabulary against a checkpoint first. A vocabulary with 0
-    classes is a ``VocabularyError`` for the methods that classify (CatLIP, SuperClass).
+    Nothing is saved here: the caller checks the vocabulary against a checkpoint first. For the methods that
+    classify, a vocabulary with 0 classes or from another label source than the configured one is a
+    ``VocabularyError``.
     """
-    if cfg.method.name not in EXTRACTOR_OPTIONS and not cfg.data.vocab:
+    labelled = run_label_source(cfg)[0] is not None
+    if not labelled and not cfg.data.vocab:
         return None  # contrastive methods train on the text itself
     from catlip.labels.vocab import Vocabulary
 
-    labelled = cfg.method.name in EXTRACTOR_OPTIONS
     saved = run_dir / "vocab.json"
     if cfg.data.vocab:
         if not Path(cfg.data.vocab).exists():
             raise CatlipError(f"data.vocab={cfg.data.vocab} does not exist")
         vocab = Vocabulary.load(cfg.data.vocab)
-        return _check_classes(vocab, f"data.vocab={cfg.data.vocab}") if labelled else vocab
+        if not labelled:
+            return vocab
+        where = f"data.vocab={cfg.data.vocab}"
+        return _check_classes(check_label_source(vocab, cfg, where), where)
     if (resuming or not build) and saved.exists():
-        return _check_classes(Vocabulary.load(saved), str(saved))
+        return _check_classes(check_label_source(Vocabulary.load(saved), cfg, str(saved)), str(saved))
     return build_run_vocabulary(cfg, progress=progress) if build else None

@@ -1,0 +1,165 @@
+"""The pre-training methods: name → builder, default label source and loss, inputs, zero-shot mode.
+
+Every method is one ``MethodSpec`` in ``METHODS``; config validation, the CLI, the vocabulary setup and evaluation
+read this table instead of comparing method names. Importing this module does not import torch (builders are
+imported when called). An entry holds:
+
+* ``builder(cfg, num_classes, resolved, zero_weight_ids) -> Method`` (``resolved``: a ``Resolved`` with the
+  loss and label source; ``zero_weight_ids``: class ids that are never targets);
+* ``inputs``: the batch keys the method reads: ``("image", "label_ids")`` for classification over a label
+  source's vocabulary, ``("image", "text")`` for the caption tokens;
+* ``default_labels``: the label source (``catlip.labels.registry``) used when ``method.labels`` is empty (None:
+  the method takes no labels); ``label_sources``: the sources it accepts (None = every registered one);
+* ``default_loss`` and ``losses`` (the accepted ``method.loss`` values; None = any classification loss of
+  ``catlip.losses.CLASSIFICATION_LOSSES``);
+* ``zero_shot``: ``"head"`` (class names mapped onto the head rows by the label source's mapper) or ``"text"``
+  (prompt embeddings from the text tower).
+
+Add a method with ``register(MethodSpec(...))`` at the end of this file (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from catlip.errors import ConfigError
+
+from catlip.labels import registry as label_registry
+from catlip.labels.registry import LabelSource, _lazy
+
+ZERO_SHOT_MODES = ("head", "text")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    title: str  # how messages and tables write it ("CatLIP")
+    summary: str
+    builder: Callable[..., Any]
+    inputs: tuple[str, ...]
+    default_labels: str | None
+    default_loss: str
+    zero_shot: str  # one of ZERO_SHOT_MODES
+    losses: tuple[str, ...] | None = None
+    label_sources: tuple[str, ...] | None = None
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether the method classifies over a label vocabulary (reads ``label_ids``)."""
+        return "label_ids" in self.inputs
+
+    @property
+    def uses_text(self) -> bool:
+        return "text" in self.inputs
+
+    def compatible_sources(self) -> tuple[str, ...]:
+        """The label sources this method can train with (empty for methods without labels)."""
+        if not self.uses_labels:
+            return ()
+        return tuple(n for n in label_registry.names() if self.label_sources is None or n in self.label_sources)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A run's method settings after defaults: the spec, its label source and options, its loss."""
+
+    spec: MethodSpec
+    source: LabelSource | None
+    options: dict
+    loss: str
+
+    def zero_weight_ids(self, num_classes: int) -> tuple[int, ...]:
+        """Class ids that are never targets (the label source's special ids, e.g. BPE start/end tokens)."""
+        return self.source.never_targets(num_classes) if self.source is not None else ()
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    if spec.name in METHODS:
+        raise ValueError(f"method {spec.name!r} is already registered")
+    if spec.zero_shot not in ZERO_SHOT_MODES:
+        raise ValueError(f"method {spec.name}: zero_shot must be one of {ZERO_SHOT_MODES}")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def names() -> tuple[str, ...]:
+    return tuple(METHODS)
+
+
+def titles(zero_shot: str | None = None, *, labels: bool | None = None, sep: str = " or ") -> str:
+    """Titles of the methods with this zero-shot mode / with or without labels, e.g. "CatLIP or SuperClass"."""
+    return sep.join(s.title for s in METHODS.values()
+                    if (zero_shot is None or s.zero_shot == zero_shot) and (labels is None or s.uses_labels == labels))
+
+
+def find(name: str | None) -> MethodSpec | None:
+    return METHODS.get(name or "")
+
+
+def get(name: str) -> MethodSpec:
+    """The method called ``name``; unknown is a one-line ``ConfigError`` listing the valid names."""
+    spec = find(name)
+    if spec is None:
+        raise ConfigError(f"unknown method {name!r} (method.name); valid: {', '.join(names())}")
+    return spec
+
+
+def label_source_name(method_cfg: Any) -> str | None:
+    """``method.labels``, or the method's default label source when it is empty (None: no labels)."""
+    spec = get(method_cfg.name)
+    return (getattr(method_cfg, "labels", "") or spec.default_labels) if spec.uses_labels else None
+
+
+def resolve(method_cfg: Any) -> Resolved:
+    """Check ``cfg.method`` against both registries and fill in the defaults.
+
+    ``ConfigError`` (one line) for an unknown method or label source, a label source the method cannot use, label
+    options for a method without labels or unknown to the source, and a loss the method does not accept.
+    """
+    spec = get(method_cfg.name)
+    labels = getattr(method_cfg, "labels", "") or ""
+    label_options = dict(getattr(method_cfg, "label_options", None) or {})
+    source, options = None, {}
+    if spec.uses_labels:
+        source = label_registry.get(labels or spec.default_labels, "method.labels")
+        allowed = spec.compatible_sources()
+        if source.name not in allowed:
+            raise ConfigError(f"method {spec.name} cannot train with label source {source.name} (method.labels); "
+                              f"valid: {', '.join(allowed)}")
+        options = label_registry.config_options(source, method_cfg)
+    elif labels or label_options:
+        with_labels = ", ".join(s.name for s in METHODS.values() if s.uses_labels)
+        given = ", ".join(([f"method.labels={labels}"] if labels else [])
+                          + ([f"method.label_options={label_options}"] if label_options else []))
+        raise ConfigError(f"method {spec.name} trains on the caption text and takes no label source ({given}); "
+                          f"methods with label sources: {with_labels}")
+    loss = getattr(method_cfg, "loss", "") or spec.default_loss
+    if spec.losses is not None and loss not in spec.losses:
+        raise ConfigError(f"method {spec.name} trains with its own loss; method.loss={loss!r} is unsupported "
+                          f"(valid: {', '.join(spec.losses)})")
+    return Resolved(spec, source, options, loss)
+
+
+register(MethodSpec(
+    name="catlip", title="CatLIP", summary="CatLIP: multi-label BCE over WordNet synsets, linear head on the pooled embedding",
+    builder=_lazy("catlip.methods.classification:build_catlip"), inputs=("image", "label_ids"),
+    default_labels="synsets", default_loss="bce", zero_shot="head"))
+
+register(MethodSpec(
+    name="superclass", title="SuperClass", summary="SuperClass: IDF-weighted softmax over CLIP BPE tokens, head on mean patch tokens",
+    builder=_lazy("catlip.methods.classification:build_superclass"), inputs=("image", "label_ids"),
+    default_labels="bpe", default_loss="idf_softmax", zero_shot="head"))
+
+register(MethodSpec(
+    name="clip", title="CLIP", summary="CLIP: symmetric InfoNCE between image and text towers over the global batch",
+    builder=_lazy("catlip.methods.contrastive:build_contrastive"), inputs=("image", "text"),
+    default_labels=None, default_loss="clip", losses=("clip",), zero_shot="text"))
+
+register(MethodSpec(
+    name="siglip", title="SigLIP", summary="SigLIP: sigmoid loss over all image-text pairs with a learnable bias",
+    builder=_lazy("catlip.methods.contrastive:build_contrastive"), inputs=("image", "text"),
+    default_labels=None, default_loss="siglip", losses=("siglip",), zero_shot="text"))
