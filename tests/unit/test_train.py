@@ -147,3 +147,18 @@ def test_tiny_recipe_is_the_demo_config():
     demo = load_config(None, DEMO_OVERRIDES).to_dict()
     recipe["train"]["output_dir"] = demo["train"]["output_dir"]
     assert recipe == demo
+
+
+def test_resume_check_treats_fields_added_later_as_their_default():
+    # a checkpoint written before method.labels existed must stay resumable; a real change is still refused
+    from catlip.config import load_config
+    from catlip.errors import CheckpointError
+    from catlip.train.checkpoint import check_compatible
+
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml").to_dict()
+    old = {s: dict(v) for s, v in cfg.items()}
+    del old["method"]["labels"], old["method"]["label_options"]
+    check_compatible({"vocab_hash": "h", "config": old}, cfg, "h")
+    old["model"]["backbone"] = "vit_small_patch16_224"
+    with pytest.raises(CheckpointError, match="model.backbone"):
+        check_compatible({"vocab_hash": "h", "config": old}, cfg, "h")

@@ -233,9 +233,13 @@ def check_compatible(meta: dict, cfg_dict: dict, vocab_hash: str | None) -> None
     if meta.get("vocab_hash") != vocab_hash:
         raise VocabularyError(f"checkpoint was trained with vocabulary {meta.get('vocab_hash')} but this run uses "
                               f"{vocab_hash}; resume with the run's own vocab.json or start a new output_dir")
-    old = meta.get("config", {})
-    diffs = [f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {v!r}" for s in COMPAT_SECTIONS
-             for k, v in cfg_dict[s].items() if old.get(s, {}).get(k) != v]
+    from catlip.config import Config
+
+    old, default = meta.get("config", {}), Config().to_dict()
+    # A field added after the checkpoint was written counts as its default there (older runs stay resumable).
+    was = {s: {**default[s], **old.get(s, {})} for s in COMPAT_SECTIONS}
+    diffs = [f"{s}.{k}: {was[s].get(k)!r} -> {v!r}" for s in COMPAT_SECTIONS
+             for k, v in cfg_dict[s].items() if was[s].get(k) != v]
     if diffs:
         raise CheckpointError("checkpoint is incompatible with this config: " + "; ".join(diffs))
 
