@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from catlip.defaults import V_TAU_DEFAULT
 from catlip.errors import DataError, VocabularyError
 from catlip.labels.corpus import ReadStats, caption_rule_text, iter_captions
 
@@ -367,8 +368,8 @@ def _first_problem(read: ReadStats) -> str:
 
 
 def build_vocabulary(paths: list[str | Path], labels: str = "synsets", options: dict | None = None, *,
-                     min_count: int = 500, top_k: int | None = None, workers: int = 1, column: str | None = None,
-                     progress: bool = False) -> tuple[Vocabulary, PartialCounts]:
+                     min_count: int = V_TAU_DEFAULT, top_k: int | None = None, workers: int = 1,
+                     column: str | None = None, progress: bool = False) -> tuple[Vocabulary, PartialCounts]:
     """Count keys over caption files and keep the frequent ones. Returns (vocabulary, raw counts and read stats).
 
     ``labels``: a label source of ``catlip.labels.registry`` (or an old method name, ``catlip`` / ``superclass``).
@@ -387,7 +388,7 @@ def build_vocabulary(paths: list[str | Path], labels: str = "synsets", options: 
 
 
 def build_vocabulary_from_source(source, labels: str = "synsets", options: dict | None = None, *,
-                                 min_count: int = 500, top_k: int | None = None, workers: int = 1,
+                                 min_count: int = V_TAU_DEFAULT, top_k: int | None = None, workers: int = 1,
                                  progress: bool = False, name: str = "source", looked_for: str = ""
                                  ) -> tuple[Vocabulary, PartialCounts]:
     """`build_vocabulary` over a random-access source (`len(source)`, `source.captions(i)`, optionally
