@@ -223,143 +223,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- probe / finetune / zeroshot (owner: evaluate stage)
+# ---------------------------------------------------------------- evaluation tasks (owner: evaluate stage)
 
 
 def _add_evaluate_commands(sub: argparse._SubParsersAction) -> None:
-    from catlip.methods.registry import ZERO_SHOT_MODES
+    """One subcommand per evaluation task (probe, knn, multilabel, zeroshot, finetune, ...): catlip.evaluate.tasks."""
+    from catlip.evaluate.tasks import tasks
 
-    ckpt_help = ("run dir or checkpoint dir from `catlip pretrain`, or random:<timm name | recipe.yaml> for the "
-                 "random-init floor")
-    data_help = "image folder (one sub-folder per class), .csv/.tsv manifest (image,label) or .tar shards ({000..004})"
-    classes_help = "class names, one per line, or TSV index<TAB>wnid<TAB>name (default: folder names / classes.txt)"
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("checkpoint", help=ckpt_help)
-        p.add_argument("--classes", help=classes_help)
-        p.add_argument("--output", "-o", help="write the full result as JSON here")
-        p.add_argument("--image-size", type=int, help="evaluation resolution (default: the pre-training one)")
-        p.add_argument("--batch-size", type=int, help="images per batch (default: 256; finetune: the recipe's)")
-        p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                       help="data-loading processes (default: min(4, CPU cores))")
-        p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-        p.add_argument("--cache-dir", help="cache frozen features here (keyed by weights and data)")
-        p.add_argument("--alpha", type=float, default=0.5, help="path-similarity threshold of the class mapping")
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-    p = sub.add_parser("probe", help="linear probe (+ k-NN) on frozen features",
-                       description="Train linear classifiers on frozen features over fractions / k-shot subsets of "
-                       "the training set (lr/wd grid picked on a validation split; ridge for k-shot) and report "
-                       "test accuracy, plus 20-NN accuracy. --init transfer starts from the pre-trained head "
-                       "(CatLIP Transfer Init).")
-    common(p)
-    p.add_argument("--train", required=True, help=data_help)
-    p.add_argument("--test", required=True, help=data_help)
-    p.add_argument("--fractions", default="1", help="comma list of training-set fractions, e.g. 0.01,0.1,1")
-    p.add_argument("--shots", default="", help="comma list of images per class, e.g. 1,5,10")
-    p.add_argument("--init", default="random", help="random | transfer | random,transfer")
-    p.add_argument("--epochs", type=int, default=30, help="probe epochs (paper: 30)")
-    p.add_argument("--lrs", default="0.001,0.01,0.1", help="probe learning-rate grid (paper Table 7a: 0.00003)")
-    p.add_argument("--wds", default="0,0.0001,0.01", help="probe weight-decay grid (paper: 0)")
-    p.add_argument("--multilabel", action="store_true", help="multi-label targets (.json labels): BCE + mAP")
-    p.add_argument("--no-knn", action="store_true", help="skip the k-NN evaluation")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=_cmd_probe)
-
-    p = sub.add_parser("finetune", help="fine-tune the whole model on a labelled dataset",
-                       description="Fine-tune backbone + linear classifier with a recipe from configs/finetune_*.yaml "
-                       "(paper Table 7); --set key=value overrides recipe fields.")
-    common(p)
-    p.add_argument("--config", help="recipe YAML (configs/finetune_*.yaml)")
-    p.add_argument("--train", required=True, help=data_help)
-    p.add_argument("--test", help=data_help)
-    p.add_argument("--save", help="write the fine-tuned weights (safetensors) here")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, e.g. --set epochs=2 --set init=transfer (repeatable)")
-    p.set_defaults(handler=_cmd_finetune)
-
-    p = sub.add_parser("zeroshot", help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP)",
-                       description="Classify without training: CatLIP/SuperClass score each class by the head rows "
-                       "its name maps to (by the vocabulary's label source: WordNet synsets, BPE tokens or words; "
-                       "unmapped classes are listed), CLIP by "
-                       "prompt-template text embeddings.")
-    common(p)
-    p.add_argument("--test", required=True, help=data_help)
-    p.add_argument("--mode", default="auto", choices=("auto", *ZERO_SHOT_MODES),
-                   help="auto: head for classification checkpoints, text tower for CLIP/SigLIP")
-    p.add_argument("--no-bias", action="store_true", help="head mode: ignore the head's bias (label prior)")
-    p.set_defaults(handler=_cmd_zeroshot)
+    for task in tasks():
+        p = sub.add_parser(task.name, help=task.help, description=task.description)
+        task.add_arguments(p)
+        p.set_defaults(handler=_evaluation_handler(task.name))
 
 
-def _eval_opts(args: argparse.Namespace) -> dict:
-    return {"batch_size": args.batch_size or 256, "num_workers": args.workers, "device": args.device,
-            "cache_dir": args.cache_dir, "progress": not args.no_progress}
+def _evaluation_handler(name: str):
+    def handler(args: argparse.Namespace) -> int:
+        from catlip.evaluate.tasks import run_task
 
+        run_task(name, args)
+        return 0
 
-def _comma_list(text: str, kind: type, flag: str) -> list:
-    try:
-        return [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise CliError(f"{flag} expects a comma-separated list of {kind.__name__}s, got {text!r}") from None
-
-
-def _cmd_probe(args: argparse.Namespace) -> int:
-    from catlip.evaluate.linear_probe import ProbeConfig
-    from catlip.evaluate.run import format_table, run_probe, write_json
-
-    inits = _comma_list(args.init, str, "--init")
-    fractions = _comma_list(args.fractions, float, "--fractions")
-    if any(i not in ("random", "transfer") for i in inits) or any(not 0 < f <= 1 for f in fractions):
-        raise CliError("--init takes random and/or transfer; --fractions values lie in (0, 1]")
-    result = run_probe(args.checkpoint, args.train, args.test, args.classes, fractions=fractions,
-                       shots=_comma_list(args.shots, int, "--shots"), inits=inits, knn=not args.no_knn,
-                       multilabel=args.multilabel, alpha=args.alpha, image_size=args.image_size, seed=args.seed,
-                       probe=ProbeConfig(epochs=args.epochs, seed=args.seed, lrs=_comma_list(args.lrs, float, "--lrs"),
-                                         weight_decays=_comma_list(args.wds, float, "--wds")),
-                       **_eval_opts(args))
-    _print_coverage(result)
-    metric = ["mAP"] if args.multilabel else ["top1", "top5"]
-    print(format_table(result["rows"], ["protocol", "subset", "init", "n_train", *metric]))
-    write_json(result, args.output)
-    return 0
-
-
-def _cmd_finetune(args: argparse.Namespace) -> int:
-    from catlip.evaluate.run import format_table, run_finetune, write_json
-
-    overrides = list(args.overrides) + [f"num_workers={args.workers}", f"device={args.device}"]
-    if args.batch_size:
-        overrides.append(f"batch_size={args.batch_size}")
-    if args.image_size:
-        overrides.append(f"image_size={args.image_size}")
-    result = run_finetune(args.checkpoint, args.train, args.test, args.classes, config=args.config,
-                          overrides=overrides, save=args.save, progress=not args.no_progress)
-    _print_coverage(result)
-    cols = ["epoch", "steps", "train_loss"] + ([c for c in ("top1", "top5", "mAP") if c in result["final"]])
-    print(format_table(result["history"], cols))
-    write_json(result, args.output)
-    return 0
-
-
-def _cmd_zeroshot(args: argparse.Namespace) -> int:
-    from catlip.evaluate.run import format_table, run_zeroshot, write_json
-
-    result = run_zeroshot(args.checkpoint, args.test, args.classes, mode=args.mode, alpha=args.alpha,
-                          use_bias=not args.no_bias, image_size=args.image_size, **_eval_opts(args))
-    _print_coverage(result)
-    print(format_table([result], ["method", "mode", "num_classes", "test_images", "top1", "top5"]))
-    write_json(result, args.output)
-    return 0
-
-
-def _print_coverage(result: dict) -> None:
-    from catlip.evaluate.transfer_init import CoverageReport, ClassMapping
-
-    cov = result.get("coverage")
-    if cov:
-        report = CoverageReport(cov["dataset"], cov["vocab_method"], cov["alpha"],
-                                [ClassMapping(**c) for c in cov["classes"]], cov.get("labels", ""))
-        print(report.summary())
+    return handler
 
 
 # ---------------------------------------------------------------- analyze (owner: analysis stage)

@@ -39,7 +39,7 @@ DEMO_OVERRIDES = [
 @dataclass
 class ProbeSet:
     name: str
-    train: object  # LabelledData-like: yields (image tensor, class)
+    train: object  # evaluate.datasets.LabelledData: items (image tensor | None, class)
     test: object
     num_classes: int
     size: int  # probe training images (the test split uses half as many)
@@ -62,61 +62,60 @@ class _SyntheticLabelled(torch.utils.data.Dataset):
         return self.tf(s.image), s.label
 
 
-def _batches(dataset, batch_size: int = 256):
-    """(images, classes) batches from the synthetic set or an evaluation LabelledData (bad images skipped)."""
-    if isinstance(dataset, _SyntheticLabelled):
-        yield from torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-        return
-    from catlip.evaluate.datasets import collate_skip
+def _labelled(dataset, name: str, classes) -> object:
+    """The synthetic set as an evaluation ``LabelledData`` (items ``(image tensor, class)``, like every reader's)."""
+    from catlip.evaluate.datasets import ClassList, LabelledData
 
-    for batch in torch.utils.data.DataLoader(dataset.dataset, batch_size=batch_size, collate_fn=collate_skip):
-        if batch["image"] is not None:
-            keep = batch["target"] >= 0
-            yield batch["image"][keep], batch["target"][keep]
+    return LabelledData(name, dataset, ClassList(list(classes)))
 
 
-def _features(backbone, dataset, limit: int):
-    from catlip.evaluate.features import Encoder, Features
+def _eval_model(method, vocab, image_size: int, source: str):
+    """A trained or random-init method as what the evaluation tasks read (backbone, head, vocabulary)."""
+    from catlip.evaluate.model import EvalModel
 
-    enc = Encoder(backbone).eval()
-    xs, ys, n = [], [], 0
-    with torch.no_grad():
-        for images, labels in _batches(dataset):
-            xs.append(enc(images).float())
-            ys.append(labels)
-            n += len(labels)
-            if n >= limit:
-                break
-    return Features(torch.cat(xs)[:limit], torch.cat(ys)[:limit])
+    return EvalModel(source, method.name, method.backbone, image_size, getattr(method, "head", None), vocab, method)
 
 
-def _probe(backbone, probe: ProbeSet) -> float:
-    """Top-1 (%) of a logistic-regression probe on frozen, standardised features."""
-    from catlip.evaluate.linear_probe import ProbeConfig, score, train_probe
+def _features(model, data, limit: int):
+    """Frozen features of the first ``limit`` images, by the evaluation tasks' extractor (the head's pooling)."""
+    from catlip.evaluate.features import extract_features
 
-    tr, te = _features(backbone, probe.train, probe.size), _features(backbone, probe.test, probe.size // 2)
-    mean, std = tr.x.mean(0), tr.x.std(0) + 1e-6  # same scale for both backbones, so one lr grid fits both
-    tr.x, te.x = (tr.x - mean) / std, (te.x - mean) / std
+    return extract_features(model.encoder(), data, batch_size=256, device="cpu", progress=False, limit=limit)
+
+
+def _probe(tr, te, probe: ProbeSet) -> float:
+    """Top-1 (%) of the probe task's logistic regression on frozen, standardised features."""
+    from catlip.evaluate.linear_probe import ProbeConfig
+    from catlip.evaluate.tasks.probe import linear_probe
+
     cfg = ProbeConfig(epochs=30, min_steps=200, lrs=[3e-3, 3e-2], weight_decays=[0.0, 1e-3])
-    result = train_probe(tr, probe.num_classes, cfg)
-    return 100.0 * score(result.linear, te)["top1"]
+    # standardised: the same scale for both backbones, so one lr grid fits both
+    return 100.0 * linear_probe(tr, te, probe.num_classes, cfg, standardize=True)["top1"]
 
 
-def _head_zero_shot(method, vocab, probe: ProbeSet) -> float | None:
-    """Top-1 (%) of the CatLIP head restricted to the object nouns' synsets (no probe training at all)."""
-    from catlip.data.synthetic import OBJECTS
+def _head_zero_shot(model, te, probe: ProbeSet) -> float | None:
+    """Top-1 (%) of the zero-shot task's head classifier over the ten object classes (no probe training at all);
+    None when the head cannot score every object class (no head, or an object missing from the vocabulary)."""
+    from catlip.errors import CatlipError
+    from catlip.evaluate.tasks.zeroshot import head_zero_shot
 
-    if not hasattr(method, "head") or any(o not in vocab.names for o in OBJECTS):
+    if model.head is None:
         return None
-    cols = torch.tensor([vocab.names.index(o) for o in OBJECTS])  # the synset named like the object word
-    correct = total = 0
-    method.eval()
-    with torch.no_grad():
-        for images, labels in _batches(probe.test):
-            logits = method.head(method.features(images))[:, cols]
-            correct += int((logits.argmax(1) == labels).sum())
-            total += len(labels)
-    return 100.0 * correct / total
+    try:
+        out = head_zero_shot(model, te, probe.test.classes, dataset="synthetic objects")
+    except CatlipError:
+        return None
+    if any(not c["rows"] for c in out["coverage"]["classes"]):
+        return None
+    return 100.0 * out["top1"]
+
+
+def _evaluate(model, probe: ProbeSet, zero_shot: bool) -> tuple[float, float | None]:
+    model.backbone.eval()
+    if model.head is not None:
+        model.head.eval()
+    tr, te = _features(model, probe.train, probe.size), _features(model, probe.test, probe.size // 2)
+    return _probe(tr, te, probe), (_head_zero_shot(model, te, probe) if zero_shot else None)
 
 
 def _shared_cifar() -> Path | None:
@@ -128,8 +127,11 @@ def _shared_cifar() -> Path | None:
 def _probe_set(data: str | None, image_size: int, probe_train: str | None, probe_test: str | None,
                size: int) -> ProbeSet | None:
     if data is None:  # synthetic: fresh scenes from other seeds than the training set's
-        return ProbeSet("synthetic objects (10 classes)", _SyntheticLabelled(size, 101, image_size),
-                        _SyntheticLabelled(size // 2, 202, image_size), 10, size)
+        from catlip.data.synthetic import OBJECTS
+
+        return ProbeSet("synthetic objects (10 classes)",
+                        _labelled(_SyntheticLabelled(size, 101, image_size), "synthetic:101", OBJECTS),
+                        _labelled(_SyntheticLabelled(size // 2, 202, image_size), "synthetic:202", OBJECTS), 10, size)
     if not (probe_train and probe_test):
         cifar = _shared_cifar()
         if cifar is None:
@@ -190,11 +192,12 @@ def run_demo(*, data: str | None = None, steps: int | None = None, output: str =
               "loss_first": losses[0], "loss_last": losses[-1], "train_seconds": round(t_train, 1)}
     if probe is not None:
         result["probe"] = probe.name
-        result["probe_random_init"] = _probe(random_init.backbone, probe)
-        result["probe_pretrained"] = _probe(trained.method.backbone, probe)
-        if data is None:
-            result["head_zero_shot_random_init"] = _head_zero_shot(random_init, vocab, probe)
-            result["head_zero_shot_pretrained"] = _head_zero_shot(trained.method, vocab, probe)
+        size = cfg.data.image_size
+        for key, model in (("random_init", _eval_model(random_init, vocab, size, "random init")),
+                           ("pretrained", _eval_model(trained.method, vocab, size, str(run_dir)))):
+            result[f"probe_{key}"], zs = _evaluate(model, probe, zero_shot=data is None)
+            if data is None:
+                result[f"head_zero_shot_{key}"] = zs
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
     (Path(run_dir) / "demo_result.json").write_text(json.dumps(result, indent=1))
     print(format_result(result, vocab))

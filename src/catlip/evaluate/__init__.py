@@ -1,19 +1,38 @@
 """Evaluation: linear probes, k-NN, fine-tuning, zero-shot and Transfer Init.
 
 Depends only on the timm backbone contract plus, for Transfer Init and head zero-shot, the pre-trained head's
-weight and the vocabulary.
+weight and the vocabulary. The command-line tasks are the registry in ``catlip.evaluate.tasks``.
+
+The names below are imported on first use, so ``catlip.evaluate.tasks`` (which ``catlip --help`` reads) does not
+import torch.
 """
 
-from catlip.evaluate.datasets import ClassList, LabelledData, eval_transform, load_classes, open_labelled
-from catlip.evaluate.features import Encoder, Features, cached_features, extract_features
-from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_fit, ridge_probe,
-                                          train_probe)
-from catlip.evaluate.metrics import mean_average_precision, topk_accuracy
-from catlip.evaluate.transfer_init import CoverageReport, map_classes, transfer_init
+from __future__ import annotations
 
-__all__ = [
-    "ClassList", "CoverageReport", "Encoder", "Features", "LabelledData", "ProbeConfig", "balanced_subset",
-    "cached_features", "eval_transform", "extract_features", "knn_accuracy", "load_classes", "map_classes",
-    "mean_average_precision", "open_labelled", "ridge_fit", "ridge_probe", "topk_accuracy", "train_probe",
-    "transfer_init",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "catlip.evaluate.datasets": ("ClassList", "LabelledData", "eval_transform", "load_classes", "open_labelled"),
+    "catlip.evaluate.features": ("Encoder", "Features", "cached_features", "extract_features"),
+    "catlip.evaluate.linear_probe": ("ProbeConfig", "balanced_subset", "knn_accuracy", "ridge_fit", "ridge_probe",
+                                     "train_probe"),
+    "catlip.evaluate.metrics": ("mean_average_precision", "topk_accuracy"),
+    "catlip.evaluate.transfer_init": ("CoverageReport", "map_classes", "transfer_init"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'catlip.evaluate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -76,8 +76,11 @@ def default_device(device: str = "auto") -> torch.device:
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, data: LabelledData, *, batch_size: int = 256, num_workers: int = 0,
-                     device: str | torch.device = "auto", progress: bool = True, desc: str = "features") -> Features:
-    """Run the encoder over every readable image once; unreadable or unlabelled samples are counted in ``skipped``."""
+                     device: str | torch.device = "auto", progress: bool = True, desc: str = "features",
+                     limit: int | None = None) -> Features:
+    """Run the encoder over every readable image once; unreadable or unlabelled samples are counted in ``skipped``.
+
+    ``limit``: stop after that many labelled images (the first ones in the dataset's order)."""
     device = default_device(device) if isinstance(device, str) else device
     encoder = encoder.to(device).eval()
     loader = DataLoader(data.dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
@@ -97,12 +100,17 @@ def extract_features(encoder: nn.Module, data: LabelledData, *, batch_size: int 
         xs.append(feats.float().cpu())
         ys.append(target[keep])
         bar.update(len(target))
+        if limit is not None and sum(len(y) for y in ys) >= limit:
+            break
     bar.close()
     if not xs:
         from catlip.errors import DataError
 
         raise DataError(f"{data.spec}: no readable labelled image ({skipped} skipped)")
-    return Features(torch.cat(xs), torch.cat(ys), skipped)
+    x, y = torch.cat(xs), torch.cat(ys)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return Features(x, y, skipped)
 
 
 def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Path | None, *, weights_id: str = "",

@@ -1,4 +1,5 @@
-"""The three evaluation procedures behind ``catlip probe | finetune | zeroshot``: load, evaluate, tabulate."""
+"""The evaluation procedures behind the tasks in ``catlip.evaluate.tasks`` (``catlip probe | knn | multilabel |
+zeroshot | finetune``): load, evaluate, tabulate."""
 
 from __future__ import annotations
 
@@ -81,6 +82,21 @@ def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None
         result["rows"].append({"protocol": "knn (k=20)", "subset": "100% of train", "init": "-", "n_train": len(tr),
                                **knn_accuracy(tr, te, num_classes)})
     return result
+
+
+def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, *, k: int = 20,
+            temperature: float = 0.07, image_size: int | None = None, **opts: Any) -> dict[str, Any]:
+    """Weighted k-NN (cosine, exp(s/T) votes) of the test images against the training images' frozen features."""
+    model = load_eval_model(checkpoint, image_size)
+    train_data, test_data = _open_pair(train, test, classes, eval_transform(model.image_size), False)
+    encoder, wid = model.encoder(), model.weights_id()
+    tr, te = _features(model, train_data, encoder, wid, opts), _features(model, test_data, encoder, wid, opts)
+    row = {"protocol": f"knn (k={k})", "subset": "100% of train", "init": "-", "n_train": len(tr),
+           **knn_accuracy(tr, te, train_data.num_classes, k=k, temperature=temperature)}
+    return {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size, "train": train,
+            "test": test, "num_classes": train_data.num_classes, "weights_id": wid, "k": k,
+            "temperature": temperature, "train_images": len(tr), "test_images": len(te),
+            "skipped": {"train": tr.skipped, "test": te.skipped}, "rows": [row]}
 
 
 def _pct(fraction: float) -> str:

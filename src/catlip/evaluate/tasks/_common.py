@@ -1,0 +1,57 @@
+"""Arguments and helpers shared by the evaluation tasks (not a task itself: the leading ``_``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from catlip.errors import CliError
+
+CKPT_HELP = ("run dir or checkpoint dir from `catlip pretrain`, or random:<timm name | recipe.yaml> for the "
+             "random-init floor")
+DATA_HELP = "image folder (one sub-folder per class), .csv/.tsv manifest (image,label) or .tar shards ({000..004})"
+CLASSES_HELP = "class names, one per line, or TSV index<TAB>wnid<TAB>name (default: folder names / classes.txt)"
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """The checkpoint and the options every evaluation task takes."""
+    p.add_argument("checkpoint", help=CKPT_HELP)
+    p.add_argument("--classes", help=CLASSES_HELP)
+    p.add_argument("--output", "-o", help="write the full result as JSON here")
+    p.add_argument("--image-size", type=int, help="evaluation resolution (default: the pre-training one)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: 256; finetune: the recipe's)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data-loading processes (default: min(4, CPU cores))")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--cache-dir", help="cache frozen features here (keyed by weights and data)")
+    p.add_argument("--alpha", type=float, default=0.5, help="path-similarity threshold of the class mapping")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def eval_opts(args: argparse.Namespace) -> dict:
+    return {"batch_size": args.batch_size or 256, "num_workers": args.workers, "device": args.device,
+            "cache_dir": args.cache_dir, "progress": not args.no_progress}
+
+
+def comma_list(text: str, kind: type, flag: str) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CliError(f"{flag} expects a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+
+def print_coverage(result: dict) -> None:
+    """The class-mapping summary (Transfer Init / head zero-shot), when the result has one."""
+    from catlip.evaluate.transfer_init import ClassMapping, CoverageReport
+
+    cov = result.get("coverage")
+    if cov:
+        report = CoverageReport(cov["dataset"], cov["vocab_method"], cov["alpha"],
+                                [ClassMapping(**c) for c in cov["classes"]], cov.get("labels", ""))
+        print(report.summary())
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    from catlip.evaluate.run import format_table
+
+    print(format_table(rows, columns))
