@@ -19,6 +19,7 @@ from catlip.data import build_train_loader
 from catlip.data.loader import DataWarning
 from catlip.data.sources import ManifestSource, TarShardSource, open_sources
 from catlip.errors import CatlipError, DataError, VocabularyError
+from catlip.data import formats
 from catlip.labels import corpus
 from catlip.labels.corpus import (ReadStats, caption_fields, captions_of, iter_captions, member_captions,
                                   read_table)
@@ -133,7 +134,7 @@ def test_unterminated_quote_costs_one_line_in_caption_files(tmp_path, suffix, qu
 def test_read_table_multiline_fields_survive_and_long_open_quotes_are_cut(monkeypatch):
     bad = []
     text = 'a,b\n1,"two\nlines"\n2,"open\n3,x\n4,y\n5,z\n'
-    monkeypatch.setattr(corpus, "MAX_QUOTED_LINES", 3)
+    monkeypatch.setattr(formats, "MAX_QUOTED_LINES", 3)  # the rule lives in the one reader
     rows = list(read_table(io.StringIO(text), ",", lambda n, why: bad.append((n, why))))
     assert rows == [(1, ["a", "b"]), (2, ["1", "two\nlines"]), (5, ["3", "x"]), (6, ["4", "y"]), (7, ["5", "z"])]
     assert len(bad) == 1 and bad[0][0] == 4 and "still open 3 lines later" in bad[0][1]

@@ -6,19 +6,23 @@ resume a jump to a position instead of a replay. ``read(i)`` returns ``(image, c
 bytes or a PIL image; it may raise on a bad sample and the dataset counts the skip. ``describe(i)`` names sample
 ``i`` (file, line or member) and ``looked_for()`` says what the source expects, for the messages of skipped data.
 
-Captions follow one rule, shared with the vocabulary stage (``catlip.labels.corpus``, see its docstring): the
-fields / columns of ``caption_fields(data.caption_column)`` in order (default ``captions, caption, text, txt,
-title``), a shard's ``.json`` member before its ``.txt`` lines, captions stripped, blanks dropped.
+Files are listed and read by the one reader of catlip's data formats, ``catlip.data.formats`` (shared with the
+vocabulary stage, ``catlip.labels.corpus``, and the evaluation sets); this module only indexes what it reads.
+
+Captions follow one rule, defined there and shared with the vocabulary stage: the fields / columns of
+``caption_fields(data.caption_column)`` in order (default ``captions, caption, text, txt, title``), a shard's
+``.json`` member before its ``.txt`` lines, captions stripped, blanks dropped.
 
 Webdataset conventions: shards are tar files whose members ``<key>.<ext>`` are grouped by key (the basename up to
-its first dot); brace patterns and remote URLs (anything ``webdataset.gopen`` opens: http, pipe:, ...) are
-expanded with webdataset. Remote shards are first copied into a local cache (like webdataset's ``cache_dir``),
-because random access needs a seekable file.
+its first dot; ``formats.TarScan``); brace patterns and remote URLs (anything ``webdataset.gopen`` opens: http,
+pipe:, ...) are expanded by webdataset's rule (``formats.expand_urls``). Remote shards are first copied into a
+local cache (``formats.local_shard``, like webdataset's ``cache_dir``), because random access needs a seekable
+file.
 
 Manifests (CSV / TSV / JSONL): a relative image path is looked up relative to the manifest's folder first, then
 relative to the working directory the run started in (open_clip's convention for its ``--train-data`` CSVs);
 absolute paths are used as they are. A file in neither place is skipped as ``missing_file`` and the message
-names both places. CSV/TSV records are split by ``catlip.labels.corpus.read_table``: a line with an
+names both places (``formats.resolve_image``). CSV/TSV records are split by ``formats.read_table``: a line with an
 unterminated quote is reported (file:line), counted as ``bad_manifest_row`` and skipped, and the rows after it
 are read.
 """
@@ -26,15 +30,12 @@ are read.
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
 import os
-import tarfile
 from collections import Counter
 from pathlib import Path
 
-from catlip.errors import DataError
-from catlip.labels.corpus import (
+from catlip.data import formats
+from catlip.data.formats import (  # noqa: F401 - re-exported for older imports
     caption_column_index,
     caption_fields,
     captions_of,
@@ -43,8 +44,9 @@ from catlip.labels.corpus import (
     no_caption_reason,
     read_table,
 )
+from catlip.errors import DataError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTS = formats.IMAGE_EXTENSIONS  # image files of folders
 
 
 class Source:
@@ -103,26 +105,8 @@ class SyntheticSource(Source):
 
 
 def _local_copy(url: str, cache_dir: Path) -> Path:
-    """Local path for a shard URL; remote URLs are fetched once with webdataset.gopen into the cache."""
-    if url.startswith("file://"):
-        url = url[len("file://"):]
-    if "://" not in url and not url.startswith("pipe:"):
-        return Path(url)
-    import webdataset as wds
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    dest = cache_dir / (hashlib.sha1(url.encode()).hexdigest()[:16] + "-" + os.path.basename(url.split("?")[0])[-60:])
-    if not dest.exists():
-        tmp = dest.with_suffix(f".tmp{os.getpid()}")
-        try:
-            with wds.gopen(url, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            os.replace(tmp, dest)
-        except Exception as err:  # noqa: BLE001 - any transport failure means the shard cannot be read
-            tmp.unlink(missing_ok=True)
-            raise DataError(f"cannot fetch shard {url}: {err}") from None
-    return dest
+    """Local path for a shard URL (``catlip.data.formats.local_shard``)."""
+    return formats.local_shard(url, cache_dir)
 
 
 class TarShardSource(Source):
@@ -130,61 +114,40 @@ class TarShardSource(Source):
 
     def __init__(self, pattern: str, *, image_exts: list[str], caption_exts: list[str], stats: Counter,
                  cache_dir: Path, caption_column: str | None = None):
-        import webdataset as wds
-
         super().__init__()
-        urls = wds.shardlists.expand_urls(pattern)
+        urls = formats.expand_urls(pattern)
         self.name = pattern
         self.image_exts, self.caption_exts, self.caption_column = image_exts, caption_exts, caption_column
         self.paths: list[Path] = []
         self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []  # (shard, key, ext -> (offset, size))
         for url in urls:
-            path = _local_copy(url, cache_dir)
+            path = formats.local_shard(url, cache_dir)
             if not path.exists():
                 raise DataError(f"shard not found: {url}")
             self.paths.append(path)
             self._index_shard(len(self.paths) - 1, path)
-        self._files: dict[int, object] = {}
+        self._reader = formats.MemberReader()
         stats.update(self.index_skips)
 
     def _index_shard(self, shard: int, path: Path) -> None:
-        groups: dict[str, dict[str, tuple[int, int]]] = {}
-        try:
-            with tarfile.open(path, "r:") as tf:
-                for m in tf:
-                    if not m.isfile():
-                        continue
-                    base = os.path.basename(m.name)
-                    if "." not in base:
-                        continue
-                    stem, ext = base.split(".", 1)
-                    key = os.path.join(os.path.dirname(m.name), stem)
-                    groups.setdefault(key, {})[ext.lower()] = (m.offset_data, m.size)
-        except (tarfile.TarError, OSError, EOFError) as err:
-            self._skip("truncated_shard", f"{path}: {err}")  # keep the members indexed before the damage
-        for key, members in groups.items():
-            where = f"{path}:{key} (members: {', '.join(members)})"
+        scan = formats.TarScan(path)
+        for sample in scan:
+            members = {ext: (offset, size) for ext, (_, offset, size) in sample.members.items()}
+            where = f"{path}:{sample.key} (members: {', '.join(members)})"
             if not any(e in members for e in self.image_exts):
                 self._skip("no_image", where)
             elif not any(e in members for e in self.caption_exts):
                 self._skip("no_caption", where)
             else:
-                self.samples.append((shard, key, members))
+                self.samples.append((shard, sample.key, members))
+        if scan.damage is not None:  # the members indexed before the damage are kept
+            self._skip("truncated_shard", f"{path}: {scan.damage[1]}")
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _read_member(self, shard: int, offset: int, size: int) -> bytes:
-        f = self._files.get(shard)
-        if f is None or getattr(f, "_pid", None) != os.getpid():  # file handles must not cross fork
-            f = open(self.paths[shard], "rb")  # noqa: SIM115 - cached per process, closed at exit
-            f._pid = os.getpid()  # type: ignore[attr-defined]
-            self._files[shard] = f
-        f.seek(offset)
-        data = f.read(size)
-        if len(data) != size:
-            raise OSError("member truncated")
-        return data
+        return self._reader.read(self.paths[shard], offset, size)
 
     def _members(self, i: int, exts: list[str]) -> dict[str, bytes]:
         shard, _, members = self.samples[i]
@@ -212,10 +175,6 @@ class TarShardSource(Source):
         return (f"{self.name}: image member .{'/.'.join(self.image_exts)}, caption members "
                 f".{'/.'.join(self.caption_exts)} (.json fields {fields}, else text lines)")
 
-    def __getstate__(self):  # open files do not pickle into DataLoader workers
-        state = dict(self.__dict__)
-        state["_files"] = {}
-        return state
 
 
 class ManifestSource(Source):
@@ -224,7 +183,7 @@ class ManifestSource(Source):
     The image path comes from ``image_column``; a relative path is resolved against the manifest's folder, else
     against the working directory at start (open_clip's convention), and absolute paths are used as they are.
     The caption comes from ``caption_column`` with the automatic fallbacks of
-    ``catlip.labels.corpus.caption_fields`` (``filepath,title`` CSVs work with ``image_column="filepath"``).
+    ``catlip.data.formats.caption_fields`` (``filepath,title`` CSVs work with ``image_column="filepath"``).
     A CSV/TSV without the image column or any caption column is a ``DataError`` naming the header.
     """
 
@@ -239,75 +198,61 @@ class ManifestSource(Source):
         self.header: list[str] | None = None
         self.used_caption_column = ""
         self.rows: list[tuple[str, tuple[str, ...], int]] = []  # (image path, captions, line number)
-        if p.suffix.lower() in (".jsonl", ".json"):
-            self._index_jsonl(p)
-        else:
-            self._index_table(p, "\t" if p.suffix.lower() == ".tsv" else ",")
+        self._index(p)
         stats.update(self.index_skips)
 
-    def _index_table(self, p: Path, delimiter: str) -> None:
-        with p.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-            records = read_table(f, delimiter, lambda n, why: self._skip("bad_manifest_row", f"{p}:{n}: {why}"))
-            first = next(records, None)
-            if first is None:
-                return
-            header = self.header = first[1]
-            if self.image_column not in header:
-                raise DataError(f"{p}: no image column {self.image_column!r} (data.image_column); "
-                                f"header: {', '.join(header)}")
-            col = caption_column_index(header, self.caption_column)
-            if col is None:
-                raise DataError(f"{p}: no caption column (data.caption_column={self.caption_column!r}; tried "
-                                f"{', '.join(caption_fields(self.caption_column))}; header: {', '.join(header)})")
-            img_col, self.used_caption_column = header.index(self.image_column), header[col]
-            for lineno, row in records:
-                img = row[img_col].strip()
-                caps = clean_captions([row[col]])
-                if not img:
-                    self._skip("bad_manifest_row", f"{p}:{lineno}: empty {self.image_column!r}")
-                elif not caps:
-                    self._skip("no_caption", f"{p}:{lineno}: blank {header[col]!r}")
-                else:
-                    self.rows.append((img, tuple(caps), lineno))
+    def _index(self, p: Path) -> None:
+        kind = "jsonl" if p.suffix.lower() in (".jsonl", ".json", ".ndjson") else None
+        with formats.read_manifest(p, lambda n, why: self._skip("bad_manifest_row", f"{p}:{n}: {why}"),
+                                   kind=kind) as manifest:
+            if manifest.kind == "jsonl":
+                self._index_jsonl(p, manifest.records)
+            elif manifest.header is not None:
+                self._index_table(p, manifest.header, manifest.records)
 
-    def _index_jsonl(self, p: Path) -> None:
-        with p.open(encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{p}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except ValueError as err:
-                    self._skip("bad_manifest_row", f"{where}: malformed JSON ({getattr(err, 'msg', err)})")
-                    continue
-                if not isinstance(obj, dict):
-                    self._skip("bad_manifest_row", f"{where}: not a JSON object")
-                    continue
-                img = obj.get(self.image_column)
-                if not isinstance(img, str) or not img.strip():
-                    self._skip("bad_manifest_row", f"{where}: no {self.image_column!r} field (data.image_column; "
-                               f"fields present: {', '.join(list(obj)[:10])})")
-                    continue
-                caps = captions_of(obj, self.caption_column)
-                if not caps:
-                    self._skip("no_caption", f"{where}: {no_caption_reason(obj, self.caption_column)}")
-                    continue
-                self.rows.append((img.strip(), tuple(caps), lineno))
+    def _index_table(self, p: Path, header: list[str], records) -> None:
+        self.header = header
+        if self.image_column not in header:
+            raise DataError(f"{p}: no image column {self.image_column!r} (data.image_column); "
+                            f"header: {', '.join(header)}")
+        col = caption_column_index(header, self.caption_column)
+        if col is None:
+            raise DataError(f"{p}: no caption column (data.caption_column={self.caption_column!r}; tried "
+                            f"{', '.join(caption_fields(self.caption_column))}; header: {', '.join(header)})")
+        self.used_caption_column = header[col]
+        for lineno, row in records:
+            img = formats.repaired(row[self.image_column]).strip()
+            caps = clean_captions([formats.repaired(row[self.used_caption_column])])
+            if not img:
+                self._skip("bad_manifest_row", f"{p}:{lineno}: empty {self.image_column!r}")
+            elif not caps:
+                self._skip("no_caption", f"{p}:{lineno}: blank {self.used_caption_column!r}")
+            else:
+                self.rows.append((img, tuple(caps), lineno))
+
+    def _index_jsonl(self, p: Path, records) -> None:
+        for lineno, obj in records:
+            where = f"{p}:{lineno}"
+            if not isinstance(obj, dict):
+                self._skip("bad_manifest_row", f"{where}: not a JSON object")
+                continue
+            img = obj.get(self.image_column)
+            if not isinstance(img, str) or not img.strip():
+                self._skip("bad_manifest_row", f"{where}: no {self.image_column!r} field (data.image_column; "
+                           f"fields present: {', '.join(list(obj)[:10])})")
+                continue
+            caps = captions_of(obj, self.caption_column)
+            if not caps:
+                self._skip("no_caption", f"{where}: {no_caption_reason(obj, self.caption_column)}")
+                continue
+            self.rows.append((img.strip(), tuple(caps), lineno))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def image_path(self, img: str) -> Path:
         """The file of a manifest image path: manifest folder, then working directory, then as given."""
-        path = Path(img)
-        if path.is_absolute():
-            return path
-        for base in (self.root, self.cwd):
-            if (base / path).is_file():
-                return base / path
-        tried = [str(self.root / path)] + ([str(self.cwd / path)] if self.cwd != self.root else [])
-        raise FileNotFoundError(f"image {img!r} not found (tried {', '.join(tried)})")
+        return formats.resolve_image(img, self.root, self.cwd)
 
     def read(self, i: int):
         img, caps, _ = self.rows[i]
@@ -334,14 +279,12 @@ class FolderSource(Source):
     def __init__(self, path: str, stats: Counter):
         super().__init__()
         self.name = path
-        root = Path(path)
         self.items: list[tuple[Path, Path]] = []
-        for img in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
-            txt = img.with_suffix(".txt")
-            if txt.is_file():
+        for img, txt in formats.caption_folder(path, IMAGE_EXTS):
+            if txt is not None:
                 self.items.append((img, txt))
             else:
-                self._skip("no_caption", f"{img}: no {txt.name}")
+                self._skip("no_caption", f"{img}: no {img.with_suffix('.txt').name}")
         stats.update(self.index_skips)
 
     def __len__(self) -> int:
@@ -352,7 +295,7 @@ class FolderSource(Source):
         return img.read_bytes(), self.captions(i), -1
 
     def captions(self, i: int) -> list[str]:
-        return clean_captions(self.items[i][1].read_text(errors="replace").splitlines())
+        return formats.read_sidecar(self.items[i][1])
 
     def describe(self, i: int) -> str:
         return str(self.items[i][0])
@@ -413,19 +356,18 @@ def skip_summary(counts: Counter | dict) -> str:
 
 def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
     """All of ``data.train`` as one random-access source. Index-time skips are counted in ``stats``."""
-    cache = Path(os.environ.get("CATLIP_SHARD_CACHE", Path.home() / ".cache" / "catlip" / "shards"))
+    cache = formats.default_shard_cache()
     image_exts = [e.strip().lower() for e in data_cfg.image_key.split(";") if e.strip()]
     parts: list[Source] = []
     for spec in data_cfg.train:
-        low = spec.lower()
         if spec == "synthetic":
             parts.append(SyntheticSource(data_cfg.synthetic_size, seed, data_cfg.image_size))
-        elif low.endswith((".csv", ".tsv", ".jsonl")):
+        elif formats.is_manifest(spec):
             parts.append(ManifestSource(spec, image_column=data_cfg.image_column,
                                         caption_column=data_cfg.caption_column, stats=stats))
         elif os.path.isdir(spec):
             parts.append(FolderSource(spec, stats))
-        elif ".tar" in low or "://" in spec or low.startswith("pipe:"):
+        elif formats.is_shard_spec(spec):
             parts.append(TarShardSource(spec, image_exts=image_exts, caption_exts=list(data_cfg.caption_keys),
                                         stats=stats, cache_dir=cache, caption_column=data_cfg.caption_column))
         else:

@@ -1,6 +1,8 @@
-"""Labelled image datasets for evaluation: image folders, webdataset shards, CSV manifests.
+"""Labelled image datasets for evaluation: image folders, webdataset shards, CSV/TSV/JSONL manifests.
 
-Every source yields ``(image tensor | None, target)``: ``None`` marks an unreadable image, which the collate
+Files are listed and read, and labels found, by the one reader of catlip's data formats
+(``catlip.data.formats``); the transforms are those of ``catlip.data.transforms`` (``eval_transform`` and
+``train_transform`` here are re-exports of its ``eval_transform`` and ``finetune_transform``). Every source yields ``(image tensor | None, target)``: ``None`` marks an unreadable image, which the collate
 function drops and counts, so a corrupt file costs one sample, never the run. Targets are class indices
 (single-label) or multi-hot float vectors (multi-label). Class names (and WordNet ids when known) travel with
 the data because Transfer Init and zero-shot need them.
@@ -8,8 +10,8 @@ the data because Transfer Init and zero-shot need them.
 
 from __future__ import annotations
 
-import csv
-import json
+import logging
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,17 +20,16 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
-from torchvision import transforms as T
 
+from catlip.data import formats
 from catlip.data.images import decode_rgb
+from catlip.data.transforms import MEAN, STD, eval_transform  # noqa: F401 - re-exported
+from catlip.data.transforms import finetune_transform as train_transform  # noqa: F401 - re-exported
 from catlip.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS = formats.IMAGE_EXTENSIONS
 WNID = re.compile(r"^n\d{8}$")
-try:  # evaluate with the normalisation pre-training used
-    from catlip.data.transforms import MEAN, STD
-except ImportError:  # pragma: no cover - data stage absent
-    MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+log = logging.getLogger("catlip.evaluate")
 
 
 # ---------------------------------------------------------------- class lists
@@ -99,26 +100,7 @@ def load_classes(path: str | Path) -> ClassList:
     return ClassList(names, wnids)
 
 
-# ---------------------------------------------------------------- transforms
-
-
-def eval_transform(size: int, mean=MEAN, std=STD) -> Callable:
-    """Resize the shorter side to ``size`` and center-crop: any input size becomes (3, size, size)."""
-    return T.Compose([
-        T.Resize(size, antialias=True),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
-
-
-def train_transform(size: int, mean=MEAN, std=STD, scale_min: float = 0.25) -> Callable:
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+# ---------------------------------------------------------------- images
 
 
 def decode_image(data: bytes | str | Path) -> Image.Image | None:
@@ -168,14 +150,7 @@ class _ShardDataset(IterableDataset):
         self.epoch = epoch
 
     def __iter__(self):
-        import webdataset as wds
-
-        ds = wds.WebDataset(self.urls, shardshuffle=False, empty_check=False, handler=wds.warn_and_continue)
-        if self.shuffle:
-            ds = ds.shuffle(self.shuffle, rng=__import__("random").Random(self.seed + self.epoch))
-        for sample in ds:
-            target = self._target(sample)
-            image_bytes = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
+        for image_bytes, target in self._samples():
             img = decode_image(image_bytes) if image_bytes is not None else None
             if target is None:
                 img = None  # unlabelled: counted as skipped like an unreadable image
@@ -183,19 +158,68 @@ class _ShardDataset(IterableDataset):
                 img = self.transform(img)
             yield img, (target if target is not None else _empty_target(len(self.classes), self.multilabel))
 
+    def _samples(self):
+        """``(image bytes | None, target | None)`` in shard order (this worker's shards), shuffled in a buffer of
+        ``shuffle`` samples when asked."""
+        worker = torch.utils.data.get_worker_info()
+        urls = self.urls[worker.id::worker.num_workers] if worker is not None else self.urls
+        samples = (self._sample(s) for url in urls for s in _scan_shard(url))
+        if not self.shuffle:
+            yield from samples
+            return
+        yield from _shuffled(samples, self.shuffle, random.Random(self.seed + self.epoch))
+
+    def _sample(self, sample: formats.TarSample) -> tuple[bytes | None, Any]:
+        data = sample.data
+        image = next((data[k] for k in formats.SHARD_IMAGE_EXTS if k in data), None)
+        return image, self._target(data)
+
     def _target(self, sample: dict) -> Any:
         if self.multilabel and "json" in sample:
-            try:
-                labels = json.loads(sample["json"]).get("labels", [])
-            except (ValueError, AttributeError):
+            labels = formats.json_labels(sample["json"])
+            if labels is None:
                 return None
-            return _multi_hot([self.classes.index(str(x)) for x in labels], len(self.classes))
+            return _multi_hot([self.classes.index(x) for x in labels], len(self.classes))
         if "cls" in sample:
-            idx = self.classes.index(sample["cls"].decode("utf-8", "replace"))
+            idx = self.classes.index(formats.cls_label(sample["cls"]))
             if idx is None:
                 return None
             return _multi_hot([idx], len(self.classes)) if self.multilabel else idx
         return None
+
+
+def _shuffled(samples, bufsize: int, rng: random.Random, initial: int = 100):
+    """Buffer shuffle of a stream (webdataset's ``shuffle(bufsize, initial)`` algorithm, so orders are as before)."""
+    initial = min(initial, bufsize)
+    buf: list = []
+
+    def pick():
+        k = rng.randint(0, len(buf) - 1)
+        sample = buf[k]
+        buf[k] = buf[-1]
+        buf.pop()
+        return sample
+
+    for sample in samples:
+        buf.append(sample)
+        if len(buf) < bufsize:
+            nxt = next(samples, None)
+            if nxt is not None:
+                buf.append(nxt)
+        if len(buf) >= initial:
+            yield pick()
+    while buf:
+        yield pick()
+
+
+def _scan_shard(url: str):
+    """The samples of one shard (remote ones through the local shard cache), with their image and label bytes."""
+    path = formats.local_shard(url, formats.default_shard_cache())
+    wanted = set(formats.SHARD_IMAGE_EXTS) | {"cls", "json"}
+    scan = formats.TarScan(path, read=wanted.__contains__)
+    yield from scan
+    if scan.damage is not None:
+        log.warning("shard %s: %s; samples before the damage were kept", path, scan.damage[1])
 
 
 def _empty_target(num_classes: int, multilabel: bool):
@@ -230,36 +254,36 @@ class LabelledData:
 
 def open_labelled(spec: str | Path, classes: ClassList | str | Path | None = None, transform: Callable | None = None,
                   multilabel: bool = False, shuffle: int = 0, seed: int = 0) -> LabelledData:
-    """Open an image folder, a CSV/TSV manifest or webdataset shards (``.tar`` paths, brace patterns allowed)."""
+    """Open an image folder, a CSV/TSV/JSONL manifest or webdataset shards (``.tar`` paths, brace patterns and
+    remote URLs allowed)."""
     if isinstance(classes, (str, Path)):
         classes = load_classes(classes)
     spec = str(spec)
     path = Path(spec)
     if path.is_dir():
         return _open_folder(path, classes, transform, multilabel)
-    if path.suffix.lower() in (".csv", ".tsv"):
+    if formats.is_manifest(spec):
         return _open_manifest(path, classes, transform, multilabel)
-    if ".tar" in spec:
+    if formats.is_shard_spec(spec):
         return _open_shards(spec, classes, transform, multilabel, shuffle, seed)
-    raise DataError(f"{spec}: not an image folder, a .csv/.tsv manifest or .tar shards")
+    raise DataError(f"{spec}: not an image folder, a .csv/.tsv/.jsonl manifest or .tar shards")
 
 
 def _open_folder(root: Path, classes: ClassList | None, transform, multilabel: bool) -> LabelledData:
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = formats.class_folders(root, IMAGE_EXTENSIONS)
     if not folders:
         raise DataError(f"{root}: an image folder needs one sub-folder per class, found none")
     if classes is None:
-        names = [p.name for p in folders]
+        names = [name for name, _ in folders]
         classes = ClassList(names, [n if WNID.match(n) else None for n in names])
     items: list[tuple[Path, Any]] = []
     unknown = []
     counts = [0] * len(classes)
-    for folder in folders:
-        idx = classes.index(folder.name)
+    for name, files in folders:
+        idx = classes.index(name)
         if idx is None:
-            unknown.append(folder.name)
+            unknown.append(name)
             continue
-        files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
         counts[idx] += len(files)
         target = _multi_hot([idx], len(classes)) if multilabel else idx
         items += [(f, target) for f in files]
@@ -268,24 +292,51 @@ def _open_folder(root: Path, classes: ClassList | None, transform, multilabel: b
     return _finish(str(root), _ItemDataset(items, transform), classes, multilabel, counts)
 
 
-def _open_manifest(path: Path, classes: ClassList | None, transform, multilabel: bool) -> LabelledData:
-    """CSV/TSV with columns ``image`` (path, relative to the manifest) and ``label`` (``labels``: ``|``-separated)."""
-    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+def _manifest_rows(path: Path) -> list[tuple[str, list[str]]]:
+    """``(image, labels)`` per usable manifest record: CSV/TSV columns ``image`` and ``labels`` | ``label``
+    (``|``-separated); JSONL fields ``image`` and ``labels`` | ``label`` (a list, or a ``|``-separated string)."""
+    def bad(lineno: int, why: str) -> None:
+        log.warning("skipped %s:%d: %s", path, lineno, why)
+
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter=delim))
+        with formats.read_manifest(path, bad) as manifest:
+            return _manifest_records(path, manifest, bad)
     except OSError as err:
         raise DataError(f"cannot read manifest {path}: {err.strerror or err}") from None
-    if not rows or "image" not in rows[0]:
-        raise DataError(f"{path}: a manifest needs a header with an 'image' column and a 'label' or 'labels' column")
-    column = "labels" if "labels" in rows[0] else "label"
-    if column not in rows[0]:
-        raise DataError(f"{path}: no 'label' or 'labels' column")
-    raw = [[x for x in (r[column] or "").split("|") if x.strip()] for r in rows]
+
+
+def _manifest_records(path: Path, manifest: formats.Manifest, bad) -> list[tuple[str, list[str]]]:
+    need = f"{path}: a manifest needs a header with an 'image' column and a 'label' or 'labels' column"
+    if manifest.kind != "jsonl":
+        if manifest.header is None or "image" not in manifest.header:
+            raise DataError(need)
+        column = formats.label_column(manifest.header)
+        if column is None:
+            raise DataError(f"{path}: no 'label' or 'labels' column")
+        return [(formats.repaired(row["image"]).strip(), formats.split_labels(formats.repaired(row[column])))
+                for _, row in manifest.records]
+    rows = []
+    for lineno, obj in manifest.records:
+        if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
+            bad(lineno, "not a JSON object with an 'image' field")
+            continue
+        column = formats.label_column(obj)
+        value = obj.get(column) if column else None
+        labels = ([str(x) for x in value if str(x).strip()] if isinstance(value, list)
+                  else formats.split_labels(str(value)) if value is not None else [])
+        rows.append((obj["image"].strip(), labels))
+    if not rows:
+        raise DataError(need)
+    return rows
+
+
+def _open_manifest(path: Path, classes: ClassList | None, transform, multilabel: bool) -> LabelledData:
+    """A manifest of images (paths relative to the manifest, then the working directory) and their labels."""
+    rows = _manifest_rows(path)
     if classes is None:
-        classes = ClassList(sorted({x.strip() for labels in raw for x in labels}))
+        classes = ClassList(sorted({x.strip() for _, labels in rows for x in labels}))
     items, counts, unknown = [], [0] * len(classes), set()
-    for row, labels in zip(rows, raw):
+    for image, labels in rows:
         idx = [classes.index(x) for x in labels]
         unknown.update(x for x, i in zip(labels, idx) if i is None)
         idx = [i for i in idx if i is not None]
@@ -294,21 +345,23 @@ def _open_manifest(path: Path, classes: ClassList | None, transform, multilabel:
         for i in idx:
             counts[i] += 1
         target = _multi_hot(idx, len(classes)) if multilabel else idx[0]
-        items.append((path.parent / row["image"], target))
+        try:
+            file = formats.resolve_image(image, path.parent)
+        except FileNotFoundError:
+            file = path.parent / image  # unreadable: skipped (and counted) when read
+        items.append((file, target))
     if unknown:
         raise DataError(f"{path}: label(s) not in the class list: {', '.join(sorted(unknown)[:10])}")
     return _finish(str(path), _ItemDataset(items, transform), classes, multilabel, counts)
 
 
 def _open_shards(spec: str, classes: ClassList | None, transform, multilabel, shuffle, seed) -> LabelledData:
-    from braceexpand import braceexpand
-
-    urls = [u for part in spec.split("::") for u in braceexpand(part)]
-    missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
+    urls = formats.expand_urls(spec)
+    missing = [u for u in urls if not formats.is_remote(u) and not formats.local_shard(u, "").is_file()]
     if missing:
         raise DataError(f"shard(s) not found: {', '.join(missing[:5])}")
     if classes is None:
-        guess = Path(urls[0]).parent / "classes.txt"
+        guess = formats.local_shard(urls[0], "").parent / "classes.txt"
         if not guess.is_file():
             raise DataError(f"{spec}: shards carry class indices only; give the class names with --classes FILE")
         classes = load_classes(guess)
