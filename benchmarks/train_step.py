@@ -1,10 +1,11 @@
-"""Training-step cost of CatLIP vs SuperClass vs CLIP on one backbone, batch and machine, in one run.
+"""Training-step cost of CatLIP vs SuperClass vs CLIP vs SuperCLIP on one backbone, batch and machine, in one run.
 
 Each (backbone, method) runs in its own subprocess, so peak memory is that method's alone: CPU reports the
 subprocess's peak RSS (ru_maxrss) and its growth over the post-import baseline, GPU torch.cuda.max_memory_allocated.
 Steady state = the mean over ``--steps`` timed optimizer steps after ``--warmup`` untimed ones. A step is the
 trainer's own ``train_step`` (forward, loss, backward, clip, AdamW). Heads are sized as in the papers: CatLIP
-24,320 synsets, SuperClass the 49,408-token BPE table, CLIP a 12-layer 512-wide text tower with 77 tokens.
+24,320 synsets, SuperClass the 49,408-token BPE table, CLIP a 12-layer 512-wide text tower with 77 tokens,
+SuperCLIP both (CLIP's towers + a Linear head over the BPE table).
 On GPU (``--device cuda``: bf16 autocast) the FLOPs of one step are counted with torch.utils.flop_counter and MFU
 is reported against the device's dense bf16 peak. The data loader alone (decode + augment + label extraction,
 one process = one worker) is measured on Flickr8k shards when ../shared/data is present.
@@ -26,8 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = ("catlip", "superclass", "clip")
-NUM_CLASSES = {"catlip": 24320, "superclass": 49408, "clip": 0}
+METHODS = ("catlip", "superclass", "clip", "superclip")
+NUM_CLASSES = {"catlip": 24320, "superclass": 49408, "clip": 0, "superclip": 49408}
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets.
 PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H200": 989.0, "A100": 312.0}
 
@@ -42,11 +43,14 @@ def _cfg(method: str, backbone: str, image_size: int, batch: int):
 def _batch(method: str, batch: int, image_size: int, device):
     import torch
 
+    from catlip.methods.registry import get
+
+    spec = get(method)
     g = torch.Generator().manual_seed(0)
     out = {"image": torch.randn(batch, 3, image_size, image_size, generator=g)}
-    if method == "clip":
+    if spec.uses_text:
         out["text"] = torch.randint(1, 49406, (batch, 77), generator=g)
-    else:  # about 6 labels per caption, padded with -1 to 10
+    if spec.uses_labels:  # about 6 labels per caption, padded with -1 to 10
         ids = torch.randint(0, NUM_CLASSES[method], (batch, 10), generator=g)
         ids[:, 6:] = -1
         out["label_ids"] = ids
@@ -177,7 +181,7 @@ def _plot(rows: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.5 * len(backbones), 3.5), squeeze=False)
     for ax, bb in zip(axes[0], backbones):
         sel = [r for r in rows if r["backbone"] == bb and "error" not in r]
-        ax.bar([r["method"] for r in sel], [r["img_per_s"] for r in sel], color=["C0", "C1", "C2"][: len(sel)])
+        ax.bar([r["method"] for r in sel], [r["img_per_s"] for r in sel], color=[f"C{i}" for i in range(len(sel))])
         ax.set_title(f"{bb} (batch {sel[0]['batch']})", fontsize=9)
         ax.set_ylabel("training images / s")
     fig.tight_layout()

@@ -75,6 +75,7 @@ class MethodConfig:
     proper_nouns: bool = False  # label source synsets: proper nouns become labels too
     idf_momentum: float = 0.0  # 0 = exact running document counts; m in (0,1): counts decay by m each step
     use_idf: bool = True  # SuperClass idf_softmax: IDF-weight the targets (False = plain L1-normalised multi-hot)
+    superclip_weight: float = 1.0  # superclip: loss = clip + superclip_weight * classification (method.loss)
 
 
 @dataclass

@@ -80,7 +80,7 @@ def _batch(cfg, vocab, scenes) -> dict:
         for i, row in enumerate(ids):
             label_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
         batch["label_ids"] = label_ids
-    else:
+    if methods_registry.get(cfg.method.name).uses_text:  # CLIP, SigLIP; SuperCLIP reads both
         import open_clip
 
         batch["text"] = open_clip.tokenize(captions, context_length=cfg.data.context_length)
@@ -93,7 +93,8 @@ def _excess_floor(model, batch) -> float:
         return 0.0
     weights = model.idf.weights(model.targets(batch["label_ids"]))
     t = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-30)
-    return (-(t * t.clamp_min(1e-30).log()).sum() / t.shape[0]).item()
+    entropy = (-(t * t.clamp_min(1e-30).log()).sum() / t.shape[0]).item()
+    return entropy * getattr(model, "weight", 1.0)  # SuperCLIP: the classification part's weight
 
 
 @pytest.mark.parametrize("method,source", CASES, ids=IDS)

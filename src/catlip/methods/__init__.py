@@ -1,7 +1,7 @@
 """Pre-training methods: ``build_method(cfg, num_classes)`` is all the trainer needs.
 
-The methods are the entries of ``catlip.methods.registry`` (catlip, superclass, clip, siglip); importing this
-package or the registry does not import torch (the builders and the ``nn.Module`` classes load on first use).
+The methods are the entries of ``catlip.methods.registry`` (catlip, superclass, clip, siglip, superclip);
+importing this package or the registry does not import torch (the builders and the ``nn.Module`` classes load on first use).
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .base import Method
     from .classification import ClassificationMethod
     from .contrastive import ContrastiveMethod
+    from .superclip import SuperCLIPMethod
 
-__all__ = ["BPE_SPECIAL_IDS", "ClassificationMethod", "ContrastiveMethod", "Method", "build_method", "registry"]
+__all__ = ["BPE_SPECIAL_IDS", "ClassificationMethod", "ContrastiveMethod", "Method", "SuperCLIPMethod", "build_method",
+           "registry"]
 
-_LAZY = {"Method": ".base", "ClassificationMethod": ".classification", "ContrastiveMethod": ".contrastive"}
+_LAZY = {"Method": ".base", "ClassificationMethod": ".classification", "ContrastiveMethod": ".contrastive",
+         "SuperCLIPMethod": ".superclip"}
 
 
 def __getattr__(name: str):

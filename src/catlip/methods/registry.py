@@ -163,3 +163,10 @@ register(MethodSpec(
     name="siglip", title="SigLIP", summary="SigLIP: sigmoid loss over all image-text pairs with a learnable bias",
     builder=_lazy("catlip.methods.contrastive:build_contrastive"), inputs=("image", "text"),
     default_labels=None, default_loss="siglip", losses=("siglip",), zero_shot="text"))
+
+register(MethodSpec(
+    name="superclip", title="SuperCLIP",
+    summary="SuperCLIP: CLIP's InfoNCE + method.superclip_weight x SuperClass's IDF softmax over BPE tokens (head on "
+            "mean patch tokens)",
+    builder=_lazy("catlip.methods.superclip:build_superclip"), inputs=("image", "text", "label_ids"),
+    default_labels="bpe", default_loss="idf_softmax", zero_shot="text"))
