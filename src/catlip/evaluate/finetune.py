@@ -115,16 +115,11 @@ def _train_loader(data: LabelledData, cfg: FinetuneConfig) -> tuple[DataLoader, 
 
 
 def count_shard_samples(urls: list[str]) -> int:
-    """Samples (distinct keys with an image member) in tar shards, from the member names only."""
-    import tarfile
+    """Samples (keys with an image member) in tar shards, from the member headers only, by the one reader's
+    grouping rule (data/formats.py)."""
+    from catlip.data import formats
 
-    total = 0
-    for url in urls:
-        with tarfile.open(url) as tar:
-            keys = {m.name.rsplit(".", 1)[0] for m in tar if m.isfile() and m.name.lower().endswith(
-                (".jpg", ".jpeg", ".png", ".webp"))}
-        total += len(keys)
-    return total
+    return sum(any(e in s.members for e in formats.SHARD_IMAGE_EXTS) for url in urls for s in formats.TarScan(url))
 
 
 def evaluate_classifier(model: nn.Module, data: LabelledData, *, batch_size: int = 256, num_workers: int = 0,
