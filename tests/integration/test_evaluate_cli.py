@@ -81,9 +81,9 @@ def test_transfer_and_zeroshot_need_a_classification_checkpoint(tiny_data, capsy
     rc = main(["probe", f"random:{tiny_data / 'tiny.yaml'}", "--train", str(tiny_data / "train"),
                "--test", str(tiny_data / "test"), "--init", "transfer", "--workers", "0", "--no-progress"])
     assert rc == 2
-    assert "--init transfer needs a CatLIP or SuperClass checkpoint" in capsys.readouterr().err
+    assert "--init transfer needs a CatLIP, SuperClass or SuperCLIP checkpoint" in capsys.readouterr().err
     rc = main(["zeroshot", f"random:{tiny_data / 'tiny.yaml'}", "--test", str(tiny_data / "test"), "--workers", "0"])
-    assert rc == 2 and "head zero-shot needs a CatLIP or SuperClass checkpoint" in capsys.readouterr().err
+    assert rc == 2 and "head zero-shot needs a CatLIP, SuperClass or SuperCLIP checkpoint" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_one_line_errors(tiny_data, capsys):

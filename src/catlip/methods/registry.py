@@ -91,9 +91,13 @@ def names() -> tuple[str, ...]:
 
 
 def titles(zero_shot: str | None = None, *, labels: bool | None = None, sep: str = " or ") -> str:
-    """Titles of the methods with this zero-shot mode / with or without labels, e.g. "CatLIP or SuperClass"."""
-    return sep.join(s.title for s in METHODS.values()
-                    if (zero_shot is None or s.zero_shot == zero_shot) and (labels is None or s.uses_labels == labels))
+    """Titles of the methods with this zero-shot mode / with or without labels, e.g. "CatLIP, SuperClass or
+    SuperCLIP" (with sep="/": "CLIP/SigLIP")."""
+    names = [s.title for s in METHODS.values()
+             if (zero_shot is None or s.zero_shot == zero_shot) and (labels is None or s.uses_labels == labels)]
+    if sep == " or " and len(names) > 2:
+        return ", ".join(names[:-1]) + " or " + names[-1]
+    return sep.join(names)
 
 
 def find(name: str | None) -> MethodSpec | None:
