@@ -65,7 +65,7 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "catlip"  # a catlip.methods.registry entry: catlip | superclass | clip | siglip
+    name: str = "catlip"  # a catlip.methods.registry entry: catlip | superclass | clip | siglip | superclip
     # label source (catlip.labels.registry: synsets | bpe | words); empty = the method's own (catlip: synsets,
     # superclass: bpe; clip/siglip take none). Any classification method trains with any label source.
     labels: str = ""
