@@ -12,16 +12,22 @@ from .base import Method
 from .targets import IDFStats, class_mask, multi_hot
 
 
-def _build(cfg, num_classes: int, resolved, zero_weight_ids, make_head) -> "ClassificationMethod":
+def check_label_head(name: str, loss: str, num_classes: int) -> None:
+    """A label head needs a classification loss and at least one class (one-line ConfigError otherwise)."""
     from ..errors import ConfigError
-    from ..models.backbone import create_backbone
 
-    name, loss = resolved.spec.name, resolved.loss
     if loss not in losses.CLASSIFICATION_LOSSES:
         known = ", ".join(sorted(losses.CLASSIFICATION_LOSSES))
         raise ConfigError(f"method.loss={loss!r} is not a classification loss; choose from {known}")
     if num_classes < 1:
         raise ConfigError(f"{name} needs a non-empty label vocabulary (got {num_classes} classes)")
+
+
+def _build(cfg, num_classes: int, resolved, zero_weight_ids, make_head) -> "ClassificationMethod":
+    from ..models.backbone import create_backbone
+
+    name, loss = resolved.spec.name, resolved.loss
+    check_label_head(name, loss, num_classes)
     backbone = create_backbone(cfg.model, cfg.data.image_size, dynamic_img_size=cfg.data.multiscale)
     return ClassificationMethod(name, backbone, make_head(backbone), num_classes, loss, use_idf=cfg.method.use_idf,
                                 zero_weight_ids=zero_weight_ids, idf_momentum=cfg.method.idf_momentum)
@@ -44,31 +50,15 @@ def build_superclass(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "Cl
     return _build(cfg, num_classes, resolved, zero_weight_ids, lambda bb: AvgTokenHead(num_features(bb), num_classes))
 
 
-class ClassificationMethod(Method):
-    """Backbone + head trained with a multi-label loss on targets densified from ``batch["label_ids"]``.
+class LabelHead:
+    """The label head shared by the classification methods and SuperCLIP: ``head`` (its ``fc`` row i belongs to
+    label id i), dense targets from ``batch["label_ids"]``, the loss ``loss`` (a name in
+    :data:`catlip.losses.CLASSIFICATION_LOSSES`) and, for ``idf_softmax`` with ``use_idf``, IDF statistics updated
+    from each training batch *before* its weights are computed (so the first batch is weighted by its own counts).
+    ``zero_weight_ids`` (special tokens) are never targets. Mixed into an ``nn.Module``."""
 
-    ``loss`` is a name in :data:`catlip.losses.CLASSIFICATION_LOSSES`. For ``idf_softmax`` with ``use_idf`` the
-    IDF statistics are updated from each training batch *before* its weights are computed (so the first batch
-    is weighted by its own counts). ``zero_weight_ids`` (special tokens) are never targets.
-    """
-
-    inputs = ("image", "label_ids")
-
-    def __init__(
-        self,
-        name: str,
-        backbone: nn.Module,
-        head: nn.Module,
-        num_classes: int,
-        loss: str,
-        *,
-        use_idf: bool = True,
-        zero_weight_ids: Iterable[int] = (),
-        idf_momentum: float = 0.0,
-    ):
-        super().__init__()
-        self.name = name
-        self.backbone = backbone
+    def init_label_head(self, head: nn.Module, num_classes: int, loss: str, *, use_idf: bool,
+                        zero_weight_ids: Iterable[int], idf_momentum: float) -> None:
         self.head = head
         self.num_classes = num_classes
         self.loss_name = loss
@@ -84,17 +74,13 @@ class ClassificationMethod(Method):
     def targets(self, label_ids: Tensor) -> Tensor:
         return multi_hot(label_ids, self.num_classes).masked_fill_(self.ignore_mask, 0.0)
 
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        images = batch["image"]
-        logits = self.head(self.features(images))
-        targets = self.targets(batch["label_ids"].to(images.device, non_blocking=True))
-        if self.idf is not None:
-            if self.training:
-                self.idf.update(targets)
-            loss = self.loss_fn(logits, self.idf.weights(targets))
-        else:
-            loss = self.loss_fn(logits, targets)
-        return {"loss": loss, "logits": logits, "targets": targets}
+    def classification_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The head's loss (IDF statistics are updated from ``targets`` first while training)."""
+        if self.idf is None:
+            return self.loss_fn(logits, targets)
+        if self.training:
+            self.idf.update(targets)
+        return self.loss_fn(logits, self.idf.weights(targets))
 
     @property
     def classifier(self) -> nn.Linear:
@@ -109,3 +95,23 @@ class ClassificationMethod(Method):
     def idf_weights(self) -> Tensor | None:
         """Current per-class IDF (None when the loss does not use it)."""
         return None if self.idf is None else self.idf.idf()
+
+
+class ClassificationMethod(LabelHead, Method):
+    """Backbone + label head (see :class:`LabelHead`) trained with a multi-label loss."""
+
+    inputs = ("image", "label_ids")
+
+    def __init__(self, name: str, backbone: nn.Module, head: nn.Module, num_classes: int, loss: str, *,
+                 use_idf: bool = True, zero_weight_ids: Iterable[int] = (), idf_momentum: float = 0.0):
+        super().__init__()
+        self.name = name
+        self.backbone = backbone
+        self.init_label_head(head, num_classes, loss, use_idf=use_idf, zero_weight_ids=zero_weight_ids,
+                             idf_momentum=idf_momentum)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        images = batch["image"]
+        logits = self.head(self.features(images))
+        targets = self.targets(batch["label_ids"].to(images.device, non_blocking=True))
+        return {"loss": self.classification_loss(logits, targets), "logits": logits, "targets": targets}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -29,8 +28,8 @@ from .. import losses
 from ..config import ModelConfig
 from ..models.clip import CLIPTowers
 from .base import Method
+from .classification import LabelHead, check_label_head
 from .distributed import gather_with_grad
-from .targets import IDFStats, class_mask, multi_hot
 
 
 def build_superclip(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "SuperCLIPMethod":
@@ -39,11 +38,7 @@ def build_superclip(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "Sup
     from ..models.backbone import create_backbone
 
     loss = resolved.loss
-    if loss not in losses.CLASSIFICATION_LOSSES:
-        known = ", ".join(sorted(losses.CLASSIFICATION_LOSSES))
-        raise ConfigError(f"method.loss={loss!r} is not a classification loss; choose from {known}")
-    if num_classes < 1:
-        raise ConfigError(f"superclip needs a non-empty label vocabulary (got {num_classes} classes)")
+    check_label_head("superclip", loss, num_classes)
     weight = float(getattr(cfg.method, "superclip_weight", 1.0))
     if not weight >= 0.0:
         raise ConfigError(f"method.superclip_weight must be >= 0, got {weight}")
@@ -53,7 +48,7 @@ def build_superclip(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "Sup
                            idf_momentum=cfg.method.idf_momentum, name=resolved.spec.name)
 
 
-class SuperCLIPMethod(Method, CLIPTowers):
+class SuperCLIPMethod(LabelHead, Method, CLIPTowers):
     """CLIP towers, the learnable temperature, and a classification head (``head.fc``) over the label vocabulary.
 
     ``head`` is SuperClass's :class:`~catlip.models.heads.AvgTokenHead` (``pool`` = LayerNorm of the mean patch
@@ -82,29 +77,9 @@ class SuperCLIPMethod(Method, CLIPTowers):
 
         CLIPTowers.__init__(self, backbone, model_cfg, context_length, model_cfg.init_logit_scale)
         self.name = name
-        self.head = AvgTokenHead(num_features(backbone), num_classes)
-        self.num_classes = num_classes
         self.weight = float(weight)
-        self.loss_name = loss
-        self.loss_fn = losses.CLASSIFICATION_LOSSES[loss]
-        zero_weight_ids = tuple(zero_weight_ids)
-        self.register_buffer("ignore_mask", class_mask(num_classes, zero_weight_ids), persistent=False)
-        self.idf = IDFStats(num_classes, zero_weight_ids, idf_momentum) if loss == "idf_softmax" and use_idf else None
-
-    def features(self, images: Tensor) -> Tensor:
-        """The (B, D) features the classifier reads (LayerNorm of the mean patch token)."""
-        return self.head.pool(self.backbone, self.backbone.forward_features(images))
-
-    def targets(self, label_ids: Tensor) -> Tensor:
-        return multi_hot(label_ids, self.num_classes).masked_fill_(self.ignore_mask, 0.0)
-
-    def classification_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """The head's loss (IDF statistics are updated from ``targets`` first while training)."""
-        if self.idf is None:
-            return self.loss_fn(logits, targets)
-        if self.training:
-            self.idf.update(targets)
-        return self.loss_fn(logits, self.idf.weights(targets))
+        self.init_label_head(AvgTokenHead(num_features(backbone), num_classes), num_classes, loss, use_idf=use_idf,
+                             zero_weight_ids=zero_weight_ids, idf_momentum=idf_momentum)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["image"]
@@ -120,14 +95,3 @@ class SuperCLIPMethod(Method, CLIPTowers):
         return {"loss": contrastive + self.weight * classification, "clip_loss": contrastive.detach(),
                 "cls_loss": classification.detach(), "image_features": image_features,
                 "text_features": text_features, "logit_scale": scale, "logits": logits, "targets": targets}
-
-    @property
-    def classifier(self) -> nn.Linear:
-        return self.head.fc
-
-    def head_weight(self) -> tuple[Tensor, Tensor]:
-        return self.head.fc.weight.detach(), self.head.fc.bias.detach()
-
-    @torch.no_grad()
-    def idf_weights(self) -> Tensor | None:
-        return None if self.idf is None else self.idf.idf()
