@@ -186,8 +186,6 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    import os
-
     from catlip.config import load_config
     from catlip.train.loop import pretrain
 
