@@ -8,22 +8,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from catlip.errors import CliError
 from catlip.labels import get_extractor
 from catlip.labels.corpus import ReadStats, expand_inputs, iter_captions
 from catlip.labels.vocab import PartialCounts, Vocabulary, build_vocabulary
-
-
-def extractor_options(method: str, *, proper_nouns: bool = False, style: str | None = None,
-                      stopwords: bool = False) -> dict:
-    """Extractor keyword options from CLI flags; flags that do not apply to `method` are an error."""
-    if method == "catlip":
-        if stopwords:
-            raise CliError("--stopwords applies to --method superclass only")
-        return {"proper_nouns": proper_nouns, "style": style or "paper"}
-    if proper_nouns or style:
-        raise CliError("--proper-nouns/--style apply to --method catlip only")
-    return {"stopwords": stopwords}
 
 
 def print_labels(captions: list[str], method: str, options: dict, out: TextIO | None = None) -> None:
