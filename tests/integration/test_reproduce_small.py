@@ -44,7 +44,13 @@ def test_quick_run_writes_every_number(shared_data, tmp_path):
             assert math.isclose(r["epochs"], r["samples_seen"] / 1000, rel_tol=1e-3)
             assert math.isfinite(r["final_loss"]) and 0.0 <= r["probe"]["top1"] <= 1.0
     catlip_long = max((r for r in runs if r["method"] == "catlip"), key=lambda r: r["steps"])
-    assert catlip_long["final_loss"] < catlip_long["first_loss"]
+    # single-batch losses are noisy (a 19-step run once ended on 18.1 after 17.6 at step 1, passing 14.0): compare
+    # the mean of the last third of the logged steps with the first step
+    rows = [json.loads(line) for line in
+            (tmp_path / "work" / catlip_long["name"] / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["loss"] for r in rows if "loss" in r]
+    tail = logged[-max(2, len(logged) // 3):]
+    assert len(logged) >= 4 and sum(tail) / len(tail) < logged[0], logged
     assert 0.0 < saved["random_init"]["top1"] < 1.0
     for method in ("catlip", "superclass"):
         study = saved["transfer"][method]
