@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # (British pattern, American replacement), applied one at a time to the lower-case word.
 _UK_US = tuple((re.compile(p), r) for p, r in (
@@ -38,12 +39,17 @@ _UK_US = tuple((re.compile(p), r) for p, r in (
 
 def american(word: str) -> list[str]:
     """Candidate American spellings of a lower-case word (the word itself excluded; may not be words at all)."""
-    out = []
+    return list(_american(word))
+
+
+@lru_cache(maxsize=1 << 16)  # asked for every new word of a corpus; words repeat
+def _american(word: str) -> tuple[str, ...]:
+    out: list[str] = []
     for pattern, repl in _UK_US:
         cand = pattern.sub(repl, word, count=1)
         if cand != word and cand not in out:
             out.append(cand)
-    return out
+    return tuple(out)
 
 
 def fold_accents(word: str) -> str:

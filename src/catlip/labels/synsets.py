@@ -83,6 +83,7 @@ class SynsetExtractor:
         self._colloc_key: dict[tuple[str, ...], str | None] = {}
         self._compounds: dict[tuple[str, str], str | None] = {}
         self._corenet_key: dict[str, str | None] = {}
+        self._word_rules: dict[tuple[str, str], bool] = {}  # (rule, word) -> answer: each asked once per word
 
     # ------------------------------------------------------------------ word → key (cached)
 
@@ -196,8 +197,7 @@ class SynsetExtractor:
         tags = self.tagger.decode(tokens, [inf[0] for inf in infos], [inf[5] for inf in infos])
         if tags[0] in self._initial_ids and self._bare_noun_start(tokens, infos, tags):
             tags = [self._nn, *tags[1:]]
-        plural = self._plural_ids
-        if any(t in plural for t in tags[1:-1]):
+        if not self._plural_ids.isdisjoint(tags[1:-1]):
             tags = self._subject_verbs(infos, tags)
         maybe = self._colloc_ids
         picks = [i for i, tag in enumerate(tags) if tag in maybe]
@@ -238,20 +238,28 @@ class SynsetExtractor:
                     out.append(key)
         return out
 
+    def _rule(self, rule: str, word: str, answer) -> bool:
+        """Per-word answers of the rules below, computed once (words repeat across captions)."""
+        cached = self._word_rules.get((rule, word))
+        if cached is None:
+            cached = bool(answer(word))
+            _remember(self._word_rules, (rule, word), cached)
+        return cached
+
     def _colour_modifier(self, info: tuple) -> bool:
         """A colour word before a noun ("a small orange flower", "a silver car") describes it: WordNet files its
         noun sense under attributes (a colour) or knows it as an adjective whose noun is a fruit or metal."""
-        key = info[3]
-        if key is None or "adj" not in self.wordnet.parts_of_speech(info[1]):
-            return False
-        return self.wordnet.is_colour_word(info[1])
+        wn = self.wordnet
+        return info[3] is not None and self._rule(
+            "colour", info[1], lambda w: "adj" in wn.parts_of_speech(w) and wn.is_colour_word(w))
 
     def _verb_ing(self, info: tuple) -> bool:
         """An -ing word after a noun or pronoun ("a person standing", "a dog swimming") is a verb when its noun
         reading is an action or state (standing = social status, swimming = the sport); a thing one can see
         ("a brick building", "a wall painting") stays a noun."""
-        key = info[3]
-        return key is None or ("VBG" in self.wordnet.parts_of_speech(info[1]) and not self.wordnet.is_concrete(key))
+        key, wn = info[3], self.wordnet
+        return key is None or self._rule(
+            "verb_ing", info[1], lambda w: "VBG" in wn.parts_of_speech(w) and not wn.is_concrete(key))
 
     def _bare_noun_start(self, tokens: list[str], infos: list[tuple], tags: list[int]) -> bool:
         """Captions often start with a bare noun that the tagger reads as a verb or adjective ("kitten sleeping
@@ -301,6 +309,9 @@ class SynsetExtractor:
         return tags
 
     def _can_be_vbz(self, word: str) -> bool:
+        return self._rule("vbz", word, self._vbz_reading)
+
+    def _vbz_reading(self, word: str) -> bool:
         counts = self.tagger.counts(word)  # WSJ's verdict where it saw the word often ("officers" never a verb)
         if "VBZ" in counts or sum(counts.values()) >= 5:
             return "VBZ" in counts
