@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from catlip.cli import main
+from shards import write_tar as _tar  # tests/shards.py
 
 TINY = [
     "model.backbone=vit_tiny_patch16_224",
@@ -29,13 +29,6 @@ def _jpeg(i: int) -> bytes:
     return buf.getvalue()
 
 
-def _tar(path: Path, members) -> Path:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture

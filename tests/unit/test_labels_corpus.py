@@ -1,22 +1,14 @@
 """Caption streaming from text, captions.token.txt, JSONL, CSV/TSV and webdataset tar shards; bad lines skipped."""
 
-import io
 import json
-import tarfile
 
 import pytest
 
 from catlip.errors import DataError
 from catlip.labels.corpus import ReadStats, iter_captions
+from shards import write_tar as _tar  # tests/shards.py
 
 
-def _tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def test_plain_text_one_caption_per_line(tmp_path):
