@@ -3,6 +3,11 @@
 Each sample is a scene: a main object (its kind is the probing class) of some colour and size, sometimes a second
 object, on a background. Captions name these with ordinary WordNet nouns ("a red ball next to a small blue car on
 the grass"), so the CatLIP extractor finds real synsets. Everything is a pure function of (seed, index).
+
+``synthetic_dense`` gives the same scene with dense labels (for segmentation and detection tests and
+``--train synthetic`` smoke runs): a per-pixel semantic mask (``SEG_CLASSES``: the objects, then the
+backgrounds; mask value = class index + 1, so 0 never occurs) and one tight box, label and instance mask per
+visible object (label = index into ``OBJECTS``). The image and captions are exactly ``synthetic_sample``'s.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ BACKGROUNDS = {  # noun phrase, base colour, texture colour
     "sky": ("in the sky", (150, 200, 245), (235, 240, 250)),
 }
 RELATIONS = ("next to", "near", "beside", "and")
+SEG_CLASSES = OBJECTS + tuple(BACKGROUNDS)  # semantic classes of synthetic_dense; mask value = index + 1
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,17 @@ class SyntheticSample:
     image: Image.Image
     captions: list[str]
     label: int  # index into OBJECTS of the main object
+    background: str = ""  # key of BACKGROUNDS
+    objects: tuple = ()  # (kind, cx, cy, r) in drawing order (the distractor first), for synthetic_dense
+
+
+@dataclass(frozen=True)
+class SyntheticDense:
+    image: Image.Image
+    mask: Image.Image  # mode "L": SEG_CLASSES index + 1 per pixel
+    boxes: list[tuple[int, int, int, int]]  # x0, y0, x1, y1 (exclusive) of each visible object, in pixels
+    labels: list[int]  # index into OBJECTS, one per box
+    instance_masks: list[Image.Image]  # mode "1", the visible pixels of each object
 
 
 def _rng(seed: int, index: int) -> random.Random:
@@ -119,12 +136,17 @@ def synthetic_sample(index: int, seed: int = 0, image_size: int = 64) -> Synthet
         c2 = rng.choice([c for c in COLOURS if c != colour])
         left = rng.random() < 0.5
         cx2 = s * (0.22 if left else 0.78)
-        _draw_object(draw, k2, cx2, s * rng.uniform(0.25, 0.75), s * 0.13, COLOURS[c2], rng)
+        cy2 = s * rng.uniform(0.25, 0.75)
+        _draw_object(draw, k2, cx2, cy2, s * 0.13, COLOURS[c2], rng)
+        placed = [(k2, cx2, cy2, s * 0.13)]
         cx = s * (0.62 if left else 0.38)
         second = (c2, k2)
     else:
+        placed = []
         cx = s * rng.uniform(0.35, 0.65)
-    _draw_object(draw, kind, cx, s * rng.uniform(0.38, 0.62), r, COLOURS[colour], rng)
+    cy = s * rng.uniform(0.38, 0.62)
+    _draw_object(draw, kind, cx, cy, r, COLOURS[colour], rng)
+    placed.append((kind, cx, cy, r))
     main = _phrase(colour, "big" if big else "small", kind)
     where = BACKGROUNDS[bg][0]
     if second:
@@ -134,7 +156,33 @@ def synthetic_sample(index: int, seed: int = 0, image_size: int = 64) -> Synthet
                     f"{other} near {main}"]
     else:
         captions = [f"{main} {where}", f"a photo of a {colour} {kind}", f"a {kind} {where.split()[-1]} scene"]
-    return SyntheticSample(img, captions, label)
+    return SyntheticSample(img, captions, label, bg, tuple(placed))
+
+
+def _silhouette(kind: str, cx: float, cy: float, r: float, size: int) -> Image.Image:
+    """The pixels ``_draw_object`` paints for this object (every part, outline included), as a mode "1" image."""
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    _draw_object(ImageDraw.Draw(layer), kind, cx, cy, r, (128, 128, 128), None)
+    return layer.getchannel("A").point(lambda a: 255 if a else 0).convert("1")
+
+
+def synthetic_dense(index: int, seed: int = 0, image_size: int = 64) -> SyntheticDense:
+    """Scene ``index`` with its semantic mask, boxes, labels and instance masks (see the module docstring)."""
+    sample = synthetic_sample(index, seed, image_size)
+    mask = Image.new("L", (image_size, image_size), SEG_CLASSES.index(sample.background) + 1)
+    shapes = [(kind, _silhouette(kind, cx, cy, r, image_size)) for kind, cx, cy, r in sample.objects]
+    for kind, shape in shapes:  # later objects are drawn over earlier ones, as in the image
+        mask.paste(OBJECTS.index(kind) + 1, mask=shape)
+    boxes, labels, instances = [], [], []
+    for kind, _ in shapes:
+        visible = mask.point(lambda v, k=OBJECTS.index(kind) + 1: 255 if v == k else 0).convert("1")
+        box = visible.getbbox()
+        if box is None:  # hidden behind the main object
+            continue
+        boxes.append(box)
+        labels.append(OBJECTS.index(kind))
+        instances.append(visible)
+    return SyntheticDense(sample.image, mask, boxes, labels, instances)
 
 
 def synthetic_captions(size: int, seed: int = 0):

@@ -8,27 +8,61 @@
   run with it for this call (position embeddings resampled to the input's grid, timm's ``resample_abs_pos_embed``)
   and left unchanged afterwards.
 * hierarchical backbones (convnets, Swin-like: strides differ by level): the last ``levels`` stages.
+
+``SimpleFeaturePyramid(backbone)`` is ViTDet's simple feature pyramid (Li et al. 2022, Fig. 2c) for detection:
+maps at strides 4, 8, 16 and 32 (and optionally 64) with one channel width. A plain ViT has one map at its patch
+stride p (the last block, final norm applied); each level resamples it by p / stride: 2x2 stride-2 transposed
+convolutions per doubling (LayerNorm + GELU between two), identity, or max-pooling per halving; then a 1x1 and a
+3x3 convolution, each followed by a channel LayerNorm, bring it to ``out_channels``. A /16 ViT gets 2 deconvs,
+1 deconv, identity, max-pool 2; a /8 ViT 1 deconv, identity, max-pool 2, max-pool 4. A hierarchical backbone
+(convnet) takes, per level, the stage whose reduction is nearest to that stride (features_only-style
+intermediates) and resamples the same way. The extra stride-64 level (``extra_pool``) is a stride-2
+subsampling of the stride-32 one, as in ViTDet and torchvision's FPN (``LastLevelMaxPool``).
 """
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from catlip.errors import CatlipError
 
-__all__ = ["dense_features", "dense_levels"]
+__all__ = ["SimpleFeaturePyramid", "dense_features", "dense_levels", "feature_reductions", "last_feature_map"]
 
 
-def dense_levels(backbone: nn.Module, levels: int = 4) -> list[int]:
-    """The feature indices ``dense_features`` takes by default (see the module docstring)."""
+def feature_reductions(backbone: nn.Module) -> list[int]:
+    """The stride (input pixels per map pixel) of every feature index of a timm backbone."""
     info = getattr(backbone, "feature_info", None)
     if not info:
         raise CatlipError(f"{type(backbone).__name__} has no timm feature_info: dense features need a timm backbone "
                           "with forward_intermediates")
-    reductions = [f["reduction"] for f in info] if isinstance(info, list) else list(info.reduction())
+    return [int(f["reduction"]) for f in info] if isinstance(info, list) else [int(r) for r in info.reduction()]
+
+
+def is_isotropic(backbone: nn.Module) -> bool:
+    """Every level at one stride (a plain ViT) rather than a hierarchy of stages (convnets, Swin)."""
+    return len(set(feature_reductions(backbone))) == 1
+
+
+def feature_channels(backbone: nn.Module) -> list[int]:
+    info = backbone.feature_info
+    return [int(f["num_chs"]) for f in info] if isinstance(info, list) else [int(c) for c in info.channels()]
+
+
+def last_feature_map(backbone: nn.Module, x: Tensor) -> Tensor:
+    """The deepest map (ViT: last block with the final norm, the tokens the pre-training head read)."""
+    last = len(feature_reductions(backbone)) - 1
+    return dense_features(backbone, x, indices=[last], norm=is_isotropic(backbone))[0]
+
+
+def dense_levels(backbone: nn.Module, levels: int = 4) -> list[int]:
+    """The feature indices ``dense_features`` takes by default (see the module docstring)."""
+    reductions = feature_reductions(backbone)
     total = len(reductions)
     levels = max(1, min(levels, total))
     if len(set(reductions)) == 1:  # isotropic (plain ViT): evenly spaced blocks, ending with the last
@@ -75,3 +109,61 @@ def _any_input_size(backbone: nn.Module, x: Tensor) -> Iterator[None]:
         yield
     finally:
         backbone.dynamic_img_size, embed.flatten, embed.output_fmt, embed.strict_img_size = saved
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid over a timm backbone (see the module docstring).
+
+    ``forward(x)`` returns an ordered dict ``{"0": stride 4, "1": stride 8, "2": 16, "3": 32[, "pool": 64]}`` of
+    (B, out_channels, H/s, W/s) maps: the interface torchvision's detection models expect of a backbone (with
+    ``out_channels``). ``x`` must be a multiple of the backbone's coarsest source stride in each side.
+    """
+
+    def __init__(self, backbone: nn.Module, out_channels: int = 256, strides: Sequence[int] = (4, 8, 16, 32),
+                 extra_pool: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.out_channels = out_channels
+        self.strides = tuple(int(s) for s in strides)
+        self.extra_pool = extra_pool
+        reductions, channels = feature_reductions(backbone), feature_channels(backbone)
+        self.isotropic = len(set(reductions)) == 1
+        # which backbone map feeds each level: the last block of a ViT; the stage nearest in stride otherwise
+        self.sources = [len(reductions) - 1 if self.isotropic else _nearest_stage(reductions, s) for s in self.strides]
+        self.indices = sorted(set(self.sources))
+        self.levels = nn.ModuleList(
+            _level(channels[src], reductions[src] / stride, out_channels) for src, stride in zip(self.sources, self.strides))
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        maps = dense_features(self.backbone, x, indices=self.indices, norm=self.isotropic)
+        by_index = dict(zip(self.indices, maps))
+        out = OrderedDict((str(i), level(by_index[src])) for i, (src, level) in enumerate(zip(self.sources, self.levels)))
+        if self.extra_pool:
+            out["pool"] = F.max_pool2d(out[str(len(self.levels) - 1)], kernel_size=1, stride=2)
+        return out
+
+
+def _nearest_stage(reductions: list[int], stride: int) -> int:
+    """The deepest stage whose stride is closest to ``stride`` on a log scale."""
+    return min(range(len(reductions)), key=lambda i: (abs(math.log2(reductions[i] / stride)), -i))
+
+
+def _level(channels: int, scale: float, out_channels: int) -> nn.Sequential:
+    """Resample a map by ``scale`` (a power of two), then project to ``out_channels`` (ViTDet's per-level stem)."""
+    from timm.layers import LayerNorm2d
+
+    steps = round(math.log2(scale))
+    if abs(2.0 ** steps - scale) > 1e-6:
+        raise CatlipError(f"feature pyramid: scale {scale} between a backbone map and a level is not a power of two")
+    layers: list[nn.Module] = []
+    dim = channels
+    for k in range(steps):  # upsample: each doubling halves the width (ViTDet), LN + GELU between deconvs
+        if k:
+            layers += [LayerNorm2d(dim), nn.GELU()]
+        layers.append(nn.ConvTranspose2d(dim, max(1, dim // 2), kernel_size=2, stride=2))
+        dim = max(1, dim // 2)
+    if steps < 0:
+        layers.append(nn.MaxPool2d(kernel_size=2 ** -steps, stride=2 ** -steps))
+    layers += [nn.Conv2d(dim, out_channels, kernel_size=1, bias=False), LayerNorm2d(out_channels),
+               nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False), LayerNorm2d(out_channels)]
+    return nn.Sequential(*layers)
