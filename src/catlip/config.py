@@ -52,6 +52,10 @@ class ModelConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
     head_bias_init: float = 0.0  # CatLIP: a negative bias starts the sigmoid near the label prior
     drop_path_rate: float = 0.0
+    stem: str = "patch"  # ViTs: patch (timm's p x p patch embedding) | conv (3x3 stride-2 convolutions: models/stems.py)
+    # FLIP: fraction of patch tokens a ViT drops at random in each pre-training forward (CLS/register tokens are
+    # kept); evaluation, probes, fine-tuning and exports always see every token. 0 disables.
+    patch_drop: float = 0.0
     grad_checkpointing: bool = False
     # CLIP / SigLIP towers
     embed_dim: int = 512
@@ -131,11 +135,17 @@ class Config:
         # values read deep inside the trainer: a typo here must be one line now, not a traceback later
         for key, value, allowed in (("data.augment", self.data.augment, ("none", "rrc_flip", "randaugment")),
                                     ("train.precision", self.train.precision, ("auto", "fp32", "bf16", "fp16")),
-                                    ("train.distributed", self.train.distributed, ("ddp", "fsdp"))):
+                                    ("train.distributed", self.train.distributed, ("ddp", "fsdp")),
+                                    ("model.stem", self.model.stem, ("patch", "conv"))):
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
         if self.data.image_size <= 0 or self.optim.grad_accum <= 0:
             raise ConfigError("data.image_size and optim.grad_accum must be positive")
+        if not 0.0 <= self.model.patch_drop < 1.0:
+            raise ConfigError(f"model.patch_drop must lie in [0, 1), got {self.model.patch_drop}")
+        if "patch_drop_rate" in self.model.backbone_kwargs:
+            # one switch only: model.patch_drop is left out of exports and evaluation, a raw timm kwarg would not be
+            raise ConfigError("set model.patch_drop instead of model.backbone_kwargs.patch_drop_rate")
         return self
 
 

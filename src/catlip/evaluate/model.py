@@ -71,7 +71,7 @@ def load_eval_model(spec: str, image_size: int | None = None, ema: bool = False)
 
 def _random_model(name: str, image_size: int | None) -> EvalModel:
     from catlip.config import ModelConfig, load_config
-    from catlip.models.backbone import create_backbone
+    from catlip.models.backbone import create_backbone, for_evaluation
 
     if name.endswith((".yaml", ".yml")):
         cfg = load_config(name)  # same architecture as that recipe's pre-training, random weights
@@ -83,7 +83,7 @@ def _random_model(name: str, image_size: int | None) -> EvalModel:
     import torch
 
     torch.manual_seed(0)  # the floor must be the same random network every time
-    backbone = create_backbone(model_cfg, size)
+    backbone = create_backbone(for_evaluation(model_cfg), size)  # a recipe's patch_drop is for pre-training
     return EvalModel(f"random:{name}", "random", backbone.eval(), size)
 
 

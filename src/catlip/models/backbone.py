@@ -7,6 +7,7 @@ on nothing else, so every timm architecture (ViTs, ConvNeXts, ResNets, ...) work
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import timm
@@ -32,13 +33,41 @@ def create_backbone(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size
 
     ``img_size`` (and ``dynamic_img_size``) are passed only to models that accept them (ViT-like); the chosen
     arguments are recorded in ``model.catlip_spec`` so exports can rebuild the same architecture.
+    ``model_cfg.patch_drop`` > 0 becomes timm's ``patch_drop_rate`` (a ``PatchDropout`` layer, active in train
+    mode only, that keeps the prefix tokens); it is left out of ``catlip_spec``, so a rebuilt backbone (exports,
+    evaluation: see :func:`for_evaluation`) sees every token.
     """
     spec = backbone_spec(model_cfg, image_size, dynamic_img_size=dynamic_img_size)
-    model, kwargs = _create(spec["name"], dict(spec["kwargs"]), explicit=set(model_cfg.backbone_kwargs))
+    kwargs = dict(spec["kwargs"])
+    if model_cfg.patch_drop > 0:
+        kwargs["patch_drop_rate"] = float(model_cfg.patch_drop)
+    model, kwargs = _create(spec["name"], kwargs, explicit=set(model_cfg.backbone_kwargs))
+    if model_cfg.patch_drop > 0:
+        _check_patch_drop(model, spec["name"])
+    from catlip.models.stems import apply_stem
+
+    apply_stem(model, model_cfg.stem, spec["name"])
     if model_cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    model.catlip_spec = {"name": spec["name"], "kwargs": kwargs}
+    model.catlip_spec = {"name": spec["name"], "kwargs": {k: v for k, v in kwargs.items() if k != "patch_drop_rate"}}
+    if model_cfg.stem != "patch":
+        model.catlip_spec["stem"] = model_cfg.stem  # not a timm argument: exports refuse it (models/export.py)
     return model
+
+
+def for_evaluation(model_cfg: ModelConfig) -> ModelConfig:
+    """``model_cfg`` for rebuilding a trained backbone to evaluate or fine-tune: no token dropping (FLIP drops
+    tokens in pre-training only; fine-tuning runs in train mode, so ``eval()`` alone would not switch it off)."""
+    return dataclasses.replace(model_cfg, patch_drop=0.0)
+
+
+def _check_patch_drop(model: nn.Module, name: str) -> None:
+    # timm models that take **kwargs may accept patch_drop_rate and ignore it; dropping must never be a no-op
+    from timm.layers import PatchDropout, PatchDropoutWithIndices  # ViT/DeiT and EVA (rope) respectively
+
+    if not any(isinstance(m, (PatchDropout, PatchDropoutWithIndices)) for m in model.modules()):
+        raise BackboneError(f"model.patch_drop needs a ViT-style timm backbone with token dropping; {name!r} has none "
+                            "(set model.patch_drop=0)")
 
 
 def _create(name: str, kwargs: dict[str, Any], explicit: set[str]) -> tuple[nn.Module, dict[str, Any]]:
@@ -50,6 +79,9 @@ def _create(name: str, kwargs: dict[str, Any], explicit: set[str]) -> tuple[nn.M
             return timm.create_model(name, pretrained=False, num_classes=0, **kwargs), kwargs
         except TypeError as err:
             dropped = next((k for k in optional if k in kwargs and f"'{k}'" in str(err)), None)
+            if dropped is None and "'patch_drop_rate'" in str(err):
+                raise BackboneError(f"model.patch_drop needs a ViT-style timm backbone; {name!r} does not drop "
+                                    "tokens (set model.patch_drop=0)") from None
             if dropped is None:
                 raise BackboneError(f"timm cannot build {name!r} with {kwargs}: {err}") from None
             kwargs.pop(dropped)

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import subprocess
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -268,7 +268,11 @@ def load_pretrained(path: str | Path, *, ema: bool = False) -> Pretrained:
             break
     if vocab is not None and loaded.meta.get("vocab_hash") not in (None, vocab.hash):
         raise VocabularyError(f"{loaded.path}: vocab.json does not match the checkpoint's vocabulary hash")
-    method = build_method(cfg, int(loaded.meta.get("num_classes", len(vocab) if vocab else 0)))
+    from catlip.models.backbone import for_evaluation
+
+    # the trained weights, rebuilt without pre-training-only token dropping (pre.config keeps the recorded value)
+    built = replace(cfg, model=for_evaluation(cfg.model))
+    method = build_method(built, int(loaded.meta.get("num_classes", len(vocab) if vocab else 0)))
     state = loaded.ema_state if ema and loaded.ema_state is not None else loaded.model_state
     try:
         method.load_state_dict(state, strict=True)
