@@ -9,9 +9,14 @@ SuperCLIP both (CLIP's towers + a Linear head over the BPE table).
 On GPU (``--device cuda``: bf16 autocast) the FLOPs of one step are counted with torch.utils.flop_counter and MFU
 is reported against the device's dense bf16 peak. The data loader alone (decode + augment + label extraction,
 one process = one worker) is measured on Flickr8k shards when ../shared/data is present.
+``--patch-drop 0,0.5,0.75`` (the default) repeats every (backbone, method) with that fraction of the ViT's patch
+tokens dropped (``model.patch_drop``, FLIP); rows with 0 go to ``train_step``, the others to
+``train_step_patch_drop`` (FLOPs and MFU then count the work actually done on the kept tokens).
 
     .venv/bin/python benchmarks/train_step.py                  # CPU: ViT-Tiny and ViT-B/16 (small batch), ~5 min
     .venv/bin/python benchmarks/train_step.py --device cuda    # GPU: ViT-B/16, bf16, MFU
+    .venv/bin/python benchmarks/train_step.py --backbones vit_tiny_patch16_224 --methods catlip --patch-drop 0.5 \
+        --steps 1 --warmup 0 --no-loader --out /tmp/check.json    # a quick check that it runs
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ NUM_CLASSES = {"catlip": 24320, "superclass": 49408, "clip": 0, "superclip": 494
 PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H200": 989.0, "A100": 312.0}
 
 
-def _cfg(method: str, backbone: str, image_size: int, batch: int):
+def _cfg(method: str, backbone: str, image_size: int, batch: int, patch_drop: float = 0.0):
     from catlip.config import load_config
 
     return load_config(None, [f"method.name={method}", f"model.backbone={backbone}", f"data.image_size={image_size}",
-                              f"data.batch_size={batch}", "data.context_length=77"])
+                              f"data.batch_size={batch}", "data.context_length=77", f"model.patch_drop={patch_drop}"])
 
 
 def _batch(method: str, batch: int, image_size: int, device):
@@ -80,7 +85,7 @@ def worker(args) -> dict:
         torch.set_num_threads(args.threads)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device = torch.device(args.device)
-    cfg = _cfg(args.method, args.backbone, args.image_size, args.batch)
+    cfg = _cfg(args.method, args.backbone, args.image_size, args.batch, args.patch_drop)
     torch.manual_seed(0)
     method = build_method(cfg, NUM_CLASSES[args.method]).to(device).train()
     opt = build_optimizer(method, cfg.optim)
@@ -108,6 +113,7 @@ def worker(args) -> dict:
         times.append(time.perf_counter() - t)
     step = sum(times) / len(times)
     res = {"method": args.method, "backbone": args.backbone, "image_size": args.image_size, "batch": args.batch,
+           "patch_drop": args.patch_drop,
            "params_m": round(sum(p.numel() for p in method.parameters()) / 1e6, 2),
            "step_s": round(step, 4), "step_s_min": round(min(times), 4), "img_per_s": round(args.batch / step, 2)}
     if device.type == "cuda":
@@ -127,16 +133,18 @@ def _peak_for(name: str) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k.lower() in name.lower()), None)
 
 
-def _run_worker(method: str, backbone: str, image_size: int, batch: int, args) -> dict:
+def _run_worker(method: str, backbone: str, image_size: int, batch: int, args, patch_drop: float = 0.0) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--method", method, "--backbone", backbone, "--image-size",
            str(image_size), "--batch", str(batch), "--steps", str(args.steps_for[backbone]), "--warmup",
-           str(args.warmup), "--device", args.device, "--threads", str(args.threads or 0)]
+           str(args.warmup), "--device", args.device, "--threads", str(args.threads or 0),
+           "--patch-drop", str(patch_drop)]
     if args.peak_tflops:
         cmd += ["--peak-tflops", str(args.peak_tflops)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
-        return {"method": method, "backbone": backbone, "error": proc.stderr.strip().splitlines()[-1:]}
+        return {"method": method, "backbone": backbone, "patch_drop": patch_drop,
+                "error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -181,7 +189,10 @@ def _plot(rows: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.5 * len(backbones), 3.5), squeeze=False)
     for ax, bb in zip(axes[0], backbones):
         sel = [r for r in rows if r["backbone"] == bb and "error" not in r]
-        ax.bar([r["method"] for r in sel], [r["img_per_s"] for r in sel], color=[f"C{i}" for i in range(len(sel))])
+        names = [r["method"] + (f"\ndrop {r['patch_drop']:g}" if r.get("patch_drop") else "") for r in sel]
+        colors = [f"C{METHODS.index(r['method']) if r['method'] in METHODS else 9}" for r in sel]
+        ax.bar(names, [r["img_per_s"] for r in sel], color=colors)
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_title(f"{bb} (batch {sel[0]['batch']})", fontsize=9)
         ax.set_ylabel("training images / s")
     fig.tight_layout()
@@ -199,6 +210,12 @@ def main() -> None:
     p.add_argument("--no-loader", action="store_true", help="skip the data-loader measurement")
     p.add_argument("--only-loader", action="store_true",
                    help="measure only the data loader and add it to an existing train_step_<device>.json")
+    p.add_argument("--patch-drop", default="0,0.5,0.75", metavar="F,F,...",
+                   help="fractions of patch tokens dropped (model.patch_drop), one row each (default 0,0.5,0.75)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--backbones", default="", help="comma-separated subset of the device's plan (default: all)")
+    p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/train_step_<device>.json; "
+                   "the plot goes beside it)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--backbone", help=argparse.SUPPRESS)
@@ -206,12 +223,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
+        args.patch_drop = float(args.patch_drop)
         args.warmup = 1 if args.warmup is None else args.warmup
         args.steps = 3 if args.steps is None else args.steps
         print(json.dumps(worker(args)))
         return
+    out = Path(args.out) if args.out else RESULTS / f"train_step_{args.device}.json"
     if args.only_loader:
-        out = RESULTS / f"train_step_{args.device}.json"
         result = json.loads(out.read_text()) if out.exists() else {}
         result["data_loader"] = {**(loader_benchmark() or {"skipped": "../shared/data/flickr8k absent"}),
                                  "device": _device_name("cpu"), "load_average_at_start": os.getloadavg()}
@@ -226,27 +244,46 @@ def main() -> None:
         plan = [("vit_tiny_patch16_224", 224, 32), ("vit_base_patch16_224", 224, 8)]
         args.warmup = 1 if args.warmup is None else args.warmup
         args.steps_for = {"vit_tiny_patch16_224": args.steps or 5, "vit_base_patch16_224": args.steps or 3}
+    plan, methods, drops = _selection(p, args, plan)
     t0 = time.perf_counter()
     rows = []
     for backbone, size, batch in plan:
-        for method in METHODS:
-            rows.append(_run_worker(method, backbone, size, batch, args))
-            print(json.dumps(rows[-1]), flush=True)
+        for drop in drops:
+            for method in methods:
+                rows.append(_run_worker(method, backbone, size, batch, args, drop))
+                print(json.dumps(rows[-1]), flush=True)
     import torch
 
     result = {"device": _device_name(args.device), "torch": torch.__version__, "torch_threads": args.threads,
               "machine": platform.platform(), "cpu_count": os.cpu_count(),
               "cpu_affinity": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
-              "train_step": rows}
+              "train_step": [r for r in rows if not r["patch_drop"]],
+              "train_step_patch_drop": [r for r in rows if r["patch_drop"]]}
     if not args.no_loader:
         result["data_loader"] = loader_benchmark()
         print(json.dumps(result["data_loader"]), flush=True)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"train_step_{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     _plot(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _selection(p: argparse.ArgumentParser, args, plan: list) -> tuple[list, list[str], list[float]]:
+    """The (backbone, size, batch) plan, methods and patch-drop fractions the options ask for."""
+    methods = [m for m in args.methods.split(",") if m]
+    backbones = [b for b in args.backbones.split(",") if b]
+    try:
+        drops = [float(x) for x in args.patch_drop.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--patch-drop takes comma-separated fractions, got {args.patch_drop!r}")
+    if not drops or any(not 0 <= d < 1 for d in drops):
+        p.error("--patch-drop fractions must lie in [0, 1)")
+    if unknown := sorted(set(methods) - set(METHODS)):
+        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if unknown := sorted(set(backbones) - {b for b, _, _ in plan}):
+        p.error(f"backbone(s) {', '.join(unknown)} not in the {args.device} plan ({', '.join(b for b, _, _ in plan)})")
+    return [row for row in plan if not backbones or row[0] in backbones], methods or list(METHODS), drops
 
 
 def _device_name(device: str) -> str:
