@@ -395,7 +395,9 @@ def main(argv: list[str] | None = None) -> dict:
     # 3-4: pre-training and evaluation, run by run (each evaluation cached beside its run)
     tasks = evals.Tasks.load(p, data, vocab, work)
     result["tasks"] = tasks.describe()
-    result["random_init"] = evals.evaluate(f"random:{evals.recipe(overrides[methods[0]], work)}", tasks, p, work)
+    floor_spec = f"random:{evals.recipe(overrides[methods[0]], work)}"
+    result["random_init"] = evals.evaluate(floor_spec, tasks, p, work)
+    result["random_init_mean_token"] = evals.evaluate(floor_spec, tasks, p, work, pool="mean_token")
     result["runs"] = []
     for name, m, epochs, seed in plan(p, methods):
         rec = pretrain_run(name, m, overrides[m], epochs, seed, method_vocab(m, vocab), p, work)
@@ -408,9 +410,11 @@ def main(argv: list[str] | None = None) -> dict:
     largest = p.epochs[-1]
     result["transfer"] = {}
     for m in HEAD_METHODS:
-        if m in methods:
-            name = f"{m}-e{largest:g}-s0"
-            result["transfer"][m] = {"run": name, **evals.transfer(str(work / name), tasks, p, work)}
+        run = next((r for r in result["runs"] if r["name"] == f"{m}-e{largest:g}-s0"), None)
+        if run is not None and run["diverged"]:
+            result["transfer"][m] = {"run": run["name"], "diverged": True}
+        elif run is not None:
+            result["transfer"][m] = {"run": run["name"], **evals.transfer(str(work / run["name"]), tasks, p, work)}
             write(result, out, plots)
     result["total_s"] = round(time.perf_counter() - t0, 1)
     result["env"]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

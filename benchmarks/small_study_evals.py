@@ -150,9 +150,34 @@ def _probe(train_x, train_y, test_x, test_y, num_classes: int, epochs: int, seed
 # ---------------------------------------------------------------- one model
 
 
-def evaluate(spec: str, tasks: Tasks, p: Preset, work: Path, diverged: bool = False) -> dict:
-    """CIFAR-10 probe, Flickr8k multi-label probe and caption retrieval of one checkpoint (or ``random:``)."""
-    cache = (work / "eval-random.json") if spec.startswith("random:") else Path(spec) / "eval.json"
+class _MeanToken(torch.nn.Module):
+    """LayerNorm (parameter-free, as a fresh head's) of the mean patch token: what SuperClass's head reads."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images):
+        from catlip.models.backbone import average_pooled
+
+        x = average_pooled(self.backbone, images)
+        return torch.nn.functional.layer_norm(x, x.shape[-1:])
+
+
+def feature_kind(model) -> str:
+    """``mean_token`` when the probe reads LayerNorm(mean patch token) (SuperClass, SuperCLIP), else ``pooled``
+    (the backbone's own pooled embedding: the CLS token of a ViT)."""
+    head = model.encoder().head
+    return "mean_token" if head is not None and type(head).__name__ == "AvgTokenHead" else "pooled"
+
+
+def evaluate(spec: str, tasks: Tasks, p: Preset, work: Path, diverged: bool = False, pool: str = "") -> dict:
+    """CIFAR-10 probe, Flickr8k multi-label probe and caption retrieval of one checkpoint (or ``random:``).
+
+    ``pool="mean_token"`` probes a random-init backbone the way SuperClass's head reads it: each method is
+    compared with the floor of the features it is probed on."""
+    floor = spec.startswith("random:")
+    cache = (work / f"eval-random{'-' + pool if pool else ''}.json") if floor else Path(spec) / "eval.json"
     sig = tasks.signature(p)
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -166,8 +191,8 @@ def evaluate(spec: str, tasks: Tasks, p: Preset, work: Path, diverged: bool = Fa
 
     t = time.perf_counter()
     model = load_eval_model(spec)
-    enc = model.encoder()
-    out = {"signature": sig, "cifar10": _cifar_probe(enc, tasks, p),
+    enc = _MeanToken(model.backbone) if pool == "mean_token" else model.encoder()
+    out = {"signature": sig, "features": pool or feature_kind(model), "cifar10": _cifar_probe(enc, tasks, p),
            "flickr_multilabel": _multilabel_probe(enc, tasks, p), "retrieval": _retrieval(model, tasks, p)}
     out["eval_s"] = round(time.perf_counter() - t, 1)
     cache.write_text(json.dumps(out, indent=1))

@@ -68,7 +68,8 @@ def markdown(result: dict) -> str:
              f"Command: `{result['command']}`; commit {result['env']['git_commit'][:7]}; {result['lr_rule']}.", ""]
     lines += _timing_table(result) + [""] + _main_table(result, floor) + [""] + _retrieval_table(result, floor)
     for method, study in result.get("transfer", {}).items():
-        lines += [""] + _transfer_tables(method, study)
+        lines += [""] + (_transfer_tables(method, study) if not study.get("diverged")
+                         else [f"Transfer Init, {TITLES[method]}: its run {study['run']} diverged (NaN loss)."])
     return "\n".join(lines) + "\n"
 
 
@@ -81,18 +82,33 @@ def _timing_table(result: dict) -> list[str]:
     return ["Step times (measured first, data loading included):", ""] + rows
 
 
+def floor_of(result: dict, method: str) -> dict:
+    """The random-init evaluation on the features ``method`` is probed on (CLS vs LayerNorm(mean token))."""
+    run = next((r for r in result["runs"] if r["method"] == method and "features" in r.get("eval", {})), None)
+    if run is not None and run["eval"]["features"] == "mean_token" and "random_init_mean_token" in result:
+        return result["random_init_mean_token"]
+    return result.get("random_init", {})
+
+
 def _main_table(result: dict, floor: dict) -> list[str]:
-    f_cifar, f_map = value(floor, "cifar"), value(floor, "map")
-    head = ["| method | epochs | seeds | est. wall (s) | CIFAR-10 probe (%) | Δ floor | Flickr8k mAP | Δ floor |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| random init | – | – | – | {f_cifar:.1f} | – | {f_map:.1f} | – |" if f_cifar is not None else ""]
+    rows = ["| method | epochs | seeds | est. wall (s) | CIFAR-10 probe (%) | Δ floor | Flickr8k mAP | Δ floor |",
+            "|---|---|---|---|---|---|---|---|"]
+    for key, label in (("random_init", "random init, pooled (CLS) features"),
+                       ("random_init_mean_token", "random init, LayerNorm(mean token) features")):
+        if value(result.get(key, {}), "cifar") is not None:
+            rows.append(f"| {label} | – | – | – | {value(result[key], 'cifar'):.1f} | – | "
+                        f"{value(result[key], 'map'):.1f} | – |")
     for m in result["methods"]:
+        own = floor_of(result, m)
+        f_cifar, f_map = value(own, "cifar"), value(own, "map")
         for pc, pm in zip(points(result, m, "cifar"), points(result, m, "map")):
             dc = f"{pc['mean'] - f_cifar:+.1f}" if pc["mean"] is not None and f_cifar is not None else "–"
             dm = f"{pm['mean'] - f_map:+.1f}" if pm["mean"] is not None and f_map is not None else "–"
-            head.append(f"| {TITLES[m]} | {pc['epochs']:g} | {pc['n']} | {pc['wall_s']:.0f} | {cell(pc)} | {dc} | "
+            rows.append(f"| {TITLES[m]} | {pc['epochs']:g} | {pc['n']} | {pc['wall_s']:.0f} | {cell(pc)} | {dc} | "
                         f"{cell(pm)} | {dm} |")
-    return [line for line in head if line]
+    return rows + ["", "Δ floor: against the random-init backbone probed on the same features as the method "
+                   "(CatLIP, CLIP: the pooled CLS embedding; SuperClass, SuperCLIP: LayerNorm of the mean patch "
+                   "token, which their heads read)."]
 
 
 def _retrieval_table(result: dict, floor: dict) -> list[str]:
@@ -161,15 +177,17 @@ def plot_fig4(result: dict, out: Path) -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for row, metric in enumerate(("cifar", "map")):
-        floor = value(result.get("random_init", {}), metric)
+        floors = [(value(result.get(k, {}), metric), style, label) for k, style, label in (
+            ("random_init", "--", "random init (CLS)"), ("random_init_mean_token", ":", "random init (mean token)"))]
         for col, key in enumerate(("epochs", "wall_s")):
             ax = axes[row][col]
             for m in result["methods"]:
                 pts = [p for p in points(result, m, metric) if p["mean"] is not None]
                 ax.errorbar([p[key] for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
                             fmt="o-", capsize=3, color=COLORS[m], label=TITLES[m])
-            if floor is not None:
-                ax.axhline(floor, ls="--", color=COLORS["random"], label="random init")
+            for floor, style, label in floors:
+                if floor is not None:
+                    ax.axhline(floor, ls=style, color=COLORS["random"], label=label)
             ax.set_xlabel("pre-training epochs (Flickr8k train)" if key == "epochs"
                           else "pre-training wall-clock (s, measured step time × steps)")
             ax.set_ylabel(METRICS[metric][1])
@@ -183,7 +201,9 @@ def plot_fig4(result: dict, out: Path) -> None:
 
 def plot_fig5(result: dict, out: Path) -> None:
     plt = _pyplot()
-    studies = result["transfer"]
+    studies = {m: st for m, st in result["transfer"].items() if not st.get("diverged")}
+    if not studies:
+        return
     fig, axes = plt.subplots(len(studies), 2, figsize=(12, 3.8 * len(studies)), squeeze=False)
     for r, (method, study) in enumerate(studies.items()):
         for c, task in enumerate(("objects", "cifar10")):

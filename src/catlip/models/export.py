@@ -104,6 +104,10 @@ def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | No
     spec = getattr(backbone, "catlip_spec", None)
     if spec is None:
         raise CheckpointError("this backbone was not built by catlip.models.create_backbone; its timm spec is unknown")
+    if spec.get("stem", "patch") != "patch":
+        raise CheckpointError(f"a ViT with model.stem={spec['stem']} is a catlip architecture that timm.create_model "
+                              "cannot rebuild; evaluate the run's checkpoint with catlip, or pre-train with "
+                              "model.stem=patch to export for timm")
     if image_size is None:
         size = spec["kwargs"].get("img_size") or (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size")
         image_size = int(size[-1] if isinstance(size, (list, tuple)) else size or 224)

@@ -1,0 +1,68 @@
+"""model.stem=conv: a timm ViT with a convolutional stem (Xiao et al. 2021) instead of the patch projection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from catlip.config import load_config
+from catlip.errors import BackboneError, CheckpointError, ConfigError
+from catlip.models.backbone import create_backbone
+from catlip.models.stems import conv_stem
+
+VIT = "model.backbone_kwargs={patch_size: 8, embed_dim: 64, depth: 1, num_heads: 2}"
+
+
+def _backbone(*overrides: str, size: int = 32):
+    cfg = load_config(None, [VIT, f"data.image_size={size}", *overrides])
+    return create_backbone(cfg.model, size)
+
+
+def test_conv_stem_keeps_the_patch_grid_and_trains():
+    torch.manual_seed(0)
+    patch, conv = _backbone(), _backbone("model.stem=conv")
+    x = torch.randn(4, 3, 32, 32)
+    assert patch.patch_embed(x).shape == conv.patch_embed(x).shape == (4, 16, 64)  # (32 / 8)^2 tokens
+    strides = [m.stride[0] for m in conv.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 1]  # three 3x3 stride-2 convs, then the 1x1 projection
+    assert conv.catlip_spec["stem"] == "conv" and "stem" not in patch.catlip_spec
+    # the stem is trained with the rest: one batch is over-fitted
+    head = torch.nn.Linear(64, 2)
+    opt = torch.optim.AdamW(list(conv.parameters()) + list(head.parameters()), lr=3e-3)
+    y = torch.tensor([0, 1, 0, 1])
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(head(conv(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_conv_stem_widths_double_up_to_the_embedding():
+    stem = conv_stem(16, 192)
+    widths = [m.out_channels for m in stem if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [24, 48, 96, 192, 192]
+
+
+def test_bad_stems_are_one_line_errors():
+    with pytest.raises(ConfigError, match="model.stem"):
+        load_config(None, ["model.stem=convnext"])
+    with pytest.raises(BackboneError, match="power-of-two"):
+        conv_stem(14, 64)
+    with pytest.raises(BackboneError, match="patch embedding"):
+        create_backbone(load_config(None, ["model.backbone=resnet18", "model.stem=conv"]).model, 32)
+
+
+def test_conv_stem_export_is_refused_clearly(tmp_path):
+    from catlip.models.export import export_backbone
+
+    class Method(torch.nn.Module):
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+
+    with pytest.raises(CheckpointError, match="timm.create_model cannot rebuild"):
+        export_backbone(Method(_backbone("model.stem=conv")), tmp_path / "b.safetensors")
+    assert not (tmp_path / "b.safetensors").exists()
