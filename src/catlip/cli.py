@@ -296,6 +296,39 @@ def _run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- shards (owner: data stage)
+
+
+def _add_shards_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shards", help="pre-process webdataset shards (resize the images)",
+                       description="Tools that rewrite webdataset .tar shards.")
+    ssub = p.add_subparsers(dest="shards_command", metavar="SUBCOMMAND")
+    ssub.required = True
+    r = ssub.add_parser("resize", help="rewrite shards with every image's longer side at most --max-side",
+                        description="Rewrite webdataset shards (one output shard per input, same file and member "
+                        "names, same order) with each image member scaled down so its longer side is at most "
+                        "--max-side (aspect kept, never upscaled; JPEG/WebP re-encoded at --quality, PNG stays "
+                        "PNG); every other member and every image already small enough is copied byte for byte, "
+                        "and corrupt images are counted and copied unchanged. Shards run in parallel "
+                        "(--workers); a re-run skips the shards already finished (OUT/resize_manifest.json).")
+    r.add_argument("inputs", nargs="+", metavar="SRC", help="shards: paths, globs, {000..005} patterns or folders")
+    r.add_argument("--out", "-o", required=True, help="output folder (not a source shard's folder)")
+    r.add_argument("--max-side", type=int, required=True, metavar="N", help="longest image side in pixels")
+    r.add_argument("--workers", type=int, default=1, metavar="K", help="shards rewritten in parallel (default 1)")
+    r.add_argument("--quality", type=int, default=90, metavar="Q", help="JPEG/WebP quality, 1..100 (default 90)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(handler=_cmd_shards_resize)
+
+
+def _cmd_shards_resize(args: argparse.Namespace) -> int:
+    from catlip.data.resize import report, resize_shards
+
+    summary = resize_shards(args.inputs, args.out, args.max_side, quality=args.quality, workers=args.workers,
+                            progress=not args.no_progress)
+    print(report(summary))
+    return 1 if any(r.error for r in summary["results"]) else 0
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -314,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_commands(sub)
     _add_evaluate_commands(sub)
     _add_analysis_commands(sub)
+    _add_shards_commands(sub)
     return parser
 
 
