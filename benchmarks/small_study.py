@@ -94,7 +94,7 @@ def cpu_preset() -> Preset:
         backbone_kwargs="{patch_size: 8, embed_dim: 128, depth: 4, num_heads: 4}",
         text=["model.embed_dim=128", "model.text_width=128", "model.text_layers=2", "model.text_heads=4",
               "data.context_length=32"],
-        batch_size=128, epochs=[5, 10, 20], seeds=3, probe_train=10000, probe_test=5000, probe_epochs=30,
+        batch_size=128, epochs=[5, 10, 15], seeds=3, probe_train=10000, probe_test=5000, probe_epochs=30,
         transfer_seeds=5, shots=[1, 2, 5, 10], fractions=[0.01, 0.1, 1.0], multilabel_k=30, object_k=8,
         train_shards="flickr8k-train-{000..005}.tar", train_images=6000, timing_steps=16, workers=1,
         device="cpu", precision="fp32", suffix="")
