@@ -15,7 +15,9 @@ import torch
 
 from small_study import HEAD_METHODS, Preset, say
 
-EVAL_VERSION = 1  # bump when an evaluation changes, so cached results are recomputed
+EVAL_VERSION = 1  # bump when a probe changes, so cached results are recomputed
+RETRIEVAL_VERSION = 1  # bump when caption retrieval changes (re-runs retrieval only)
+TRANSFER_VERSION = 2  # bump when the Random vs Transfer Init protocol changes
 
 
 class _InMemory(torch.utils.data.Dataset):
@@ -175,30 +177,60 @@ def evaluate(spec: str, tasks: Tasks, p: Preset, work: Path, diverged: bool = Fa
     """CIFAR-10 probe, Flickr8k multi-label probe and caption retrieval of one checkpoint (or ``random:``).
 
     ``pool="mean_token"`` probes a random-init backbone the way SuperClass's head reads it: each method is
-    compared with the floor of the features it is probed on."""
+    compared with the floor of the features it is probed on. The probes are cached in ``eval.json``, retrieval
+    in ``retrieval.json`` (its own version: a change of caption scoring re-runs only retrieval)."""
     floor = spec.startswith("random:")
-    cache = (work / f"eval-random{'-' + pool if pool else ''}.json") if floor else Path(spec) / "eval.json"
+    stem = f"eval-random{'-' + pool if pool else ''}" if floor else "eval"
+    folder = work if floor else Path(spec)
+    probes, retrieval = folder / f"{stem}.json", folder / f"{stem}-retrieval.json"
     sig = tasks.signature(p)
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("signature") == sig:
-            return cached
-    if diverged:
+    out = _cached(probes, sig)
+    ret = _cached(retrieval, f"{sig}-r{RETRIEVAL_VERSION}")
+    if diverged or (out is not None and out.get("diverged")):
         out = {"signature": sig, "diverged": True}
-        cache.write_text(json.dumps(out))
+        probes.write_text(json.dumps(out))
         return out
+    if out is not None and ret is not None:
+        return {**out, "retrieval": ret}
     from catlip.evaluate.model import load_eval_model
 
     t = time.perf_counter()
     model = load_eval_model(spec)
-    enc = _MeanToken(model.backbone) if pool == "mean_token" else model.encoder()
-    out = {"signature": sig, "features": pool or feature_kind(model), "cifar10": _cifar_probe(enc, tasks, p),
-           "flickr_multilabel": _multilabel_probe(enc, tasks, p), "retrieval": _retrieval(model, tasks, p)}
-    out["eval_s"] = round(time.perf_counter() - t, 1)
-    cache.write_text(json.dumps(out, indent=1))
+    if out is None:
+        enc = _MeanToken(model.backbone) if pool == "mean_token" else model.encoder()
+        out = {"signature": sig, "features": pool or feature_kind(model), "cifar10": _cifar_probe(enc, tasks, p),
+               "flickr_multilabel": _multilabel_probe(enc, tasks, p)}
+        out["eval_s"] = round(time.perf_counter() - t, 1)
+        probes.write_text(json.dumps(out, indent=1))
+    if ret is None:
+        ret = {"signature": f"{sig}-r{RETRIEVAL_VERSION}", **_retrieval(model, tasks, p)}
+        retrieval.write_text(json.dumps(ret, indent=1))
     say(f"{Path(spec).name}: CIFAR-10 probe {out['cifar10']['top1'] * 100:.1f}%, Flickr8k mAP "
-        f"{out['flickr_multilabel']['mAP'] * 100:.1f}, retrieval i2t R@1 "
-        f"{out['retrieval'].get('i2t_R@1', float('nan')) * 100:.1f} ({out['eval_s']:.0f}s)")
+        f"{out['flickr_multilabel']['mAP'] * 100:.1f}, retrieval i2t R@1 {ret.get('i2t_R@1', float('nan')) * 100:.1f} "
+        f"({time.perf_counter() - t:.0f}s)")
+    return {**out, "retrieval": ret}
+
+
+def _cached(path: Path, signature: str) -> dict | None:
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data if data.get("signature") == signature else None
+
+
+def head_stats(run_dir: str) -> dict | None:
+    """Scale statistics of a classification head (what the SuperClass trend analysis reads): the LayerNorm gain
+    of an average-token head, the classifier's row norms and bias spread."""
+    from catlip.train.checkpoint import load_pretrained
+
+    head = getattr(load_pretrained(run_dir).method, "head", None)
+    if head is None:
+        return None
+    w, b = head.fc.weight.detach().float(), head.fc.bias.detach().float()
+    out = {"fc_row_norm_mean": float(w.norm(dim=1).mean()), "fc_bias_std": float(b.std())}
+    norm = getattr(head, "norm", None)
+    if norm is not None:
+        out["norm_gain_abs_mean"] = float(norm.weight.detach().abs().mean())
     return out
 
 
@@ -263,9 +295,10 @@ def _retrieval(model, tasks: Tasks, p: Preset) -> dict:
 def transfer(run_dir: str, tasks: Tasks, p: Preset, work: Path) -> dict:
     """Random vs Transfer Init probes on the in-domain object task and on CIFAR-10 (cached in the run)."""
     cache = Path(run_dir) / "transfer.json"
-    sig = tasks.signature(p)
-    if cache.is_file() and json.loads(cache.read_text()).get("signature") == sig:
-        return json.loads(cache.read_text())
+    sig = f"{tasks.signature(p)}-t{TRANSFER_VERSION}"
+    cached = _cached(cache, sig)
+    if cached is not None:
+        return cached
     from catlip.evaluate import caption_tasks as ct
     from catlip.evaluate.datasets import ClassList
     from catlip.evaluate.model import load_eval_model
