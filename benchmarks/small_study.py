@@ -203,10 +203,67 @@ def catlip_vocab(p: Preset, data: Path, work: Path):
     return vocab
 
 
-def method_vocab(method: str, catlip):
-    from catlip.labels.vocab import Vocabulary
+def bpe_vocab(p: Preset, data: Path, work: Path):
+    """The full CLIP BPE table (SuperClass's classes) with each token's caption count in the train captions, so
+    ``model.head_bias=prior`` can start every row at its token's frequency; cached in the work folder."""
+    from catlip.data.formats import expand_urls
+    from catlip.labels.vocab import Vocabulary, count_keys
 
-    return catlip if method == "catlip" else Vocabulary.full_bpe() if method in ("superclass", "superclip") else None
+    path = work / "vocab-bpe.json"
+    if path.is_file():
+        return Vocabulary.load(path)
+    vocab = Vocabulary.full_bpe()
+    counts = count_keys(expand_urls(str(data / "flickr8k" / p.train_shards)), "bpe", vocab.options)
+    vocab.counts = [counts.doc_freq.get(k, 0) for k in vocab.keys]
+    vocab.num_captions = counts.captions
+    vocab.save(path)
+    return Vocabulary.load(path)
+
+
+def prior_only_losses(p: Preset, data: Path, vocabs: dict, work: Path) -> dict:
+    """The training loss of a head that predicts the same label distribution for every image (the label prior,
+    nothing image-specific), per classification loss: the level a run's loss must go below to have learned
+    anything from the pixels. CatLIP: BCE summed over classes at each synset's caption frequency; SuperClass:
+    cross-entropy of each caption's IDF-weighted token distribution against their average."""
+    import math
+
+    path = work / "prior_only.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    v = vocabs["catlip"]
+    freqs = [c / v.num_captions for c in v.counts]
+    out = {"catlip": sum(-(f * math.log(f) + (1 - f) * math.log(1 - f)) for f in freqs if 0 < f < 1)}
+    out["superclass"] = _idf_prior_loss(p, data, vocabs["bpe"])
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _idf_prior_loss(p: Preset, data: Path, vocab) -> float:
+    import math
+
+    from catlip.data import formats
+
+    ex, never = vocab.extractor(), set(vocab.source.never_targets(len(vocab)))
+    n_docs = vocab.num_captions
+    idf = {i: math.log((n_docs + 1) / (c + 1)) for i, c in enumerate(vocab.counts) if c and i not in never}
+    targets = []
+    for shard in formats.expand_urls(str(data / "flickr8k" / p.train_shards)):
+        for sample in formats.TarScan(shard, read=lambda ext: ext in ("json", "txt")):
+            caps, _ = formats.member_captions(sample.data)
+            for cap in caps:
+                ids = [i for i in set(vocab.encode(ex.extract(cap))) if i in idf]
+                total = sum(idf[i] for i in ids)
+                if total > 0:
+                    targets.append({i: idf[i] / total for i in ids})
+    marginal: dict[int, float] = {}
+    for t in targets:
+        for i, w in t.items():
+            marginal[i] = marginal.get(i, 0.0) + w / len(targets)
+    return -sum(w * math.log(marginal[i]) for t in targets for i, w in t.items()) / len(targets)
+
+
+def method_vocab(method: str, vocabs: dict):
+    return vocabs["catlip"] if method == "catlip" else vocabs["bpe"] if method in ("superclass", "superclip") else None
 
 
 def common_overrides(p: Preset, data: Path) -> list[str]:
@@ -381,10 +438,12 @@ def main(argv: list[str] | None = None) -> dict:
                     "env": environment(p), "methods": methods, "preset": dataclasses.asdict(p),
                     "lr_rule": f"peak lr = {BASE_LR:g} x batch / 256 = {BASE_LR * p.batch_size / 256:g}"}
     vocab = catlip_vocab(p, data, work)
+    vocabs = {"catlip": vocab, "bpe": bpe_vocab(p, data, work)}
     common = common_overrides(p, data)
-    overrides = {m: common + METHOD_RECIPES[m] + head_bias(method_vocab(m, vocab)) + user_overrides(args.overrides, m)
+    overrides = {m: common + METHOD_RECIPES[m] + head_bias(method_vocab(m, vocabs)) + user_overrides(args.overrides, m)
                  for m in methods}
     result["overrides"] = overrides
+    result["prior_only_loss"] = prior_only_losses(p, data, vocabs, work)
 
     import small_study_evals as evals
 
@@ -393,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() and not args.retime else {}
     for m in methods:
         if m not in timing:
-            timing[m] = measure_step_time(m, overrides[m], method_vocab(m, vocab), p, work)
+            timing[m] = measure_step_time(m, overrides[m], method_vocab(m, vocabs), p, work)
             timing_path.write_text(json.dumps(timing, indent=1))
     result["timing"] = {m: timing[m] for m in methods}
 
@@ -405,7 +464,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["random_init_mean_token"] = evals.evaluate(floor_spec, tasks, p, work, pool="mean_token")
     result["runs"] = []
     for name, m, epochs, seed in plan(p, methods):
-        rec = pretrain_run(name, m, overrides[m], epochs, seed, method_vocab(m, vocab), p, work)
+        rec = pretrain_run(name, m, overrides[m], epochs, seed, method_vocab(m, vocabs), p, work)
         rec["wall_s_estimated"] = round(rec["steps"] * timing[m]["step_time_s"], 1)
         rec["eval"] = evals.evaluate(str(ROOT / rec["run_dir"]), tasks, p, work, diverged=rec["diverged"])
         rec["head_stats"] = evals.head_stats(str(ROOT / rec["run_dir"])) if not rec["diverged"] else None

@@ -82,6 +82,19 @@ def _timing_table(result: dict) -> list[str]:
     return ["Step times (measured first, data loading included):", ""] + rows
 
 
+def final_loss(result: dict, method: str, epochs: float) -> str:
+    """Mean over seeds of the mean loss of the last tenth of the logged steps, with the prior-only level."""
+    tails = []
+    for r in result["runs"]:
+        if r["method"] == method and r["epochs"] == epochs and not r["diverged"]:
+            curve = [loss for _, loss in r["loss_curve"]]
+            tail = curve[-max(1, len(curve) // 10):]
+            tails.append(sum(tail) / len(tail))
+    prior = result.get("prior_only_loss", {}).get(method)
+    text = f"{statistics.mean(tails):.2f}" if tails else "–"
+    return text + (f" ({prior:.2f})" if prior is not None else "")
+
+
 def floor_of(result: dict, method: str) -> dict:
     """The random-init evaluation on the features ``method`` is probed on (CLS vs LayerNorm(mean token))."""
     run = next((r for r in result["runs"] if r["method"] == method and "features" in r.get("eval", {})), None)
@@ -91,12 +104,12 @@ def floor_of(result: dict, method: str) -> dict:
 
 
 def _main_table(result: dict, floor: dict) -> list[str]:
-    rows = ["| method | epochs | seeds | est. wall (s) | CIFAR-10 probe (%) | Δ floor | Flickr8k mAP | Δ floor |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| method | epochs | seeds | est. wall (s) | final loss (prior-only) | CIFAR-10 probe (%) | Δ floor | "
+            "Flickr8k mAP | Δ floor |", "|---|---|---|---|---|---|---|---|---|"]
     for key, label in (("random_init", "random init, pooled (CLS) features"),
                        ("random_init_mean_token", "random init, LayerNorm(mean token) features")):
         if value(result.get(key, {}), "cifar") is not None:
-            rows.append(f"| {label} | – | – | – | {value(result[key], 'cifar'):.1f} | – | "
+            rows.append(f"| {label} | – | – | – | – | {value(result[key], 'cifar'):.1f} | – | "
                         f"{value(result[key], 'map'):.1f} | – |")
     for m in result["methods"]:
         own = floor_of(result, m)
@@ -104,8 +117,8 @@ def _main_table(result: dict, floor: dict) -> list[str]:
         for pc, pm in zip(points(result, m, "cifar"), points(result, m, "map")):
             dc = f"{pc['mean'] - f_cifar:+.1f}" if pc["mean"] is not None and f_cifar is not None else "–"
             dm = f"{pm['mean'] - f_map:+.1f}" if pm["mean"] is not None and f_map is not None else "–"
-            rows.append(f"| {TITLES[m]} | {pc['epochs']:g} | {pc['n']} | {pc['wall_s']:.0f} | {cell(pc)} | {dc} | "
-                        f"{cell(pm)} | {dm} |")
+            rows.append(f"| {TITLES[m]} | {pc['epochs']:g} | {pc['n']} | {pc['wall_s']:.0f} | "
+                        f"{final_loss(result, m, pc['epochs'])} | {cell(pc)} | {dc} | {cell(pm)} | {dm} |")
     return rows + ["", "Δ floor: against the random-init backbone probed on the same features as the method "
                    "(CatLIP, CLIP: the pooled CLS embedding; SuperClass, SuperCLIP: LayerNorm of the mean patch "
                    "token, which their heads read)."]

@@ -51,6 +51,9 @@ class ModelConfig:
     backbone: str = "vit_tiny_patch16_224"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
     head_bias_init: float = 0.0  # CatLIP: a negative bias starts the sigmoid near the label prior
+    # constant: every class starts at head_bias_init; prior: each class at its own caption frequency (log-odds
+    # for sigmoid losses, log-frequency for softmax ones), read off the vocabulary counts (models/heads.py)
+    head_bias: str = "constant"
     drop_path_rate: float = 0.0
     stem: str = "patch"  # ViTs: patch (timm's p x p patch embedding) | conv (3x3 stride-2 convolutions: models/stems.py)
     # FLIP: fraction of patch tokens a ViT drops at random in each pre-training forward (CLS/register tokens are
@@ -136,7 +139,8 @@ class Config:
         for key, value, allowed in (("data.augment", self.data.augment, ("none", "rrc_flip", "randaugment")),
                                     ("train.precision", self.train.precision, ("auto", "fp32", "bf16", "fp16")),
                                     ("train.distributed", self.train.distributed, ("ddp", "fsdp")),
-                                    ("model.stem", self.model.stem, ("patch", "conv"))):
+                                    ("model.stem", self.model.stem, ("patch", "conv")),
+                                    ("model.head_bias", self.model.head_bias, ("constant", "prior"))):
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
         if self.data.image_size <= 0 or self.optim.grad_accum <= 0:

@@ -67,6 +67,20 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _set_prior_bias(method, vocab, name: str) -> None:
+    """``model.head_bias=prior``: every head row starts at its class's caption frequency (models.heads)."""
+    from catlip.errors import ConfigError
+    from catlip.models.heads import class_prior_bias
+
+    head = getattr(method, "head", None)
+    if head is None or vocab is None or not any(vocab.counts):
+        raise ConfigError(f"model.head_bias=prior needs a classification head and a vocabulary with caption counts "
+                          f"({name} has {'no head' if head is None else 'no counts: build one with catlip vocab build'})")
+    softmax = getattr(method, "loss_name", "") in ("idf_softmax", "softmax")
+    with torch.no_grad():
+        head.fc.bias.copy_(class_prior_bias(vocab.counts, vocab.num_captions, softmax))
+
+
 class _Run:
     """The pieces of one run that a checkpoint captures."""
 
@@ -76,6 +90,8 @@ class _Run:
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.method = build_method(cfg, len(vocab) if vocab is not None else 0).to(d.device)
+        if cfg.model.head_bias == "prior":
+            _set_prior_bias(self.method, vocab, cfg.method.name)
         self.model = dd.wrap_model(self.method, cfg.train.distributed, d)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.autocast, self.scaler = _precision(cfg, d.device)
