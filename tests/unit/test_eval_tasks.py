@@ -37,6 +37,8 @@ ARGV = {
     "zeroshot": (["--test", "{test}"], ["top1", "top5"]),
     "finetune": (["--train", "{train}", "--test", "{test}", "--config", "configs/finetune_tiny_cpu.yaml",
                   "--set", "epochs=1", "--set", "init=transfer"], ["final", "history"]),
+    "retrieval": (["--data", "{test}", "--column", "labels"], ["image_to_text", "text_to_image", "mean_recall"]),
+    "tag": (["{test}", "--top", "3"], ["images", "skipped"]),
 }
 
 
