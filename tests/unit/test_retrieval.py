@@ -11,6 +11,7 @@ import torch
 
 from shards import write_tar  # tests/shards.py
 from test_eval_tasks import tiny  # noqa: F401 - the tiny CatLIP checkpoint of the task-registry tests (fixture)
+from test_tag import _pretrain
 
 from catlip.cli import main
 from catlip.evaluate.retrieval import caption_label_ids, clip_similarity, head_caption_scores, recall_at_k
@@ -156,14 +157,18 @@ def _jpeg(colour) -> bytes:
     return buf.getvalue()
 
 
-def test_retrieval_counts_empty_captions_and_undecodable_images(tiny, tmp_path, capsys):
-
+def caption_shard(path):
+    """4 readable images (one without captions) and an undecodable one, 2 + 1 + 0 + 1 + 1 captions."""
     members = []
     for i, (colour, caps) in enumerate([("red", ["a red ball on the grass", "a ball"]), ("blue", ["a blue car"]),
                                         ("green", []), ("white", ["a box"])]):
         members += [(f"{i:03d}.jpg", _jpeg(colour)), (f"{i:03d}.json", json.dumps({"captions": caps}).encode())]
     members += [("004.jpg", b"not a jpeg"), ("004.json", json.dumps({"captions": ["a car"]}).encode())]
-    shard = write_tar(tmp_path / "caps-000.tar", members)
+    return write_tar(path, members)
+
+
+def test_retrieval_counts_empty_captions_and_undecodable_images(tiny, tmp_path, capsys):
+    shard = caption_shard(tmp_path / "caps-000.tar")
     out = tmp_path / "r.json"
     assert main(["retrieval", tiny["run"], "--data", str(shard), "--workers", "0", "--no-progress",
                  "--reduce", "sum", "-o", str(out)]) == 0
@@ -178,12 +183,24 @@ def test_retrieval_counts_empty_captions_and_undecodable_images(tiny, tmp_path, 
 
 
 def test_retrieval_without_any_caption_is_one_line(tiny, tmp_path, capsys):
-
     shard = write_tar(tmp_path / "empty-000.tar", [("000.jpg", _jpeg("red")),
                                                     ("000.json", json.dumps({"captions": []}).encode())])
     assert main(["retrieval", tiny["run"], "--data", str(shard), "--workers", "0", "--no-progress"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and "caption" in err[0]
+
+
+def test_a_clip_checkpoint_retrieves_with_its_text_tower(tmp_path, capsys):
+    run = _pretrain(tmp_path, "clip", ["method.name=clip", "data.synthetic_size=16", "data.batch_size=8",
+                                       "optim.steps=1", "train.ckpt_every=1"])
+    shard, out = caption_shard(tmp_path / "caps-000.tar"), tmp_path / "r.json"
+    assert main(["retrieval", run, "--data", str(shard), "--workers", "0", "--no-progress", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["mode"] == "text" and "text tower" in capsys.readouterr().out
+    assert result["images"] == 3 and result["captions"] == 4 and "captions_without_labels" not in result
+    assert main(["retrieval", run, "--data", str(shard), "--mode", "head", "--workers", "0", "--no-progress"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "classification head" in errors[0]
 
 
 @pytest.mark.slow

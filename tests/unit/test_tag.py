@@ -156,3 +156,15 @@ def test_bpe_labels_are_named_by_their_decoded_token():
     dog = vocab.encode([str(i) for i in vocab.extractor().extract("dog")])[0]
     info = LabelNames(vocab).describe(dog)
     assert info["name"] == "dog" and "lemmas" not in info
+
+
+def test_superclass_tags_are_bpe_tokens_with_softmax_probabilities(planted, tmp_path):
+    run = _pretrain(tmp_path, "superclass", ["method.name=superclass", "data.synthetic_size=16",
+                                             "data.batch_size=8", "optim.steps=2", "train.ckpt_every=2"])
+    out = tmp_path / "tags.json"
+    assert main(["tag", run, str(planted["images"]), "--top", "5", "-o", str(out), *COMMON]) == 0
+    result = json.loads(out.read_text())
+    assert result["activation"] == "softmax" and result["labels"] == "bpe"
+    tags = result["images"][0]["tags"]
+    assert len(tags) == 5 and sum(t["probability"] for t in tags) < 1.0
+    assert all("lemmas" not in t and t["name"] and int(t["key"]) not in (0, 49406, 49407) for t in tags)
