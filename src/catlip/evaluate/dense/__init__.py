@@ -1,0 +1,11 @@
+"""Dense transfer (CatLIP Sections 5.2-5.3): semantic segmentation (DeepLabv3 on the backbone's last map) and
+object detection (Mask R-CNN on ViTDet's simple feature pyramid), with their data, metrics and training loop.
+
+- ``data``: webdataset shards (``<key>.jpg`` + ``<key>.seg.png`` / ``<key>.json`` boxes), ADE20k's folder
+  layout, COCO ``instances_*.json`` + image folder, and the embedded synthetic scenes; joint image + mask + box
+  augmentation with torchvision's v2 transforms; bad samples are skipped and counted.
+- ``segmentation``: the DeepLabv3 model, confusion-matrix metrics (mIoU, per-class IoU, pixel accuracy) and
+  ``run_segment``.
+- ``detection``: the Faster / Mask R-CNN model, COCO AP (pycocotools) and ``run_detect``.
+- ``loop``: AdamW with layer-wise lr decay, the schedules, and the resumable epoch loop both tasks share.
+"""

@@ -1,0 +1,180 @@
+"""Semantic segmentation transfer (CatLIP Section 5.2, Table 8a): DeepLabv3 on the backbone's last feature map.
+
+The head is DeepLabv3's (torchvision's ``ASPP`` with atrous rates 12/24/36 and image pooling, then a 3x3 conv,
+BatchNorm, ReLU and a 1x1 classifier: torchvision's ``DeepLabHead`` with its width, 256, as a recipe field) on the last block of a ViT (final norm applied; stride = patch) or the last stage
+of a convnet; logits are upsampled bilinearly to the input size and trained with per-pixel cross-entropy that
+ignores unlabeled pixels. Evaluation is whole-image: the shorter side resized to ``image_size``, padded to a
+multiple of 32, logits cropped and upsampled to the mask's own resolution; one confusion matrix over the test
+set gives mIoU (mean over classes that occur in the predictions or the ground truth), per-class IoU and
+pixel accuracy.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from catlip.config import ConfigError, from_dict, read_recipe
+from catlip.evaluate.dense.data import (IGNORE, DenseData, DenseDataset, collate_seg, holdout, open_segmentation,
+                                        seg_eval_transform, seg_train_transform)
+from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
+from catlip.models.dense import feature_channels, last_feature_map
+
+
+@dataclass
+class SegmentConfig(DenseTrainConfig):
+    atrous_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
+    head_channels: int = 256  # ASPP width (DeepLabv3: 256)
+    scale_min: float = 0.5  # random short-side resize range, as a multiple of image_size
+    scale_max: float = 2.0
+
+    def validate(self) -> SegmentConfig:
+        super().validate()
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2 (the ASPP image-pooling branch has BatchNorm)")
+        if self.head_channels <= 0 or not self.atrous_rates:
+            raise ConfigError("head_channels must be positive and atrous_rates non-empty")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ConfigError("scale_min and scale_max must satisfy 0 < scale_min <= scale_max")
+        return self
+
+
+def load_segment_config(path: str | Path | None, overrides: list[str] | None = None) -> SegmentConfig:
+    """A recipe (``configs/segment_*.yaml``) plus ``key=value`` overrides; unknown keys are errors."""
+    return from_dict(read_recipe(path, overrides), SegmentConfig, "segment").validate()
+
+
+class Segmenter(nn.Module):
+    """backbone -> last feature map -> DeepLabv3 head -> logits at the input's size."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, atrous_rates=(12, 24, 36), channels: int = 256):
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+
+        self.backbone = backbone
+        self.head = nn.Sequential(  # torchvision's DeepLabHead, with the width as a parameter
+            ASPP(feature_channels(backbone)[-1], list(atrous_rates), channels),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.Conv2d(channels, num_classes, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.head(last_feature_map(self.backbone, images))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int = IGNORE) -> torch.Tensor:
+    """(K, K) int64 counts, rows = ground truth, columns = prediction; pixels with ``ignore_index`` left out."""
+    keep = target != ignore_index
+    idx = target[keep].long() * num_classes + pred[keep].long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
+
+
+def segmentation_metrics(conf: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """mIoU, per-class IoU (None where a class is neither predicted nor present), pixel and mean class accuracy."""
+    conf = conf.double()
+    tp = conf.diag()
+    gt, pred = conf.sum(1), conf.sum(0)
+    union = gt + pred - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+    acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
+    total = conf.sum()
+    return {"mIoU": float(iou.nanmean()) if (union > 0).any() else 0.0,
+            "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
+            "mean_acc": float(acc.nanmean()) if (gt > 0).any() else 0.0,
+            "per_class_iou": {n: (None if torch.isnan(v) else float(v)) for n, v in zip(names, iou)},
+            "pixels": int(total)}
+
+
+@torch.no_grad()
+def evaluate_segmenter(model: nn.Module, data: DenseData, cfg: SegmentConfig, device: torch.device,
+                       progress: bool = False) -> dict[str, Any]:
+    """Whole-image inference over ``data``; metrics from one confusion matrix at the masks' resolution."""
+    from torch.utils.data import DataLoader
+
+    ds = DenseDataset(data, seg_eval_transform(cfg.image_size))
+    loader = DataLoader(ds, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, collate_fn=collate_seg)
+    conf = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
+    notes, skipped, images = Counter(), 0, 0
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        notes.update(batch["notes"])
+        skipped += batch["skipped"]
+        if batch["image"] is None:
+            continue
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(batch["image"].to(device))
+        for i, (h, w) in enumerate(batch["sizes"]):
+            target = batch["mask"][i]
+            if target.shape != (h, w):  # evaluation masks are at full resolution
+                up = F.interpolate(logits[i:i + 1, :, :h, :w].float(), size=target.shape, mode="bilinear",
+                                   align_corners=False)
+            else:
+                up = logits[i:i + 1, :, :h, :w].float()
+            conf += confusion_matrix(up.argmax(1)[0].cpu(), target, data.num_classes)
+            images += 1
+    return {**segmentation_metrics(conf, data.names), "test_images": images, "test_skipped": skipped,
+            "test_notes": dict(notes)}
+
+
+# ---------------------------------------------------------------- the task
+
+
+def _loss(model: nn.Module, batch: dict, device: torch.device):
+    if batch["image"] is None or batch["image"].shape[0] < 2:
+        return None  # BatchNorm in the ASPP pooling branch needs two images
+    logits = model(batch["image"].to(device, non_blocking=True))
+    return F.cross_entropy(logits.float(), batch["mask"].to(device), ignore_index=IGNORE), {}
+
+
+def open_pair(train: str, test: str | None, classes: str | None, holdout_n: int = 0
+              ) -> tuple[DenseData, DenseData | None]:
+    """Training and test data; ``holdout_n`` > 0 splits the last samples of ``train`` off as the test set."""
+    train_data = open_segmentation(train, classes, seed=0)
+    if holdout_n:
+        if test:
+            from catlip.errors import CliError
+
+            raise CliError("give --test or --holdout, not both")
+        return holdout(train_data, holdout_n)
+    return train_data, (open_segmentation(test, classes, seed=1) if test else None)
+
+
+def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, classes: str | None = None, *,
+                config: str | None = None, overrides: list[str] | None = None, holdout_n: int = 0,
+                run_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Load ``checkpoint`` (or ``random:...``), train DeepLabv3 on ``train_spec``, evaluate on the test set."""
+    from catlip.evaluate.model import load_eval_model
+
+    cfg = load_segment_config(config, overrides)
+    train_data, test_data = open_pair(train_spec, test_spec, classes, holdout_n)
+    torch.manual_seed(cfg.seed)  # the head's initial weights
+    loaded = load_eval_model(checkpoint)
+    set_drop_path(loaded.backbone, cfg.drop_path)
+    model = Segmenter(loaded.backbone, train_data.num_classes, cfg.atrous_rates, cfg.head_channels)
+    evaluate = None if test_data is None else partial(_evaluate, data=test_data, cfg=cfg, progress=progress)
+    meta = {"task": "segment", "checkpoint": checkpoint, "train": train_data.spec, "train_images": len(train_data),
+            "test": test_data.spec if test_data else None, "classes": train_data.names,
+            "config": {k: v for k, v in vars(cfg).items()}}
+    job = Job(model, loaded.backbone, DenseDataset(train_data, seg_train_transform(cfg.image_size, (cfg.scale_min,
+              cfg.scale_max))), partial(collate_seg, divisor=32), _loss, evaluate, meta, desc="segment")
+    out = train(job, cfg, run_dir=run_dir, progress=progress)
+    return {"checkpoint": checkpoint, "method": loaded.method_name, "train": train_data.spec,
+            "test": test_data.spec if test_data else None, "num_classes": train_data.num_classes,
+            "train_images": len(train_data), "test_images": len(test_data) if test_data else 0,
+            "skipped_at_open": {"train": dict(train_data.skipped), "test": dict(test_data.skipped) if test_data else {}},
+            **out, "model": model}
+
+
+def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: SegmentConfig, progress: bool):
+    return evaluate_segmenter(model, data, cfg, device, progress)
