@@ -14,7 +14,8 @@ from test_eval_tasks import tiny  # noqa: F401 - the tiny CatLIP checkpoint of t
 from test_tag import _pretrain
 
 from catlip.cli import main
-from catlip.evaluate.retrieval import caption_label_ids, clip_similarity, head_caption_scores, recall_at_k
+from catlip.evaluate.retrieval import (caption_label_ids, clip_similarity, head_caption_scores, label_log_marginals,
+                                      recall_at_k)
 
 # 3 images, 5 captions: images 0 and 1 have two captions each, image 2 one.
 SIM = torch.tensor([[0.9, 0.1, 0.8, 0.2, 0.3],
@@ -139,6 +140,34 @@ def test_head_scoring_sum_and_mean_by_hand():
         head_caption_scores(feats, weight, bias, labels, activation="sigmoid", reduce="max")
 
 
+def test_label_marginals_by_hand():
+    feats = torch.tensor([[1.0], [-1.0]])
+    weight, bias = torch.tensor([[2.0], [0.0]]), torch.tensor([0.0, 1.0])
+    got = label_log_marginals(feats, weight, bias, activation="sigmoid", chunk=1)
+    sig = torch.sigmoid
+    expected = torch.log(torch.stack([(sig(torch.tensor(2.0)) + sig(torch.tensor(-2.0))) / 2, sig(torch.tensor(1.0))]))
+    torch.testing.assert_close(got, expected)
+
+
+def test_pmi_stops_a_frequent_label_winning_every_image():
+    """Label 0 ("man") is likely on every image; a caption naming only it outranks each image's own caption until
+    each label's mean probability over the images is divided out."""
+    labels = [[0], [0, 1], [0, 2], [0, 3]]  # "a man", "a man and a dog", "a man on a bike", "a man in the snow"
+    feats = torch.eye(3)  # image i shows concept i + 1 (and, like every image, a man)
+    weight = torch.cat([torch.zeros(1, 3), 6 * torch.eye(3)])
+    bias = torch.tensor([4.0, -3.0, -3.0, -3.0])
+    owner = torch.tensor([0, 0, 1, 2])  # caption 0 belongs to image 0 too; image 0 is the one with a dog
+    raw = head_caption_scores(feats, weight, bias, labels, activation="sigmoid")
+    assert raw.argmax(1).tolist() == [0, 0, 0]  # "a man" beats every image's own caption
+    prior = label_log_marginals(feats, weight, bias, activation="sigmoid")
+    pmi = head_caption_scores(feats, weight, bias, labels, activation="sigmoid", log_prior=prior)
+    assert pmi.argmax(1).tolist() == [1, 2, 3]
+    assert recall_at_k(pmi, owner, ks=(1,))["image_to_text"]["R@1"] == 1.0
+    assert recall_at_k(raw, owner, ks=(1,))["image_to_text"]["R@1"] == pytest.approx(1 / 3)
+    # text->image ranks images for one caption: the prior is a constant per caption there
+    assert (pmi - raw).std(dim=0).max() < 1e-5
+
+
 def test_bpe_special_tokens_are_never_caption_labels():
     from catlip.labels.vocab import Vocabulary
 
@@ -171,12 +200,13 @@ def test_retrieval_counts_empty_captions_and_undecodable_images(tiny, tmp_path, 
     shard = caption_shard(tmp_path / "caps-000.tar")
     out = tmp_path / "r.json"
     assert main(["retrieval", tiny["run"], "--data", str(shard), "--workers", "0", "--no-progress",
-                 "--reduce", "sum", "-o", str(out)]) == 0
+                 "--reduce", "sum", "--pmi", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["mode"] == "head" and "head caption scoring" in printed and "text tower" not in printed
     assert result["skipped"] == {"no_caption": 1, "undecodable": 1}
-    assert result["images"] == 3 and result["captions"] == 4 and result["reduce"] == "sum"
+    assert result["images"] == 3 and result["captions"] == 4 and result["reduce"] == "sum" and result["pmi"]
+    assert "log mean probability" in printed
     assert set(result["image_to_text"]) == {"R@1", "R@5", "R@10"}
     assert result["image_to_text"]["R@5"] == 1.0  # 4 captions: every image's caption is in the top 5
     assert "image→text" in printed and "R@10" in printed

@@ -8,7 +8,8 @@
 * ``clip_similarity``: the cosine similarity of image and text embeddings (CLIP, SigLIP, SuperCLIP towers).
 * ``head_caption_scores``: *head caption scoring* for methods without a text tower (CatLIP, SuperClass): the
   caption's labels (by the vocabulary's own label source) scored by the head's log-probabilities, summed or
-  averaged. A caption without any in-vocabulary label scores -inf against every image.
+  averaged, optionally minus each label's log mean probability over the images (``label_log_marginals``). A
+  caption without any in-vocabulary label scores -inf against every image.
 """
 
 from __future__ import annotations
@@ -130,27 +131,47 @@ def head_log_probabilities(logits: torch.Tensor, activation: str) -> torch.Tenso
     raise ValueError(f"activation must be sigmoid or softmax, not {activation!r}")
 
 
+def _head_log_probs(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
+                    chunk: int):
+    """(start, (n, V) log-probabilities) for successive chunks of images."""
+    w, b = weight.float().cpu(), (bias.float().cpu() if bias is not None else None)
+    for start in range(0, features.shape[0], chunk):
+        yield start, head_log_probabilities(F.linear(features[start:start + chunk].float().cpu(), w, b), activation)
+
+
+@torch.no_grad()
+def label_log_marginals(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
+                        activation: str, chunk: int = 256) -> torch.Tensor:
+    """(V,) log of each label's mean probability over the images of ``features``: log (1/N) sum_i p(l | x_i)."""
+    total = torch.full((weight.shape[0],), float("-inf"))
+    for _, log_probs in _head_log_probs(features, weight, bias, activation, chunk):
+        total = torch.logaddexp(total, torch.logsumexp(log_probs, dim=0))
+    return total - torch.log(torch.tensor(float(max(features.shape[0], 1))))
+
+
 @torch.no_grad()
 def head_caption_scores(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                         caption_labels: Sequence[Sequence[int]], *, activation: str, reduce: str = "mean",
-                        chunk: int = 256) -> torch.Tensor:
+                        log_prior: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
     """(n_images, n_captions): the head's log-probabilities of each caption's labels, summed or averaged.
 
     ``features`` are what the head's Linear layer reads (``EvalModel.encoder()``); ``weight``/``bias`` its rows.
     Captions without labels get -inf. ``reduce="mean"`` keeps long captions from being penalised for naming more
     things; ``"sum"`` is the joint log-probability of the labels (independent under a sigmoid head).
+    ``log_prior`` (V,), e.g. ``label_log_marginals`` of the same images, is subtracted from every label's
+    log-probability (pointwise mutual information): without it the captions naming only the most frequent label
+    score highest for every image, since no log-probability exceeds that label's own.
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, not {reduce!r}")
     counts = torch.tensor([len(ids) for ids in caption_labels], dtype=torch.float32)
     flat = torch.tensor([i for ids in caption_labels for i in ids], dtype=torch.long)
     owner = torch.repeat_interleave(torch.arange(len(caption_labels)), counts.long())
-    w, b = weight.float().cpu(), (bias.float().cpu() if bias is not None else None)
+    shift = log_prior.float().cpu()[flat] if log_prior is not None else 0.0
     out = torch.empty(features.shape[0], len(caption_labels))
-    for start in range(0, features.shape[0], chunk):
-        logits = F.linear(features[start:start + chunk].float().cpu(), w, b)
-        picked = head_log_probabilities(logits, activation)[:, flat]
-        out[start:start + chunk] = torch.zeros(len(logits), len(caption_labels)).index_add_(1, owner, picked)
+    for start, log_probs in _head_log_probs(features, weight, bias, activation, chunk):
+        picked = log_probs[:, flat] - shift
+        out[start:start + len(picked)] = torch.zeros(len(picked), len(caption_labels)).index_add_(1, owner, picked)
     if reduce == "mean":
         out /= counts.clamp_min(1)
     out[:, counts == 0] = float("-inf")

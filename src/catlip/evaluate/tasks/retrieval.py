@@ -15,7 +15,8 @@ from catlip.errors import CliError, DataError
 from catlip.evaluate.tasks import Task
 
 MODE_NAMES = {"text": "text tower (cosine of image and caption embeddings)",
-              "head": "head caption scoring ({reduce} log-probability of the caption's labels)"}
+              "head": "head caption scoring ({reduce} log-probability of the caption's labels{pmi})"}
+PMI_NAME = ", each minus its log mean probability over these images"
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: the text tower for CLIP/SigLIP/SuperCLIP, head caption scoring for CatLIP/SuperClass")
     p.add_argument("--reduce", default="mean", choices=("mean", "sum"),
                    help="head caption scoring: average (default) or sum the log-probabilities of a caption's labels")
+    p.add_argument("--pmi", action="store_true",
+                   help="head caption scoring: subtract each label's log mean probability over the evaluated images "
+                   "(pointwise mutual information), so captions naming only frequent labels stop winning every image")
     p.add_argument("--ks", default="1,5,10", help="comma list of K for Recall@K (default 1,5,10)")
 
 
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sim, captions, extra = (_text_similarity if mode == "text" else _head_similarity)(model, data, args)
     owner = torch.repeat_interleave(torch.arange(len(captions)), torch.tensor([len(c) for c in captions]))
     return {"checkpoint": args.checkpoint, "method": model.method_name, "mode": mode,
-            "mode_name": MODE_NAMES[mode].format(reduce=args.reduce), "data": args.data,
+            "mode_name": MODE_NAMES[mode].format(reduce=args.reduce, pmi=PMI_NAME if args.pmi else ""),
+            "data": args.data,
             "images": sim.shape[0], "captions": sim.shape[1], "skipped": data["skipped"], **extra,
             **recall_at_k(sim, owner, ks)}
 
@@ -136,16 +141,18 @@ def _text_similarity(model, data: dict, args: argparse.Namespace):
 
 
 def _head_similarity(model, data: dict, args: argparse.Namespace):
-    from catlip.evaluate.retrieval import caption_label_ids, head_caption_scores
+    from catlip.evaluate.retrieval import caption_label_ids, head_caption_scores, label_log_marginals
     from catlip.evaluate.tagging import head_activation, require_head
 
     weight, bias = require_head(model, "head caption scoring")
     feats, captions = _image_features(model, data, model.encoder(), args)
     labels = caption_label_ids([c for caps in captions for c in caps], model.vocab)
     activation = head_activation(model)
-    sim = head_caption_scores(feats, weight, bias, labels, activation=activation, reduce=args.reduce)
-    return sim, captions, {"reduce": args.reduce, "activation": activation, "labels": model.vocab.labels,
-                           "captions_without_labels": sum(1 for ids in labels if not ids)}
+    prior = label_log_marginals(feats, weight, bias, activation=activation) if args.pmi else None
+    sim = head_caption_scores(feats, weight, bias, labels, activation=activation, reduce=args.reduce,
+                              log_prior=prior)
+    return sim, captions, {"reduce": args.reduce, "pmi": args.pmi, "activation": activation,
+                           "labels": model.vocab.labels, "captions_without_labels": sum(1 for ids in labels if not ids)}
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -169,6 +176,7 @@ TASK = Task(
     description="Rank every caption for every image and every image for every caption; report Recall@K both ways "
     "(an image is a hit when any of its captions is in the top K). CLIP/SigLIP/SuperCLIP use the text tower; "
     "CatLIP/SuperClass use head caption scoring: the mean (or --reduce sum) of the head's log-probabilities of the "
-    "caption's labels. Images without captions or that fail to decode are counted and skipped.",
+    "caption's labels (--pmi: each minus the label's log mean probability over the images). Images without "
+    "captions or that fail to decode are counted and skipped.",
     add_arguments=add_arguments, run=run, report=report, order=50,
 )
