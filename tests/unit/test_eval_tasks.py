@@ -39,6 +39,11 @@ ARGV = {
                   "--set", "epochs=1", "--set", "init=transfer"], ["final", "history"]),
     "retrieval": (["--data", "{test}", "--column", "labels"], ["image_to_text", "text_to_image", "mean_recall"]),
     "tag": (["{test}", "--top", "3"], ["images", "skipped"]),
+    "segment": (["--train", "synthetic:6:32", "--holdout", "2", "--epochs", "1", "--set", "image_size=32",
+                 "--set", "head_channels=16"], ["final", "history"]),
+    "detect": (["--train", "synthetic:6:64", "--holdout", "2", "--epochs", "1", "--set", "image_size=64",
+                "--set", "fpn_channels=16", "--set", "anchor_size=8", "--set", "box_head_dim=32",
+                "--set", "masks=off"], ["final", "history"]),
 }
 
 

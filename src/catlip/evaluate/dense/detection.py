@@ -47,6 +47,8 @@ class DetectConfig(DenseTrainConfig):
 
     def validate(self) -> DetectConfig:
         super().validate()
+        # YAML reads a bare on/off as a boolean, which the schema then turns into "True"/"False"
+        self.masks = {"true": "on", "false": "off"}.get(str(self.masks).lower(), str(self.masks))
         if self.masks not in ("auto", "on", "off"):
             raise ConfigError(f"masks must be auto, on or off, got {self.masks!r}")
         if min(self.fpn_channels, self.anchor_size, self.box_head_dim, self.detections_per_image) <= 0:
@@ -80,8 +82,11 @@ def build_detector(backbone: nn.Module, num_classes: int, cfg: DetectConfig, mas
         box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
         box_score_thresh=cfg.score_thresh, box_detections_per_img=cfg.detections_per_image)
     if masks:
+        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+        # torchvision's default mask head (four 256-wide convs) feeds the predictor; num_classes goes there
         return MaskRCNN(pyramid, mask_roi_pool=MultiScaleRoIAlign(PYRAMID_LEVELS, output_size=14, sampling_ratio=2),
-                        **kwargs)
+                        mask_predictor=MaskRCNNPredictor(256, 256, num_classes + 1), **kwargs)
     return FasterRCNN(pyramid, **kwargs)
 
 
