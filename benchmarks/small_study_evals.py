@@ -297,16 +297,15 @@ def _head_scores(model, tasks: Tasks, captions: list[str], p: Preset) -> tuple[t
     activation = "softmax" if model.method_name == "superclass" else "sigmoid"
     feats = _encode(model.encoder(), tasks.test.images, p.device)
     raw = rt.head_caption_scores(feats, weight, bias, labels, activation=activation, reduce="mean")
-    with torch.no_grad():
-        logp = rt.head_log_probabilities(torch.nn.functional.linear(feats, weight.float(), bias.float()), activation)
-        log_marginal = torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(float(len(feats))))
-    offset = torch.tensor([float(log_marginal[ids].mean()) if ids else 0.0 for ids in labels])
+    log_prior = rt.label_log_marginals(feats, weight, bias, activation=activation)
     owner = torch.tensor([i for i, caps in enumerate(tasks.test.captions) for _ in caps])
     rec = rt.recall_at_k(raw, owner)
     extra = {"captions_without_labels": sum(not ids for ids in labels), "scoring": "mean log p(l|x) - log p(l)",
              "raw_mean_logprob": {f"{'i2t' if d == 'image_to_text' else 't2i'}_{k}": v
                                   for d in rt.DIRECTIONS for k, v in rec[d].items()}}
-    return raw - offset[None, :], extra
+    scores = rt.head_caption_scores(feats, weight, bias, labels, activation=activation, reduce="mean",
+                                    log_prior=log_prior)
+    return scores, extra
 
 
 # ---------------------------------------------------------------- Random vs Transfer Init
