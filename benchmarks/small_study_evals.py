@@ -294,7 +294,9 @@ def _head_scores(model, tasks: Tasks, captions: list[str], p: Preset) -> tuple[t
 
     weight, bias = model.head_weight("head caption scoring")
     labels = rt.caption_label_ids(captions, model.vocab)
-    activation = "softmax" if model.method_name == "superclass" else "sigmoid"
+    from catlip.evaluate.tagging import head_activation
+
+    activation = head_activation(model)
     feats = _encode(model.encoder(), tasks.test.images, p.device)
     raw = rt.head_caption_scores(feats, weight, bias, labels, activation=activation, reduce="mean")
     log_prior = rt.label_log_marginals(feats, weight, bias, activation=activation)
