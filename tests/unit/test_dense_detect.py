@@ -29,6 +29,7 @@ data:
 SMALL = ["image_size=64", "num_workers=0", "weight_decay=0", "fpn_channels=32", "anchor_size=8", "box_head_dim=64"]
 
 
+@pytest.mark.slow
 def test_detector_overfits_a_few_images(tmp_path):
     from catlip.evaluate.model import load_eval_model
 

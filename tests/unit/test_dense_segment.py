@@ -36,6 +36,7 @@ def tiny_recipe(tmp_path):
     return f"random:{path}"
 
 
+@pytest.mark.slow
 def test_head_overfits_a_small_batch(tiny_recipe):
     """Four one-object scenes: DeepLabv3 on a random tiny ViT reaches mIoU >= 0.9 on them."""
     from catlip.data.synthetic import synthetic_sample
