@@ -11,6 +11,6 @@ from __future__ import annotations
 # thresholds. Therefore, in our experiments involving both CC3M and DataComp-1.3B, we use V_tau = 500 as the
 # threshold" (Appendix B, "Effect of vocabulary pruning threshold", Fig. 6; also Section 3.2, "Synset vocabulary").
 # It is the default of `data.vocab_min_count` and `catlip vocab build --min-count`. Small corpora need a much
-# smaller value (the Flickr8k training captions keep only 27 synsets at 500: benchmarks/results/reproduce_small.md),
+# smaller value (the Flickr8k training captions keep only 27 synsets at 500: benchmarks/results/reproduce_small.md at commit ba425cd),
 # so every recipe in configs/ states its own, and the demo and benchmarks pass theirs explicitly.
 V_TAU_DEFAULT = 500
