@@ -26,6 +26,7 @@ Decompression bombs are refused: an image with more than ``max_pixels`` pixels (
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
@@ -110,16 +111,13 @@ def to_rgb(img: Image.Image, bits: int | None = None) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_rgb(data: bytes | bytearray | memoryview | str | Path | Image.Image, *,
-               max_pixels: int | None = None) -> Image.Image:
-    """Decode ``data`` (encoded bytes, a file path, or an already opened PIL image) to 8-bit RGB.
+@contextlib.contextmanager
+def open_image(data: bytes | bytearray | memoryview | str | Path, *, max_pixels: int | None = None):
+    """The opened, not yet decoded image of ``data`` (encoded bytes or a path), after the bomb checks.
 
-    Raises :class:`PIL.Image.DecompressionBombError` for images over ``max_pixels`` pixels (default: Pillow's
-    ``Image.MAX_IMAGE_PIXELS``; None there means no limit) and whatever Pillow raises for unreadable data.
-    A given ``max_pixels`` also becomes Pillow's process-wide ``Image.MAX_IMAGE_PIXELS``, as training always did.
+    Only the header has been read: size, mode and format are known, the pixels are not decoded until ``load()``
+    (so a caller may still ask Pillow for a reduced-size decode with ``draft``). Raises like :func:`decode_rgb`.
     """
-    if isinstance(data, Image.Image):
-        return to_rgb(data)
     if max_pixels is not None:
         Image.MAX_IMAGE_PIXELS = max_pixels
     limit = Image.MAX_IMAGE_PIXELS
@@ -135,6 +133,20 @@ def decode_rgb(data: bytes | bytearray | memoryview | str | Path | Image.Image, 
             if limit is not None and img.width * img.height > limit:
                 raise Image.DecompressionBombError(
                     f"image of {img.width * img.height} pixels exceeds the limit of {limit}")
-            bits = source_bits(img, _rawmode(img))  # before load(): the raw mode is gone afterwards
-            img.load()
-            return to_rgb(img, bits)
+            yield img
+
+
+def decode_rgb(data: bytes | bytearray | memoryview | str | Path | Image.Image, *,
+               max_pixels: int | None = None) -> Image.Image:
+    """Decode ``data`` (encoded bytes, a file path, or an already opened PIL image) to 8-bit RGB.
+
+    Raises :class:`PIL.Image.DecompressionBombError` for images over ``max_pixels`` pixels (default: Pillow's
+    ``Image.MAX_IMAGE_PIXELS``; None there means no limit) and whatever Pillow raises for unreadable data.
+    A given ``max_pixels`` also becomes Pillow's process-wide ``Image.MAX_IMAGE_PIXELS``, as training always did.
+    """
+    if isinstance(data, Image.Image):
+        return to_rgb(data)
+    with open_image(data, max_pixels=max_pixels) as img:
+        bits = source_bits(img, _rawmode(img))  # before load(): the raw mode is gone afterwards
+        img.load()
+        return to_rgb(img, bits)
