@@ -129,7 +129,9 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
                                   f"{model.method_name}) has no text tower (use --mode head)")
         import open_clip
 
-        tower = _ImageTower(method)
+        from catlip.evaluate.retrieval import ImageTower
+
+        tower = ImageTower(method)
         feats = _features(model, test_data, tower, "clip-" + model.weights_id(), opts)
         device = next(method.parameters()).device
         emb = clip_class_embeddings(method.encode_text, lambda t: open_clip.tokenize(t, model.context_length),
@@ -139,15 +141,6 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
         raise CatlipError(f"--mode must be auto, head or text, not {mode!r}")
     result.update(test_images=len(feats), skipped=feats.skipped)
     return result
-
-
-class _ImageTower(nn.Module):
-    def __init__(self, method: nn.Module):
-        super().__init__()
-        self.method = method
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.method.encode_image(images)
 
 
 def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | None = None, *,
