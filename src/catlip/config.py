@@ -44,6 +44,10 @@ class DataConfig:
     shuffle_buffer: int = 1000
     max_image_pixels: int = 89_478_485  # PIL's default; larger images are skipped as decompression bombs
     max_skip_fraction: float = 0.5  # warn when more of one data.train source is skipped (1 = never warn)
+    # reference: full decode + torchvision transform, float in the workers; fast: the same crops and flips with
+    # reduced-size JPEG decoding and uint8 batches normalised on the device; gpu: JPEGs decoded on the GPU (nvJPEG),
+    # the CPU fast path without CUDA. docs/throughput.md
+    decode: str = "fast"
 
 
 @dataclass
@@ -137,6 +141,7 @@ class Config:
             raise ConfigError("data.batch_size must be positive")
         # values read deep inside the trainer: a typo here must be one line now, not a traceback later
         for key, value, allowed in (("data.augment", self.data.augment, ("none", "rrc_flip", "randaugment")),
+                                    ("data.decode", self.data.decode, ("reference", "fast", "gpu")),
                                     ("train.precision", self.train.precision, ("auto", "fp32", "bf16", "fp16")),
                                     ("train.distributed", self.train.distributed, ("ddp", "fsdp")),
                                     ("model.stem", self.model.stem, ("patch", "conv")),

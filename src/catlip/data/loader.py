@@ -12,18 +12,21 @@ endless loop; a ``data.train`` entry with more than ``data.max_skip_fraction`` o
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+import sys
 import warnings
 from collections import Counter
 
 import torch
 from PIL import Image
 
+from catlip.data import fast_decode
 from catlip.data.images import decode_rgb
 from catlip.data.sampler import BatchPlan, BatchSpec
 from catlip.data.sources import open_sources, skip_summary
-from catlip.data.transforms import train_transform
+from catlip.data.transforms import normalize_uint8, train_transform
 from catlip.errors import DataError
 
 
@@ -83,6 +86,18 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
     return random.Random(f"catlip-sample:{seed}:{epoch}:{index}").getrandbits(62)
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """The CPU torch RNG seeded for one sample, restored afterwards.
+
+    Only the CPU generator: ``torch.manual_seed`` would also (re)seed every CUDA device (in a num_workers=0 main
+    process that reset the training step's CUDA RNG to the last sample's seed) and costs ~0.2 ms per call.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
 class TrainDataset(torch.utils.data.Dataset):
     """Map-style dataset whose ``__getitems__`` turns a :class:`BatchSpec` into a collated batch."""
 
@@ -91,6 +106,7 @@ class TrainDataset(torch.utils.data.Dataset):
         self.want_labels, self.want_text = want_labels and vocab is not None, want_text
         self._extractor = None
         self._transforms: dict[int, object] = {}
+        self.decode = data_cfg.decode  # reference | fast | gpu (the loader may turn gpu into fast)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -105,12 +121,44 @@ class TrainDataset(torch.utils.data.Dataset):
         return self.vocab.encode(keys if keys is not None else self._extractor.extract(caption))
 
     def _transform(self, res: int):
+        """data.decode=reference: the float transform; fast / gpu: a FastTrainTransform (uint8 out)."""
         if res not in self._transforms:
-            self._transforms[res] = train_transform(self.cfg.augment, res, self.cfg.rrc_scale_min)
+            make = train_transform if self.decode == "reference" else fast_decode.FastTrainTransform
+            self._transforms[res] = make(self.cfg.augment, res, self.cfg.rrc_scale_min)
         return self._transforms[res]
 
+    def _image(self, raw, res: int, seed: int, gpu: bool = True):
+        """The sample's augmented image (a tensor, or a GPU decode job), or the reason it is skipped."""
+        transform = self._transform(res)
+        if self.decode != "reference" and isinstance(raw, (bytes, bytearray, memoryview)):
+            if gpu and self.decode == "gpu":
+                with _seeded(seed):
+                    job = fast_decode.gpu_job(raw, transform, self.cfg.max_image_pixels, seed)
+                if job is not None:
+                    return job
+            with _seeded(seed):
+                out = transform.fast(raw, self.cfg.max_image_pixels)
+            if out is not None:
+                return out
+        # the reference decoder, which decides (and names) what is skipped, whatever data.decode says
+        try:
+            img = decode_image(raw, self.cfg.max_image_pixels)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            return _Skip("decompression_bomb", err)
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
+            return _Skip("corrupt_image", err)
+        with _seeded(seed):
+            return transform(img)
+
     def load(self, index: int, epoch: int, res: int):
-        """One sample as (image tensor, caption, label ids, class) or a skip reason string."""
+        """One sample as (normalised float image tensor, caption, label ids, class) or a skip reason string."""
+        out = self.sample(index, epoch, res, gpu=False)
+        if isinstance(out, str) or out[0].dtype != torch.uint8:
+            return out
+        return (normalize_uint8(out[0]), *out[1:])
+
+    def sample(self, index: int, epoch: int, res: int, gpu: bool = True):
+        """As :meth:`load`, but the image as the batch carries it: uint8 (data.decode=fast) or a GPU job."""
         try:
             raw, captions, cls = self.source.read(index)
         except FileNotFoundError as err:
@@ -119,17 +167,13 @@ class TrainDataset(torch.utils.data.Dataset):
             return _Skip("unreadable", err)
         if not captions:
             return _Skip("empty_caption", "no caption")
-        try:
-            img = decode_image(raw, self.cfg.max_image_pixels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            return _Skip("decompression_bomb", err)
-        except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
-            return _Skip("corrupt_image", err)
         s = _sample_seed(self.seed, epoch, index)
+        tensor = self._image(raw, res, s, gpu=gpu)
+        if isinstance(tensor, str):
+            return tensor
+        if isinstance(tensor, fast_decode.GpuJob):
+            tensor.index = index
         caption = random.Random(s).choice(captions)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
-            tensor = self._transform(res)(img)
         ids = self._labels(caption) if self.want_labels else []
         return tensor, caption, ids, cls
 
@@ -147,7 +191,7 @@ class TrainDataset(torch.utils.data.Dataset):
         part_of = getattr(self.source, "part_index", None)
         rows = []
         for index in spec.indices:
-            out = self.load(index, spec.epoch, spec.resolution)
+            out = self.sample(index, spec.epoch, spec.resolution)
             part = part_of(index) if part_of is not None else 0
             tried[part] += 1
             if isinstance(out, str):
@@ -168,13 +212,16 @@ class TrainDataset(torch.utils.data.Dataset):
 
 def collate(rows, skipped: Counter, spec: BatchSpec, want_labels: bool, want_text: bool, context_length: int):
     res = spec.resolution
+    images, jobs = fast_decode.stack_images([r[0] for r in rows], res) if rows else (torch.zeros(0, 3, res, res), [])
     batch = {
-        "image": torch.stack([r[0] for r in rows]) if rows else torch.zeros(0, 3, res, res),
+        "image": images,
         "class": torch.tensor([r[3] for r in rows], dtype=torch.int64),
         "_skipped": dict(skipped),
         "_samples_after": spec.samples_after,
         "_epoch": spec.epoch,
     }
+    if jobs:
+        batch["_gpu_jobs"] = jobs  # (row, GpuJob): decoded on the device by the main process
     if want_labels:
         width = max([len(r[2]) for r in rows] + [1])
         ids = torch.full((len(rows), width), -1, dtype=torch.int64)
@@ -197,8 +244,9 @@ class TrainLoader:
     """
 
     def __init__(self, dataset: TrainDataset, plan: BatchPlan, *, start_sample: int, num_workers: int,
-                 stats: Counter, max_skip_fraction: float = 0.5):
+                 stats: Counter, max_skip_fraction: float = 0.5, device: str | torch.device = "cpu"):
         self.dataset, self.plan, self.start_sample = dataset, plan, start_sample
+        self.device = torch.device(device)  # uint8 images (data.decode=fast / gpu) are normalised there
         self.num_workers, self.stats = num_workers, stats
         self.samples_seen, self.epoch = start_sample, 0
         self.max_skip_fraction = max_skip_fraction
@@ -207,14 +255,22 @@ class TrainLoader:
         self.bad: Counter = Counter()
         self._skip_checked: set[int] = set()  # source parts whose skipped share has been judged
 
-    def __iter__(self):
-        loader = torch.utils.data.DataLoader(
+    def worker_batches(self) -> torch.utils.data.DataLoader:
+        """The batches as the workers collate them (uint8 images and GPU jobs not yet on the device).
+
+        One endless pass (the plan never ends), so persistent workers would change nothing; pinned memory where
+        batches go to a CUDA device, for the non-blocking copy.
+        """
+        return torch.utils.data.DataLoader(
             self.dataset, batch_sampler=self.plan.iter_from(self.start_sample), collate_fn=_identity,
             num_workers=self.num_workers, persistent_workers=False,
-            prefetch_factor=2 if self.num_workers else None,
+            prefetch_factor=2 if self.num_workers else None, pin_memory=self.device.type == "cuda",
             # its own generator: creating the iterator must not consume the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.plan.seed),
         )
+
+    def __iter__(self):
+        loader = self.worker_batches()
         # a run of empty batches: where it started (global samples), its skips, its first bad sample
         empty_from, empty_skips, empty_first, empty_need = self.samples_seen, Counter(), None, None
         first_epoch = None
@@ -228,6 +284,7 @@ class TrainLoader:
             self.bad.update(batch.pop("_bad", {}))
             self.samples_seen = batch.pop("_samples_after")
             self.epoch = batch.pop("_epoch")
+            self._to_device(batch)
             first_epoch = self.epoch if first_epoch is None else first_epoch
             if len(batch["image"]) == 0:  # every sample of this batch was bad; move on, but not forever
                 empty_skips.update(skipped)
@@ -242,6 +299,39 @@ class TrainLoader:
             if len(self._skip_checked) < len(self._parts()):
                 self._warn_skipped_sources(end_of_pass=self.epoch > first_epoch)
             yield batch
+
+    def _to_device(self, batch: dict) -> None:
+        """uint8 images → the device, GPU decode jobs done there, then normalised (float32) on the device."""
+        jobs = batch.pop("_gpu_jobs", [])
+        if batch["image"].dtype != torch.uint8:
+            return
+        images = batch["image"].to(self.device, non_blocking=True)
+        if jobs:
+            images = self._decode_jobs(images, jobs, batch)
+        batch["image"] = normalize_uint8(images)
+
+    def _decode_jobs(self, images: torch.Tensor, jobs: list, batch: dict) -> torch.Tensor:
+        """Decode the batch's JPEGs on the device; one the device fails on takes the CPU path (and may be skipped)."""
+        failed = fast_decode.decode_jobs(images, jobs, images.shape[-1])
+        by_row, drop = {row: job for row, job in jobs}, []
+        for row in failed:
+            job = by_row[row]
+            out = self.dataset._image(job.data, images.shape[-1], job.seed, gpu=False)
+            if isinstance(out, str):  # the reference decoder rejects it: skipped and counted as in a worker
+                drop.append(row)
+                part = self.dataset.source.part_index(job.index) if hasattr(self.dataset.source, "part_index") else 0
+                self.stats[str(out)] += 1
+                self.bad[part, str(out)] += 1
+                self.examples.setdefault((part, str(out)), self.dataset._example(job.index, out))
+            else:
+                images[row] = out.to(images.device)
+        if drop:
+            keep = [k for k in range(len(images)) if k not in drop]
+            for key in ("class", "label_ids", "text"):
+                if key in batch:
+                    batch[key] = batch[key][keep]
+            images = images[keep]
+        return images
 
     def _parts(self) -> list:
         source = self.dataset.source
@@ -308,9 +398,36 @@ def _identity(batch):
     return batch
 
 
+def _device(cfg, device) -> torch.device:
+    """The training device: the one the trainer picks from ``train.device`` unless given."""
+    if device is not None:
+        return torch.device(device)
+    import os
+
+    from catlip.train.distributed import pick_device
+
+    return pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _gpu_decode_notice(cfg, dataset: TrainDataset, device: torch.device, rank: int) -> None:
+    """data.decode=gpu without CUDA (or for an augmentation it does not cover): one line, then the CPU path."""
+    why = ("CUDA is not available" if device.type != "cuda"
+           else f"data.augment={cfg.data.augment} is decoded on the CPU" if cfg.data.augment != "rrc_flip" else "")
+    if not why:
+        return
+    if device.type != "cuda":
+        dataset.decode = "fast"
+    if rank == 0:
+        print(f"catlip: data.decode=gpu: {why}; using the CPU fast path (data.decode=fast)", file=sys.stderr)
+
+
 def build_train_loader(cfg, vocab, *, method_inputs, rank: int = 0, world_size: int = 1, start_sample: int = 0,
-                       num_workers: int | None = None) -> TrainLoader:
-    """The contract of docs/design.md: batches of ``image``, ``label_ids`` (padded -1), ``text`` (if wanted)."""
+                       num_workers: int | None = None, device: str | torch.device | None = None) -> TrainLoader:
+    """The contract of docs/design.md: batches of ``image``, ``label_ids`` (padded -1), ``text`` (if wanted).
+
+    ``image`` is float32 and normalised; with data.decode=fast or gpu it is already on ``device`` (default: the
+    device the trainer picks from ``train.device``), where it was normalised from uint8.
+    """
     stats: Counter = Counter()
     source = open_sources(cfg.data, seed=cfg.train.seed, stats=stats)
     dataset = TrainDataset(source, cfg.data, seed=cfg.train.seed, vocab=vocab,
@@ -319,5 +436,8 @@ def build_train_loader(cfg, vocab, *, method_inputs, rank: int = 0, world_size: 
                      world_size=world_size, rank=rank,
                      multiscale_sizes=cfg.data.multiscale_sizes if cfg.data.multiscale else None)
     workers = cfg.data.num_workers if num_workers is None else num_workers
+    device = _device(cfg, device)
+    if cfg.data.decode == "gpu":
+        _gpu_decode_notice(cfg, dataset, device, rank)
     return TrainLoader(dataset, plan, start_sample=start_sample, num_workers=workers, stats=stats,
-                       max_skip_fraction=cfg.data.max_skip_fraction)
+                       max_skip_fraction=cfg.data.max_skip_fraction, device=device)

@@ -9,6 +9,7 @@ mean/std: exactly what the exported model's timm ``pretrained_cfg`` says (``catl
 
 from __future__ import annotations
 
+import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -33,17 +34,33 @@ def _rrc_flip(size: int, scale_min: float) -> list:
             T.RandomHorizontalFlip()]
 
 
-def train_transform(kind: str, size: int, scale_min: float = 0.08) -> T.Compose:
-    """Pre-training augmentation ``data.augment``: none | rrc_flip | randaugment."""
+def train_ops(kind: str, size: int, scale_min: float = 0.08) -> list:
+    """The PIL-image part of ``train_transform`` (everything before the tensor conversion)."""
     if kind == "none":
-        ops = _resize_crop(size)
-    elif kind in ("rrc_flip", "randaugment"):
+        return _resize_crop(size)
+    if kind in ("rrc_flip", "randaugment"):
         ops = _rrc_flip(size, scale_min)
         if kind == "randaugment":
             ops.append(T.RandAugment())
-    else:
-        raise ValueError(f"data.augment must be none | rrc_flip | randaugment, got {kind!r}")
-    return T.Compose(ops + _to_tensor(MEAN, STD))
+        return ops
+    raise ValueError(f"data.augment must be none | rrc_flip | randaugment, got {kind!r}")
+
+
+def train_transform(kind: str, size: int, scale_min: float = 0.08) -> T.Compose:
+    """Pre-training augmentation ``data.augment``: none | rrc_flip | randaugment."""
+    return T.Compose(train_ops(kind, size, scale_min) + _to_tensor(MEAN, STD))
+
+
+def normalize_uint8(images: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) → float, normalised: bit for bit ``ToTensor`` + ``Normalize``, on any device.
+
+    The same element-wise operations in the same order (``/ 255``, ``- mean``, ``/ std`` in float32), so a batch
+    normalised here equals the per-image transform of the reference path exactly.
+    """
+    x = images.to(torch.float32).div(255)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.sub_(m).div_(s)
 
 
 def eval_transform(size: int, mean=MEAN, std=STD) -> T.Compose:
