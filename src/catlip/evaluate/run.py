@@ -105,22 +105,29 @@ def _pct(fraction: float) -> str:
 
 def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode: str = "auto",
                  alpha: float = DEFAULT_ALPHA, use_bias: bool = True, image_size: int | None = None,
-                 **opts: Any) -> dict[str, Any]:
-    """Zero-shot top-1/top-5: from the classification head (methods with a label source; classes mapped by the
-    vocabulary's label source) or the text tower (CLIP, SigLIP). ``mode="auto"``: the method registry's choice."""
+                 templates: str | None = None, classnames: str | None = None, **opts: Any) -> dict[str, Any]:
+    """Zero-shot top-1/top-5 and mean per-class recall (CLIP_benchmark's metrics): from the classification head
+    (methods with a label source; classes mapped by the vocabulary's label source) or the text tower (CLIP, SigLIP,
+    LiT; class embeddings averaged over the ``templates`` set: openai | simple | short | a file). ``classnames``:
+    the names to use instead of the dataset's (``imagenet`` or a file); ``mode="auto"``: the method registry's."""
+    from catlip.evaluate.templates import load_templates, name_warnings, resolve_classnames
     from catlip.evaluate.zero_shot import clip_class_embeddings, clip_zero_shot, head_zero_shot
 
     model = load_eval_model(checkpoint, image_size)
     if mode == "auto":
         mode = model.zero_shot_mode()
+    if mode not in ("head", "text"):
+        raise CatlipError(f"--mode must be auto, head or text, not {mode!r}")
     _, test_data = _open_pair(None, test, classes, eval_transform(model.image_size), False)
+    names = resolve_classnames(classnames, test_data.classes.names)
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,
-                              "num_classes": test_data.num_classes}
+                              "num_classes": test_data.num_classes, "classnames": names.source}
     if mode == "head":
-        weight, bias, report = _coverage(model, test_data.classes, alpha, "head zero-shot", Path(test).name)
+        target = test_data.classes if classnames is None else ClassList(list(names.names), test_data.classes.wnids)
+        weight, bias, report = _coverage(model, target, alpha, "head zero-shot", Path(test).name)
         feats = _features(model, test_data, model.encoder(), model.weights_id(), opts)
         result.update(head_zero_shot(feats, weight, bias, report, use_bias), coverage=report.to_dict())
-    elif mode == "text":
+    else:
         method = model.method
         if method is None or not hasattr(method, "encode_text"):
             from catlip.methods.registry import titles
@@ -131,14 +138,12 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
 
         from catlip.evaluate.retrieval import ImageTower
 
-        tower = ImageTower(method)
-        feats = _features(model, test_data, tower, "clip-" + model.weights_id(), opts)
-        device = next(method.parameters()).device
+        prompts = load_templates(templates)  # a bad template file fails before any image is encoded
+        result.update(templates=prompts.name, num_templates=len(prompts), warnings=name_warnings(names.names))
+        feats = _features(model, test_data, ImageTower(method), "clip-" + model.weights_id(), opts)
         emb = clip_class_embeddings(method.encode_text, lambda t: open_clip.tokenize(t, model.context_length),
-                                    test_data.classes.names, device=device)
+                                    names.names, prompts.templates, device=next(method.parameters()).device)
         result.update(clip_zero_shot(feats, emb))
-    else:
-        raise CatlipError(f"--mode must be auto, head or text, not {mode!r}")
     result.update(test_images=len(feats), skipped=feats.skipped)
     return result
 

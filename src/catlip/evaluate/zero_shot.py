@@ -3,7 +3,10 @@
 * From the head (methods with a label source: CatLIP, SuperClass): no text encoder; a class's score is the logit
   of its mapped vocabulary entries (the Transfer Init mapping of the vocabulary's label source, rows averaged). Classes without a mapping cannot be scored: they get
   -inf (so they are never predicted and their images count as errors) and are listed in the report.
-* CLIP: class embeddings from the text tower, averaged over prompt templates, against image embeddings.
+* Text tower (CLIP, SigLIP, LiT): class embeddings averaged over prompt templates (``templates.py``), against image
+  embeddings.
+
+Both report CLIP_benchmark's metrics (:func:`classification_metrics`), so head and text numbers sit in one table.
 """
 
 from __future__ import annotations
@@ -15,18 +18,22 @@ import torch.nn.functional as F
 
 from catlip.errors import CatlipError
 from catlip.evaluate.features import Features
-from catlip.evaluate.metrics import topk_accuracy
+from catlip.evaluate.metrics import per_class_accuracy, topk_accuracy
+from catlip.evaluate.templates import SHORT_TEMPLATES, Template, fill
 from catlip.evaluate.transfer_init import CoverageReport, transferred_rows
 
-# A short subset of the CLIP ImageNet prompt ensemble.
-TEMPLATES = (
-    "a photo of a {}.",
-    "a bad photo of a {}.",
-    "a photo of the large {}.",
-    "a photo of the small {}.",
-    "a close-up photo of a {}.",
-    "itap of a {}.",
-)
+TEMPLATES = SHORT_TEMPLATES  # the old name of the 6-prompt set
+
+
+def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict:
+    """CLIP_benchmark's zero-shot metrics: top-1, top-5 (k capped at the class count) and the mean per-class
+    recall (balanced accuracy). Classes without a test image have no recall: they are left out of the mean, which
+    would otherwise depend on how many such classes the list holds, and counted."""
+    recall = per_class_accuracy(logits, targets, logits.shape[1])
+    present = [r for r in recall if r == r]
+    return {**topk_accuracy(logits, targets), "mean_per_class_recall": sum(present) / len(present) if present
+            else float("nan"), "per_class_recall": [r if r == r else None for r in recall],
+            "classes_without_images": len(recall) - len(present)}
 
 
 def head_classifier(weight: torch.Tensor, bias: torch.Tensor | None, report: CoverageReport,
@@ -44,7 +51,7 @@ def head_zero_shot(feats: Features, weight: torch.Tensor, bias: torch.Tensor | N
     w, b, mask = head_classifier(weight, bias, report, use_bias)
     logits = feats.x.float() @ w.T + b
     logits[:, ~mask] = float("-inf")
-    out = topk_accuracy(logits, feats.y)
+    out = classification_metrics(logits, feats.y)
     covered = mask[feats.y]
     out["top1_on_mapped_classes"] = (logits[covered].argmax(1) == feats.y[covered]).float().mean().item() \
         if covered.any() else float("nan")
@@ -54,12 +61,17 @@ def head_zero_shot(feats: Features, weight: torch.Tensor, bias: torch.Tensor | N
 
 @torch.no_grad()
 def clip_class_embeddings(encode_text: Callable[[torch.Tensor], torch.Tensor], tokenize: Callable,
-                          names: Sequence[str], templates: Sequence[str] = TEMPLATES,
+                          names: Sequence[str], templates: Sequence[Template] = TEMPLATES,
                           device: str | torch.device = "cpu") -> torch.Tensor:
-    """(C, E) unit vectors: each class's template embeddings normalised, averaged, normalised again."""
+    """(C, E) unit vectors: each class's template embeddings normalised, averaged, normalised again (the per-prompt
+    normalisation keeps a prompt with a long embedding from outweighing the others). Names are used as given;
+    templates are format strings with ``{}`` / ``{c}`` or callables (open_clip's)."""
+    if not len(templates) or not len(names):
+        raise CatlipError(f"text zero-shot needs templates and class names ({len(templates)} templates, "
+                          f"{len(names)} names)")
     rows = []
     for name in names:
-        tokens = tokenize([t.format(name.replace("_", " ")) for t in templates]).to(device)
+        tokens = tokenize([fill(t, name) for t in templates]).to(device)
         emb = F.normalize(encode_text(tokens).float(), dim=-1).mean(0)
         rows.append(F.normalize(emb, dim=-1))
     return torch.stack(rows).cpu()
@@ -68,4 +80,4 @@ def clip_class_embeddings(encode_text: Callable[[torch.Tensor], torch.Tensor], t
 @torch.no_grad()
 def clip_zero_shot(image_feats: Features, class_embeddings: torch.Tensor) -> dict:
     logits = F.normalize(image_feats.x.float(), dim=-1) @ class_embeddings.T
-    return topk_accuracy(logits, image_feats.y)
+    return classification_metrics(logits, image_feats.y)

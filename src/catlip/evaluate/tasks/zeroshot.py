@@ -1,4 +1,7 @@
-"""`catlip zeroshot`: classify without training (head for CatLIP/SuperClass, text tower for CLIP/SigLIP)."""
+"""`catlip zeroshot`: classify without training (head for CatLIP/SuperClass, text tower for CLIP/SigLIP/LiT).
+
+Reported like CLIP_benchmark: top-1, top-5 and mean per-class recall, with the mode (and, for text, the template
+set and its size) named in the table and the JSON."""
 
 from __future__ import annotations
 
@@ -17,18 +20,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="auto", choices=("auto", *ZERO_SHOT_MODES),
                    help="auto: head for classification checkpoints, text tower for CLIP/SigLIP")
     p.add_argument("--no-bias", action="store_true", help="head mode: ignore the head's bias (label prior)")
+    p.add_argument("--templates", default="openai",
+                   help="text mode: prompt templates, openai (CLIP's 80-prompt ImageNet ensemble, the default), "
+                   "simple (its 7-prompt subset), short (6 prompts) or a file, one template per line with {} or {c} "
+                   "for the class name (# comments and blank lines skipped)")
+    p.add_argument("--classnames",
+                   help="names to score the classes by instead of the dataset's (--classes / folder names): "
+                   "imagenet (open_clip's ImageNet names, in wnid order) or a file, one name per line or "
+                   "index<TAB>name; one name per dataset class")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from catlip.evaluate.run import run_zeroshot
 
     return run_zeroshot(args.checkpoint, args.test, args.classes, mode=args.mode, alpha=args.alpha,
-                        use_bias=not args.no_bias, image_size=args.image_size, **eval_opts(args))
+                        use_bias=not args.no_bias, image_size=args.image_size, templates=args.templates,
+                        classnames=args.classnames, **eval_opts(args))
+
+
+COLUMNS = ["method", "mode", "templates", "classnames", "num_classes", "test_images", "top1", "top5",
+           "mean_per_class_recall"]
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     print_coverage(result)
-    print_table([result], ["method", "mode", "num_classes", "test_images", "top1", "top5"])
+    for warning in result.get("warnings", ()):
+        print(f"warning: {warning}")
+    absent = result.get("classes_without_images", 0)
+    if absent:
+        print(f"{absent} of {result['num_classes']} classes have no test image: left out of mean_per_class_recall")
+    print_table([table_row(result)], COLUMNS)
+
+
+def table_row(result: dict[str, Any]) -> dict[str, Any]:
+    """The result as one printed row: the template set with its size (text mode), the recall as a percentage
+    like top1/top5 (the shared table formatter knows only those names)."""
+    recall = result.get("mean_per_class_recall", float("nan"))
+    templates = f"{result['templates']} ({result['num_templates']})" if "templates" in result else "-"
+    return {**result, "templates": templates, "mean_per_class_recall": "nan" if recall != recall
+            else f"{100 * recall:.2f}"}
 
 
 def head_zero_shot(model, feats, classes, *, alpha: float | None = None, use_bias: bool = True,
@@ -48,6 +78,7 @@ TASK = Task(
     help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP)",
     description="Classify without training: CatLIP/SuperClass score each class by the head rows its name maps to "
     "(by the vocabulary's label source: WordNet synsets, BPE tokens or words; unmapped classes are listed), "
-    "CLIP by prompt-template text embeddings.",
+    "CLIP by prompt-template text embeddings (--templates, default: the 80-prompt OpenAI ensemble). Reports "
+    "top-1, top-5 and mean per-class recall.",
     add_arguments=add_arguments, run=run, report=report, order=40,
 )
