@@ -162,7 +162,7 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra config overrides")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("export", help="write a run's backbone for timm, with its training preprocessing",
+    p = sub.add_parser("export", help="write a run's backbone for timm (or its two towers for open_clip)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Export the backbone of a run (its newest valid checkpoint) or of one checkpoint\n"
                        "folder, with a timm config: architecture, model_args, and a pretrained_cfg holding the\n"
@@ -177,11 +177,17 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                        "  model = timm.create_model('local-dir:backbone', pretrained=True)\n\n"
                        "Either way the model is headless (num_classes=0) and\n"
                        "timm.data.resolve_data_config({}, model=model) gives the training preprocessing;\n"
-                       "catlip.models.load_backbone(path) loads either layout the same way.")
+                       "catlip.models.load_backbone(path) loads either layout the same way.\n\n"
+                       "--format open_clip -o DIR writes a two-tower run (clip, siglip, superclip, lit) for\n"
+                       "open_clip: open_clip_config.json + open_clip_model.safetensors + <name>.json in DIR;\n"
+                       "  model, _, preprocess = open_clip.create_model_and_transforms('local-dir:DIR')\n"
+                       "(docs/open_clip_export.md).")
     p.add_argument("checkpoint", metavar="RUN_OR_CKPT", help="run dir or checkpoints/step_XXXXXXX dir")
     p.add_argument("--output", "-o", required=True,
                    help="X.safetensors (weights + X.json beside it) or a folder (model.safetensors + config.json)")
     p.add_argument("--ema", action="store_true", help="export the EMA weights (if the run kept them)")
+    p.add_argument("--format", choices=("timm", "open_clip"), default="timm",
+                   help="timm: the backbone (default); open_clip: image + text towers, -o is a folder")
     p.set_defaults(handler=_cmd_export)
 
 
@@ -208,7 +214,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from catlip.models.export import export_backbone
     from catlip.train.checkpoint import load_pretrained
 
+    if args.format == "open_clip" and args.output.endswith(".safetensors"):  # before loading the run
+        raise CliError("--format open_clip writes a folder (open_clip's local-dir: layout); give -o a folder name")
     trained = load_pretrained(args.checkpoint, ema=args.ema)
+    if args.format == "open_clip":
+        return _export_open_clip(trained, args.output)
     spec = export_backbone(trained.method, args.output, image_size=trained.config.data.image_size)
     if args.output.endswith(".safetensors"):
         sidecar = args.output[: -len(".safetensors")] + ".json"
@@ -218,6 +228,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.output}/model.safetensors + config.json (timm {spec['name']}, {spec['kwargs']}); "
               f"load: timm.create_model('local-dir:{args.output}', pretrained=True)")
+    return 0
+
+
+def _export_open_clip(trained, output: str) -> int:
+    from catlip.models.openclip_export import export_open_clip
+
+    data = trained.config.data
+    out = export_open_clip(trained.method, output, image_size=data.image_size, context_length=data.context_length)
+    vision = out["model_cfg"]["vision_cfg"]
+    print(f"wrote {out['weights']} + {out['config']} + {out['model_config']} (open_clip CustomTextCLIP, ViT "
+          f"width {vision['width']} x {vision['layers']} layers, patch {vision['patch_size']}, pool "
+          f"{vision['pool_type']}); load: model, _, preprocess = open_clip.create_model_and_transforms("
+          f"'local-dir:{output}'); tokenizer = open_clip.get_tokenizer('local-dir:{output}') -- or by name: "
+          f"open_clip.add_model_config({out['model_config']!r}); open_clip.create_model_and_transforms("
+          f"{out['name']!r}, pretrained={out['weights']!r}, image_interpolation='bilinear')")
     return 0
 
 

@@ -50,6 +50,10 @@ class BackboneError(CatlipError):
     """A backbone name or keyword argument that timm cannot build."""
 
 
+class ExportError(CatlipError):
+    """A run that the requested export format cannot represent exactly (e.g. open_clip and a conv stem)."""
+
+
 def one_line(err: BaseException) -> str:
     """The error's message on one line: its lines joined with "; " (a YAML parser's message spans several)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
