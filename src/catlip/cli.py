@@ -147,6 +147,19 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.steps=2000 train.output_dir=runs/x")
     p.set_defaults(handler=_cmd_pretrain)
 
+    p = sub.add_parser("lit", help="LiT: lock a run's image tower and train a text tower on it (zero-shot, retrieval)",
+                       description="Locked-image text tuning: the backbone of RUN (its newest valid checkpoint, or "
+                       "one checkpoint folder) is locked, a projection and an open_clip text transformer are trained "
+                       "with CLIP's loss on image-caption data, in the pre-training loop (checkpoints, exact resume "
+                       "with train.resume=auto, logs, torchrun). The result is a two-tower run that `catlip "
+                       "zeroshot`, `catlip retrieval` and `catlip export --format open_clip` use like a CLIP run. "
+                       "method.feature_cache=auto computes the locked tower's features once and trains at text speed.")
+    p.add_argument("run", metavar="RUN", help="pre-training run dir (CatLIP, SuperClass, CLIP, ...) or checkpoint dir")
+    p.add_argument("--config", "-c", default=None, help="LiT recipe YAML, e.g. configs/lit_tiny_cpu.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="e.g. train.output_dir=runs/lit method.feature_cache=auto method.unlocked_blocks=1")
+    p.set_defaults(handler=_cmd_lit)
+
     p = sub.add_parser("demo", help="CPU demo: CatLIP pre-training of a tiny ViT, then a probe vs random init",
                        description="Builds a vocabulary from the embedded synthetic captions (or --data shards), "
                        "pre-trains a tiny ViT with CatLIP, and prints linear-probe accuracy of the frozen backbone "
@@ -198,6 +211,17 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # a ConfigError is a CatlipError: one line, exit 2 (main)
     run_dir = pretrain(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every process runs this handler
+        print(run_dir)
+    return 0
+
+
+def _cmd_lit(args: argparse.Namespace) -> int:
+    from catlip.train.lit import lit_config
+    from catlip.train.loop import pretrain
+
+    cfg = lit_config(args.run, args.config, args.overrides)
+    run_dir = pretrain(cfg)
+    if os.environ.get("RANK", "0") == "0":
         print(run_dir)
     return 0
 
@@ -378,7 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse gives every positional its values at the first run of positionals, so KEY=VALUE overrides
+        # written after an option (`catlip lit RUN --config X a=b`) arrive here; they are overrides all the same
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.handler(args) or 0)
     except CatlipError as err:

@@ -87,6 +87,13 @@ class MethodConfig:
     idf_momentum: float = 0.0  # 0 = exact running document counts; m in (0,1): counts decay by m each step
     use_idf: bool = True  # SuperClass idf_softmax: IDF-weight the targets (False = plain L1-normalised multi-hot)
     superclip_weight: float = 1.0  # superclip: loss = clip + superclip_weight * classification (method.loss)
+    # LiT (`catlip lit`): a locked pre-trained image tower + a projection, and a text tower trained contrastively
+    image_tower: str = ""  # the pre-trained checkpoint folder whose backbone is locked (set by `catlip lit RUN`)
+    image_pool: str = "token"  # token: timm's pooling (CLS for ViTs) | avg: mean patch token (what SuperClass reads)
+    unlocked_blocks: int = 0  # the last N transformer blocks (and the final norm) of the image tower train too
+    # "" = run the locked tower on every augmented batch; "auto" (<output_dir>/feature_cache) or a folder: compute
+    # its features once (resize + center crop, no augmentation), keyed by weights and data, and train at text speed
+    feature_cache: str = ""
 
 
 @dataclass
@@ -145,7 +152,8 @@ class Config:
                                     ("train.precision", self.train.precision, ("auto", "fp32", "bf16", "fp16")),
                                     ("train.distributed", self.train.distributed, ("ddp", "fsdp")),
                                     ("model.stem", self.model.stem, ("patch", "conv")),
-                                    ("model.head_bias", self.model.head_bias, ("constant", "prior"))):
+                                    ("model.head_bias", self.model.head_bias, ("constant", "prior")),
+                                    ("method.image_pool", self.method.image_pool, ("token", "avg"))):
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
         if self.data.image_size <= 0 or self.optim.grad_accum <= 0:
@@ -155,7 +163,29 @@ class Config:
         if "patch_drop_rate" in self.model.backbone_kwargs:
             # one switch only: model.patch_drop is left out of exports and evaluation, a raw timm kwarg would not be
             raise ConfigError("set model.patch_drop instead of model.backbone_kwargs.patch_drop_rate")
+        self._validate_image_tower()
         return self
+
+    def _validate_image_tower(self) -> None:
+        from catlip.methods.registry import get
+
+        m = self.method
+        if not get(m.name).needs_image_tower:
+            if m.image_tower or m.feature_cache or m.unlocked_blocks:
+                raise ConfigError("method.image_tower, method.feature_cache and method.unlocked_blocks belong to "
+                                  f"a locked-image method (method.name=lit: `catlip lit RUN`), not {m.name}")
+            return
+        if not m.image_tower:
+            raise ConfigError(f"method.name={m.name} needs method.image_tower (a pre-trained run); start it with "
+                              "`catlip lit RUN --config configs/lit_tiny_cpu.yaml`")
+        if m.unlocked_blocks < 0:
+            raise ConfigError(f"method.unlocked_blocks must be >= 0, got {m.unlocked_blocks}")
+        if m.feature_cache and m.unlocked_blocks:
+            raise ConfigError("method.feature_cache needs a fully locked image tower (method.unlocked_blocks=0): "
+                              "the features of trainable blocks change every step")
+        if self.model.patch_drop and not m.unlocked_blocks:
+            raise ConfigError("model.patch_drop has no effect on a locked image tower (it runs in eval mode); "
+                              "set it to 0")
 
 
 def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:

@@ -34,8 +34,26 @@ TINY = [
 ]
 
 
+_TOWER: dict[str, str] = {}
+
+
+def _image_tower() -> str:
+    """A one-step CatLIP checkpoint of the TINY backbone: the locked tower of methods that need one (LiT)."""
+    if not _TOWER:
+        import tempfile
+
+        from catlip.train.loop import pretrain
+
+        out = Path(tempfile.mkdtemp(prefix="catlip-tower-")) / "run"
+        pretrain(load_config(None, [*TINY, "data.synthetic_size=8", "data.batch_size=4", "optim.steps=1",
+                                    f"train.output_dir={out}"]))
+        _TOWER["path"] = str(out / "checkpoints" / "step_0000001")
+    return _TOWER["path"]
+
+
 def _method_args(method: str, source: str | None) -> list[str]:
-    return [f"method.name={method}"] + ([f"method.labels={source}"] if source else [])
+    tower = [f"method.image_tower={_image_tower()}"] if methods_registry.get(method).needs_image_tower else []
+    return [f"method.name={method}"] + ([f"method.labels={source}"] if source else []) + tower
 
 
 def test_every_method_and_source_is_covered():

@@ -286,7 +286,7 @@ class TrainLoader:
             self.epoch = batch.pop("_epoch")
             self._to_device(batch)
             first_epoch = self.epoch if first_epoch is None else first_epoch
-            if len(batch["image"]) == 0:  # every sample of this batch was bad; move on, but not forever
+            if batch_size(batch) == 0:  # every sample of this batch was bad; move on, but not forever
                 empty_skips.update(skipped)
                 if empty_first is None and examples:
                     empty_first = next(iter(examples.items()))
@@ -303,6 +303,8 @@ class TrainLoader:
     def _to_device(self, batch: dict) -> None:
         """uint8 images → the device, GPU decode jobs done there, then normalised (float32) on the device."""
         jobs = batch.pop("_gpu_jobs", [])
+        if "image" not in batch:  # LiT's cached features (catlip.data.feature_cache): nothing to decode
+            return
         if batch["image"].dtype != torch.uint8:
             return
         images = batch["image"].to(self.device, non_blocking=True)
@@ -392,6 +394,11 @@ class TrainLoader:
                        f"data.max_skip_fraction={self.max_skip_fraction:g} ({'; '.join(parts)})"
                        + (f"; first: {first}" if first else "") + f"; looked for: {looked}")
             warnings.warn(message.replace("\n", " "), DataWarning, stacklevel=2)
+
+
+def batch_size(batch: dict) -> int:
+    """Samples in a training batch: its images, or the cached image features that stand in for them."""
+    return len(batch["image"] if "image" in batch else batch["image_features"])
 
 
 def _identity(batch):

@@ -1,6 +1,6 @@
 """Pre-training methods: ``build_method(cfg, num_classes)`` is all the trainer needs.
 
-The methods are the entries of ``catlip.methods.registry`` (catlip, superclass, clip, siglip, superclip);
+The methods are the entries of ``catlip.methods.registry`` (catlip, superclass, clip, siglip, superclip, lit);
 importing this package or the registry does not import torch (the builders and the ``nn.Module`` classes load on first use).
 """
 
@@ -19,11 +19,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .contrastive import ContrastiveMethod
     from .superclip import SuperCLIPMethod
 
-__all__ = ["BPE_SPECIAL_IDS", "ClassificationMethod", "ContrastiveMethod", "Method", "SuperCLIPMethod", "build_method",
-           "registry"]
+__all__ = ["BPE_SPECIAL_IDS", "ClassificationMethod", "ContrastiveMethod", "LiTMethod", "Method", "SuperCLIPMethod",
+           "build_method", "registry"]
 
 _LAZY = {"Method": ".base", "ClassificationMethod": ".classification", "ContrastiveMethod": ".contrastive",
-         "SuperCLIPMethod": ".superclip"}
+         "SuperCLIPMethod": ".superclip", "LiTMethod": ".lit"}
 
 
 def __getattr__(name: str):

@@ -13,7 +13,10 @@ imported when called). An entry holds:
 * ``default_loss`` and ``losses`` (the accepted ``method.loss`` values; None = any classification loss of
   ``catlip.losses.CLASSIFICATION_LOSSES``);
 * ``zero_shot``: ``"head"`` (class names mapped onto the head rows by the label source's mapper) or ``"text"``
-  (prompt embeddings from the text tower).
+  (prompt embeddings from the text tower);
+* ``needs_image_tower``: the method starts from a pre-trained run's backbone (``method.image_tower``: LiT);
+  ``image_pool``: the pooled features its training shapes, which LiT on its runs reads (``token``: timm's pooling,
+  the CLS token; ``avg``: the mean patch token).
 
 Add a method with ``register(MethodSpec(...))`` at the end of this file (see docs/design.md).
 """
@@ -43,6 +46,8 @@ class MethodSpec:
     zero_shot: str  # one of ZERO_SHOT_MODES
     losses: tuple[str, ...] | None = None
     label_sources: tuple[str, ...] | None = None
+    needs_image_tower: bool = False  # trains on a pre-trained run's backbone (method.image_tower): LiT
+    image_pool: str = "token"  # the pooled image features its training shapes (LiT on its runs reads these)
 
     @property
     def uses_labels(self) -> bool:
@@ -112,6 +117,19 @@ def get(name: str) -> MethodSpec:
     return spec
 
 
+def image_pool_of(method_cfg: dict) -> str:
+    """The pooled features a recorded run's image tower was trained to give (its ``method`` section as a dict)."""
+    spec = find(method_cfg.get("name", ""))
+    if spec is None:
+        return "token"
+    return method_cfg.get("image_pool", "token") if spec.needs_image_tower else spec.image_pool
+
+
+def image_tower_method() -> str:
+    """The method `catlip lit` trains: the registered one that locks a pre-trained image tower."""
+    return next(s.name for s in METHODS.values() if s.needs_image_tower)
+
+
 def label_source_name(method_cfg: Any) -> str | None:
     """``method.labels``, or the method's default label source when it is empty (None: no labels)."""
     spec = get(method_cfg.name)
@@ -156,7 +174,7 @@ register(MethodSpec(
 register(MethodSpec(
     name="superclass", title="SuperClass", summary="SuperClass: IDF-weighted softmax over CLIP BPE tokens, head on mean patch tokens",
     builder=_lazy("catlip.methods.classification:build_superclass"), inputs=("image", "label_ids"),
-    default_labels="bpe", default_loss="idf_softmax", zero_shot="head"))
+    default_labels="bpe", default_loss="idf_softmax", zero_shot="head", image_pool="avg"))
 
 register(MethodSpec(
     name="clip", title="CLIP", summary="CLIP: symmetric InfoNCE between image and text towers over the global batch",
@@ -174,3 +192,10 @@ register(MethodSpec(
             "mean patch tokens)",
     builder=_lazy("catlip.methods.superclip:build_superclip"), inputs=("image", "text", "label_ids"),
     default_labels="bpe", default_loss="idf_softmax", zero_shot="text"))
+
+register(MethodSpec(
+    name="lit", title="LiT",
+    summary="LiT: a locked pre-trained image tower (method.image_tower) + projection, and a text tower trained with "
+            "CLIP's InfoNCE (`catlip lit RUN`)",
+    builder=_lazy("catlip.methods.lit:build_lit"), inputs=("image", "text"),
+    default_labels=None, default_loss="clip", losses=("clip",), zero_shot="text", needs_image_tower=True))

@@ -90,7 +90,12 @@ class _Run:
         from catlip.methods import build_method
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.method = build_method(cfg, len(vocab) if vocab is not None else 0).to(d.device)
+        self.method = build_method(cfg, len(vocab) if vocab is not None else 0)
+        if cfg.method.image_tower and loaded is None:  # LiT: the locked tower's weights (a resume has them)
+            from catlip.methods.lit import load_image_tower
+
+            load_image_tower(self.method, cfg.method.image_tower)
+        self.method = self.method.to(d.device)
         if cfg.model.head_bias == "prior":
             _set_prior_bias(self.method, vocab, cfg.method.name)
         self.model = dd.wrap_model(self.method, cfg.train.distributed, d)
@@ -174,19 +179,30 @@ def _say(d: dd.Dist, text: str) -> None:
         tqdm.write(text, file=sys.stderr)
 
 
+def _loader(cfg, run: _Run, d: dd.Dist, vocab):
+    """The training batches from the run's next sample on: images, or LiT's cached image features."""
+    if cfg.method.feature_cache:
+        from catlip.data.feature_cache import build_cached_loader
+
+        return build_cached_loader(cfg, run.method, d, start_sample=run.samples)
+    from catlip.data import build_train_loader
+
+    return build_train_loader(cfg, vocab, method_inputs=run.method.inputs, rank=d.rank, world_size=d.world_size,
+                              start_sample=run.samples)
+
+
 def pretrain(cfg, vocab=None) -> Path:
     """Train ``cfg`` to ``optim.steps`` (or ``train.stop_after``); returns the run dir. Resumable at any step.
 
     ``vocab``: use this vocabulary instead of ``data.vocab`` / building one (it is saved into the run dir).
     """
-    from catlip.data import build_train_loader
+    from catlip.data.loader import batch_size
 
     d, run_dir, vocab, loaded = _setup(cfg, vocab)
     run = _Run(cfg, d, run_dir, vocab, loaded)
     if loaded is not None:
         _say(d, f"resuming from {loaded.path} at step {run.step} (sample {run.samples})")
-    loader = build_train_loader(cfg, vocab, method_inputs=run.method.inputs, rank=d.rank,
-                                world_size=d.world_size, start_sample=run.samples)
+    loader = _loader(cfg, run, d, vocab)
     loader.stats.update(run.skipped)
     end = min(cfg.optim.steps, cfg.train.stop_after) if cfg.train.stop_after > 0 else cfg.optim.steps
     logger = RunLogger(run_dir, total_steps=end, start_step=run.step, enabled=d.is_main,
@@ -204,7 +220,7 @@ def pretrain(cfg, vocab=None) -> Path:
             if run.ema is not None:
                 run.ema.update(run.method, step=run.step)
             losses.append(out["loss"])
-            logger.count(sum(len(b["image"]) for b in micro) * d.world_size)
+            logger.count(sum(batch_size(b) for b in micro) * d.world_size)
             if run.step % cfg.train.log_every == 0 or run.step == end:
                 extras = {k: v for k, v in out.items() if k != "loss"}
                 logger.log(run.step, {"loss": dd.all_mean(sum(losses) / len(losses), d), "lr": lr, **extras,

@@ -1,0 +1,298 @@
+"""LiT's optional feature cache: a locked image tower's features of every training sample, computed once.
+
+With the image tower locked, its output for an un-augmented image never changes, so LiT can read it from disk and
+train the text tower at text speed (``method.feature_cache``). The cache is one folder per (weights, data, image
+size, pooling) key under the cache directory: ``features.safetensors`` (``features`` (N, D) float32 and ``status``
+(N,) with 0 = usable, k > 0 = skipped for reason ``reasons[k - 1]``) and ``samples.json`` (the captions of every
+sample, so training never opens a shard). The key hashes the tower's weights and a fingerprint of the data (every
+source file's path, size and modification time, the sample count), so changed weights or data are detected and the
+cache rebuilt, never silently reused; an entry whose files fail to load or disagree with its metadata is rebuilt
+too. Features come from the evaluation transform (shorter side resized, center crop); augmentation is not applied.
+
+A cached sample is trained exactly like a loaded one: same :class:`~catlip.data.sampler.BatchPlan`, same caption
+choice per (seed, epoch, index), same skip counting, so a resumed run continues at the exact sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from catlip.errors import DataError
+
+VERSION = 1  # bump when the cache layout or the feature recipe changes: older entries are rebuilt
+
+
+def _files(part) -> list[Path]:
+    """The files a source reads (shards; manifest and its images; folder images and sidecars)."""
+    if hasattr(part, "paths"):
+        return list(part.paths)
+    if hasattr(part, "rows"):
+        return [Path(part.path)] + [part.image_path(img) for img, _, _ in part.rows]
+    if hasattr(part, "items"):
+        return [f for pair in part.items for f in pair]
+    return []
+
+
+def data_fingerprint(source, data_cfg) -> str:
+    """16 hex chars identifying the training data as read: sources, sample counts, and every file's stat."""
+    h = hashlib.sha256(json.dumps([list(data_cfg.train), data_cfg.image_key, list(data_cfg.caption_keys),
+                                   data_cfg.caption_column, data_cfg.image_column, data_cfg.synthetic_size,
+                                   data_cfg.max_image_pixels]).encode())
+    for part in getattr(source, "all_parts", [source]):
+        h.update(f"{type(part).__name__}:{len(part)}".encode())
+        for f in _files(part):
+            try:
+                st = os.stat(f)
+                h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"{f}|missing".encode())
+    return h.hexdigest()[:16]
+
+
+def weights_id(method) -> str:
+    from catlip.evaluate.features import module_hash
+
+    return f"{module_hash(method.backbone)}-{method.image_pool}"
+
+
+@dataclass
+class FeatureCache:
+    path: Path
+    features: torch.Tensor  # (N, D) float32; rows of skipped samples are zero
+    status: torch.Tensor  # (N,) int64: 0 usable, k > 0 skipped for reasons[k - 1]
+    reasons: list[str]
+    captions: list[list[str]]
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def _say(text: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"catlip: feature cache: {text}", file=sys.stderr)
+
+
+class _EvalImages(torch.utils.data.Dataset):
+    """(index, normalised image or None, captions, skip reason) of every sample, for the cache build."""
+
+    def __init__(self, source, size: int, max_pixels: int):
+        from catlip.data.transforms import eval_transform
+
+        self.source, self.max_pixels, self.transform = source, max_pixels, eval_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        from catlip.data.loader import decode_image
+
+        try:
+            raw, captions, _ = self.source.read(i)
+        except FileNotFoundError:
+            return i, None, [], "missing_file"
+        except OSError:
+            return i, None, [], "unreadable"
+        if not captions:
+            return i, None, [], "empty_caption"
+        try:
+            img = decode_image(raw, self.max_pixels)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            return i, None, list(captions), "decompression_bomb"
+        except Exception:  # noqa: BLE001 - corrupt files raise many types; all mean "skip this one"
+            return i, None, list(captions), "corrupt_image"
+        return i, self.transform(img), list(captions), ""
+
+
+def _collate(rows):
+    return rows
+
+
+@torch.no_grad()
+def compute(method, source, data_cfg, *, device: torch.device, batch_size: int = 256, progress: bool = True):
+    """(features, status, reasons, captions) of every sample of ``source`` through ``method.image_features``."""
+    from tqdm.auto import tqdm
+
+    n, dim = len(source), int(method.image_proj.in_features)
+    features, status = torch.zeros(n, dim), torch.zeros(n, dtype=torch.int64)
+    reasons: list[str] = []
+    captions: list[list[str]] = [[] for _ in range(n)]
+    data = _EvalImages(source, data_cfg.image_size, data_cfg.max_image_pixels)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=data_cfg.num_workers,
+                                         collate_fn=_collate)
+    was_training = method.training
+    method.eval()
+    bar = tqdm(total=n, desc="feature cache", unit="img", disable=not progress, leave=False)
+    for rows in loader:
+        good = [r for r in rows if r[1] is not None]
+        for i, _, caps, why in rows:
+            captions[i] = caps
+            if why:
+                if why not in reasons:
+                    reasons.append(why)
+                status[i] = reasons.index(why) + 1
+        if good:
+            images = torch.stack([r[1] for r in good]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = method.image_features(images)
+            features[torch.tensor([r[0] for r in good])] = out.float().cpu()
+        bar.update(len(rows))
+    bar.close()
+    method.train(was_training)
+    return features, status, reasons, captions
+
+
+def _write(entry: Path, features, status, reasons, captions, meta: dict) -> None:
+    """Write the entry into a temporary folder, then rename it: a killed build leaves no half entry."""
+    from safetensors.torch import save_file
+
+    tmp = entry.with_name(entry.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({"features": features.contiguous(), "status": status}, str(tmp / "features.safetensors"),
+              metadata={"key": meta["key"]})
+    (tmp / "samples.json").write_text(json.dumps({"meta": meta, "reasons": reasons, "captions": captions}))
+    shutil.rmtree(entry, ignore_errors=True)
+    os.replace(tmp, entry)
+
+
+def _read(entry: Path, key: str) -> FeatureCache | None:
+    """The entry, or None when it is missing, damaged or does not match ``key`` (then it is rebuilt)."""
+    from safetensors.torch import load_file
+
+    try:
+        samples = json.loads((entry / "samples.json").read_text())
+        tensors = load_file(str(entry / "features.safetensors"))
+        # copies, not views of the mapped file: a file replaced or truncated under a running job must not crash it
+        features, status = tensors["features"].clone(), tensors["status"].clone()
+    except Exception:  # noqa: BLE001 - any damage means: compute again
+        return None
+    captions = samples.get("captions", [])
+    meta = samples.get("meta", {})
+    if meta.get("key") != key or len(captions) != len(features) or len(status) != len(features):
+        return None
+    return FeatureCache(entry, features, status, list(samples.get("reasons", [])), captions, meta)
+
+
+def _stale_entries(root: Path, meta: dict) -> list[tuple[Path, str]]:
+    """Other entries of this cache folder and what differs (weights, data, image size) from ``meta``."""
+    out = []
+    for old in sorted(root.glob("*/samples.json")) if root.is_dir() else []:
+        try:
+            was = json.loads(old.read_text()).get("meta", {})
+        except (OSError, ValueError):
+            was = {}
+        if was.get("key") == meta["key"]:
+            continue
+        what = [k for k in ("weights", "data", "image_size", "version") if was.get(k) != meta[k]] or ["settings"]
+        out.append((old.parent, " and ".join(what)))
+    return out
+
+
+def open_feature_cache(method, source, cfg, root: str | Path, *, device: torch.device,
+                       progress: bool = True, build: bool = True) -> FeatureCache:
+    """The cache entry of these weights and data under ``root``: verified and reused, or (re)built."""
+    root = Path(root)
+    meta = {"version": VERSION, "weights": weights_id(method), "data": data_fingerprint(source, cfg.data),
+            "image_size": cfg.data.image_size, "samples": len(source)}
+    meta["key"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    entry = root / meta["key"]
+    found = _read(entry, meta["key"])
+    if found is not None:
+        _say(f"reusing {entry} ({len(found):,} samples; weights and data verified)")
+        return found
+    if not build:
+        raise DataError(f"feature cache {entry} is missing or damaged")
+    for old, what in _stale_entries(root, meta):
+        _say(f"{old} is stale ({what} changed): removed, rebuilding")
+        shutil.rmtree(old, ignore_errors=True)
+    if entry.exists():
+        _say(f"{entry} is damaged: rebuilding")
+    features, status, reasons, captions = compute(method, source, cfg.data, device=device,
+                                                  batch_size=max(cfg.data.batch_size, 64), progress=progress)
+    if not bool((status == 0).any()):
+        raise DataError(f"feature cache: none of the {len(source):,} samples of data.train={cfg.data.train} could "
+                        f"be read ({dict(Counter(reasons[int(s) - 1] for s in status.tolist()))})")
+    _write(entry, features, status, reasons, captions, meta)
+    _say(f"wrote {entry} ({int((status == 0).sum()):,} of {len(source):,} samples usable)")
+    return _read(entry, meta["key"])
+
+
+class CachedFeatureDataset(torch.utils.data.Dataset):
+    """The training dataset's batch contract with ``image_features`` (from the cache) in place of ``image``."""
+
+    def __init__(self, cache: FeatureCache, source, *, seed: int, context_length: int):
+        self.cache, self.source, self.seed, self.context_length = cache, source, seed, context_length
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def _example(self, index: int, skip: str) -> str:
+        return self.source.describe(index)
+
+    def __getitems__(self, spec) -> dict:
+        import open_clip
+
+        from catlip.data.loader import _sample_seed
+
+        part_of = getattr(self.source, "part_index", lambda i: 0)
+        keep, texts, skipped, tried, bad, examples = [], [], Counter(), Counter(), Counter(), {}
+        for index in spec.indices:
+            part, code = part_of(index), int(self.cache.status[index])
+            tried[part] += 1
+            if code:
+                reason = self.cache.reasons[code - 1]
+                skipped[reason] += 1
+                bad[part, reason] += 1
+                examples.setdefault((part, reason), self._example(index, reason))
+                continue
+            keep.append(index)
+            texts.append(random.Random(_sample_seed(self.seed, spec.epoch, index)).choice(self.cache.captions[index]))
+        dim = self.cache.features.shape[1]
+        batch = {"image_features": self.cache.features[keep] if keep else torch.zeros(0, dim),
+                 "text": open_clip.tokenize(texts, context_length=self.context_length) if texts
+                 else torch.zeros(0, self.context_length, dtype=torch.int64),
+                 "class": torch.full((len(keep),), -1, dtype=torch.int64),
+                 "_skipped": dict(skipped), "_samples_after": spec.samples_after, "_epoch": spec.epoch,
+                 "_skip_examples": examples, "_tried": dict(tried), "_bad": dict(bad)}
+        return batch
+
+    def __getitem__(self, spec) -> dict:
+        return self.__getitems__(spec)
+
+
+def build_cached_loader(cfg, method, d, *, start_sample: int = 0):
+    """The LiT training loader over the feature cache (built on the main process; the others wait, then read)."""
+    from catlip.data.loader import TrainLoader
+    from catlip.data.sampler import BatchPlan
+    from catlip.data.sources import open_sources
+    from catlip.train import distributed as dd
+
+    stats: Counter = Counter()
+    source = open_sources(cfg.data, seed=cfg.train.seed, stats=stats)
+    root = Path(cfg.train.output_dir) / "feature_cache" if cfg.method.feature_cache == "auto" \
+        else Path(cfg.method.feature_cache)
+    cache = None
+    if d.is_main:
+        cache = open_feature_cache(method, source, cfg, root, device=d.device, progress=cfg.train.progress)
+    dd.barrier(d)
+    if cache is None:
+        cache = open_feature_cache(method, source, cfg, root, device=d.device, build=False)
+    dataset = CachedFeatureDataset(cache, source, seed=cfg.train.seed, context_length=cfg.data.context_length)
+    plan = BatchPlan(len(source), cfg.data.batch_size, seed=cfg.train.seed, image_size=cfg.data.image_size,
+                     world_size=d.world_size, rank=d.rank)
+    return TrainLoader(dataset, plan, start_sample=start_sample, num_workers=0, stats=stats,
+                       max_skip_fraction=cfg.data.max_skip_fraction, device=d.device)

@@ -1,0 +1,58 @@
+"""``catlip lit RUN``: the LiT run config of a pre-trained run, then the ordinary trainer.
+
+The image tower is the source run's backbone, so its architecture (``model.backbone``, ``backbone_kwargs``,
+``stem``) and resolution (``data.image_size``) are copied from the source's recorded config; a recipe or override
+that sets them to something else is an error, not a silent rebuild. The source is pinned to the checkpoint folder
+found now (``method.image_tower``), so resuming LiT later reads the same weights even if the source run trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from catlip.errors import CheckpointError, ConfigError
+
+COPIED = (("model", "backbone"), ("model", "backbone_kwargs"), ("model", "stem"), ("data", "image_size"))
+
+
+def source_checkpoint(run: str | Path):
+    """The newest valid checkpoint of ``run`` (a run dir or a checkpoint folder), with a LiT-worded error."""
+    from catlip.train.checkpoint import find_checkpoint
+
+    path = Path(run)
+    if not path.exists():
+        raise CheckpointError(f"catlip lit: {run} does not exist (give a pre-training run dir or its "
+                              "checkpoints/step_XXXXXXX folder)")
+    try:
+        return find_checkpoint(path, with_train_state=False)
+    except CheckpointError as err:
+        raise CheckpointError(f"catlip lit: {run} has no usable pre-trained image tower: {err}") from None
+
+
+def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
+    """A validated LiT ``Config``: the recipe + overrides, the source's architecture, its image tower pinned."""
+    from catlip.config import from_dict, read_recipe
+    from catlip.methods.registry import get, image_pool_of, image_tower_method
+
+    loaded = source_checkpoint(run)
+    if not any(k.startswith("backbone.") for k in loaded.model_state):
+        raise CheckpointError(f"catlip lit: {loaded.path} holds no image backbone; LiT needs a run of a method "
+                              "with an image tower")
+    src = loaded.meta.get("config", {})
+    raw = read_recipe(recipe, overrides)
+    method = raw.setdefault("method", {})
+    method.setdefault("name", image_tower_method())
+    if not get(str(method["name"])).needs_image_tower:
+        raise ConfigError(f"catlip lit trains a locked-image method ({image_tower_method()}); the recipe sets "
+                          f"method.name={method['name']}")
+    method["image_tower"] = str(loaded.path.resolve())
+    method.setdefault("image_pool", image_pool_of(src.get("method", {})))
+    for section, key in COPIED:
+        if key not in src.get(section, {}):
+            continue
+        given = raw.get(section, {}).get(key)
+        if given is not None and given != src[section][key]:
+            raise ConfigError(f"{section}.{key}={given!r} differs from the image tower's {src[section][key]!r} "
+                              f"({loaded.path}); LiT keeps the pre-trained architecture and resolution")
+        raw.setdefault(section, {})[key] = src[section][key]
+    return from_dict(raw).validate()
