@@ -50,7 +50,8 @@ def cpu_table(d: dict) -> list[str]:
     if "data_loader" in d:
         dl = d["data_loader"]
         out += ["", f"Data loader alone ({dl['augment']}, {dl['image_size']} px) on {dl['source']}: "
-                f"{dl['img_per_s_per_worker']:.0f} images/s per worker ({dl['device']})."]
+                f"{dl['img_per_s_per_worker']:.0f} images/s per worker ({dl.get('device', d['device'])}, data.decode="
+                f"{dl.get('decode', 'fast')})."]
     return out
 
 
@@ -97,14 +98,51 @@ def label_errors_table(d: dict) -> list[str]:
     return out
 
 
+def patch_drop_table(d: dict) -> list[str]:
+    """Images/s with a fraction of the ViT's patch tokens dropped (FLIP), as a multiple of the same method at 0."""
+    rows = [r for r in d.get("train_step_patch_drop", []) if "error" not in r]
+    if not rows:
+        return []
+    base = {(r["backbone"], r["method"]): r for r in d["train_step"] if "error" not in r}
+    drops = sorted({r["patch_drop"] for r in rows})
+    out = [f"**Token dropping** (`model.patch_drop`, same run, {d['device']}): images/s, and × the same method "
+           "without dropping:", "",
+           "| backbone, batch | method | 0 | " + " | ".join(f"{p:g}" for p in drops) + " |",
+           "|---|---|---:|" + "---:|" * len(drops)]
+    for (backbone, method), b in base.items():
+        cells = []
+        for p in drops:
+            r = next((r for r in rows if r["backbone"] == backbone and r["method"] == method and r["patch_drop"] == p),
+                     None)
+            cells.append("–" if r is None else f"{r['img_per_s']:.2f} ({r['img_per_s'] / b['img_per_s']:.2f}×)")
+        out.append(f"| {backbone}, {b['batch']} | {method} | {b['img_per_s']:.2f} | " + " | ".join(cells) + " |")
+    return out
+
+
+def loader_table(d: dict) -> list[str]:
+    env = d["environment"]
+    out = [f"**Training loader** (`benchmarks/loader.py`; {d['shards']['images']:,} photos re-encoded at "
+           f"{d['shards']['sides'][0]}–{d['shards']['sides'][1]} px, RandomResizedCrop({d['image_size']}) + flip + "
+           f"labels; {env['cpu']} x{env['cores']}, load average {env['load_average'][0]:.1f}): images per CPU-second "
+           "of the workers and the main process", "",
+           "| decoder | workers | images / CPU-s | × reference |", "|---|---:|---:|---:|"]
+    for r in d["rows"]:
+        out.append(f"| {r['decoder']} | {r['workers']} | {r['img_per_s_per_core']:.0f} | "
+                   f"{r['ratio_to_reference']:.2f}× |")
+    return out
+
+
 def section() -> str:
     parts = ["All numbers come from the committed JSON in `benchmarks/results/`; each table is one run, and "
              "ratios are taken within a run."]
-    for name, fn in (("train_step_cuda.json", gpu_table), ("train_step_cpu.json", cpu_table),
-                     ("labels.json", labels_table), ("label_errors.json", label_errors_table)):
+    for name, fn in (("train_step_cuda.json", gpu_table), ("train_step_cuda.json", patch_drop_table),
+                     ("train_step_cpu.json", cpu_table), ("train_step_cpu.json", patch_drop_table),
+                     ("loader.json", loader_table), ("labels.json", labels_table),
+                     ("label_errors.json", label_errors_table)):
         data = _load(name)
-        if data:
-            parts.append("\n".join(fn(data)))
+        lines = fn(data) if data else []
+        if lines:
+            parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
