@@ -125,7 +125,9 @@ def test_pickled_code_and_truncated_files_are_clear_errors(tmp_path):
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")
                                            if not p.name.startswith(("finetune_", "segment_", "detect_"))))
 def test_every_recipe_loads(recipe):
-    cfg = load_config(ROOT / "configs" / recipe)
+    # LiT recipes describe the text stage; `catlip lit RUN` supplies the locked tower (tests/unit/test_lit.py)
+    tower = ["method.image_tower=runs/x/checkpoints/step_0000001"] if recipe.startswith("lit_") else []
+    cfg = load_config(ROOT / "configs" / recipe, tower)
     assert cfg.optim.steps > 0 and cfg.data.batch_size > 0
 
 
@@ -162,3 +164,42 @@ def test_resume_check_treats_fields_added_later_as_their_default():
     old["model"]["backbone"] = "vit_small_patch16_224"
     with pytest.raises(CheckpointError, match="model.backbone"):
         check_compatible({"vocab_hash": "h", "config": old}, cfg, "h")
+
+
+def test_a_step_returns_device_tensors_so_the_loop_syncs_only_at_log_steps():
+    from contextlib import nullcontext
+
+    torch.manual_seed(0)
+    model = Toy()
+    out = train_step(model, [{"x": torch.randn(8, 4), "y": torch.randn(8, 3)}], build_optimizer(model, load_config(
+        None, []).optim), autocast=nullcontext, clip_grad=1.0)
+    assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad for v in out.values())
+    assert float(out["loss"]) > 0 and float(out["grad_norm"]) > 0
+
+
+def test_a_model_that_fails_to_compile_trains_without_compilation(tmp_path, monkeypatch, capsys):
+    from catlip.train.loop import pretrain
+
+    def broken_compile(model, *args, **kwargs):
+        def compiled(batch):
+            raise RuntimeError("backend inductor failed\nsecond line")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    common = ["model.backbone=vit_tiny_patch16_224", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, "
+              "num_heads: 2}", "data.image_size=32", "data.synthetic_size=16", "data.batch_size=8",
+              "data.num_workers=0", "data.vocab_min_count=1", "optim.steps=3", "train.progress=false",
+              "train.tensorboard=false"]
+    pretrain(load_config(None, [*common, "train.compile=true", f"train.output_dir={tmp_path / 'c'}"]))
+    assert "torch.compile failed on the first step (backend inductor failed; second line)" in capsys.readouterr().err
+    pretrain(load_config(None, [*common, f"train.output_dir={tmp_path / 'e'}"]))
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "c" / "checkpoints" / "step_0000003" / "model.safetensors"))
+    b = load_file(str(tmp_path / "e" / "checkpoints" / "step_0000003" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the fallback step is the eager step, nothing lost
+
+
+def test_adamw_is_fused_only_for_plain_cuda_parameters():
+    opt = build_optimizer(Toy(), load_config(None, []).optim)
+    assert not opt.defaults.get("fused")

@@ -111,6 +111,27 @@ class _Run:
         if loaded is not None:
             self._restore(loaded)
         self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.compiled_once = False
+
+    def step_on(self, micro: list, clip_grad: float) -> dict:
+        """One optimizer step. With ``train.compile``, a model that fails to compile on its first step is trained
+        without compilation (one line says why) instead of ending the run."""
+        try:
+            return train_step(self.forward_model, micro, self.optimizer, autocast=self.autocast, scaler=self.scaler,
+                              clip_grad=clip_grad)
+        except Exception as err:  # noqa: BLE001 - any compiler failure; eager errors are re-raised below
+            if self.forward_model is self.model or self.compiled_once:
+                raise
+            from catlip.errors import one_line
+
+            _say(self.d, f"catlip: torch.compile failed on the first step ({one_line(err)[:300]}); training without "
+                         "it (train.compile=false)")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.forward_model = self.model
+            return train_step(self.model, micro, self.optimizer, autocast=self.autocast, scaler=self.scaler,
+                              clip_grad=clip_grad)
+        finally:
+            self.compiled_once = True
 
     def _restore(self, loaded) -> None:
         ts = loaded.train_state
@@ -214,16 +235,16 @@ def pretrain(cfg, vocab=None) -> Path:
             micro = [to_device(next(batches), d.device) for _ in range(cfg.optim.grad_accum)]
             lr = lr_at(run.step, cfg.optim)
             set_lr(run.optimizer, lr)
-            out = train_step(run.forward_model, micro, run.optimizer, autocast=run.autocast, scaler=run.scaler,
-                             clip_grad=cfg.optim.clip_grad)
+            out = run.step_on(micro, cfg.optim.clip_grad)
             run.step += 1
             if run.ema is not None:
                 run.ema.update(run.method, step=run.step)
             losses.append(out["loss"])
             logger.count(sum(batch_size(b) for b in micro) * d.world_size)
-            if run.step % cfg.train.log_every == 0 or run.step == end:
-                extras = {k: v for k, v in out.items() if k != "loss"}
-                logger.log(run.step, {"loss": dd.all_mean(sum(losses) / len(losses), d), "lr": lr, **extras,
+            if run.step % cfg.train.log_every == 0 or run.step == end:  # the only place that waits for the device
+                extras = {k: float(v) for k, v in out.items() if k != "loss"}
+                mean_loss = float(torch.stack(losses).mean())
+                logger.log(run.step, {"loss": dd.all_mean(mean_loss, d), "lr": lr, **extras,
                                       "epoch": loader.epoch, "samples": loader.samples_seen,
                                       "skipped": sum(loader.stats.values())})
                 losses = []

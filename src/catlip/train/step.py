@@ -11,12 +11,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _scalars(out: dict) -> dict[str, float]:
-    """Scalar extras a method reports (loss terms, temperature) for logging."""
+def _scalars(out: dict) -> dict[str, torch.Tensor]:
+    """Scalar extras a method reports (loss terms, temperature) for logging, as detached 0-d tensors: reading
+    their value waits for the device, so the trainer does it only at log steps."""
     res = {}
     for k, v in out.items():
         if k != "loss" and torch.is_tensor(v) and v.numel() == 1:
-            res[k] = float(v.detach().float())
+            res[k] = v.detach().float().reshape(())
     return res
 
 
@@ -25,10 +26,11 @@ def train_step(model, micro_batches: list[dict], optimizer, *, autocast, scaler=
     """Accumulate gradients over ``micro_batches`` (loss averaged over them), clip, step, zero the gradients.
 
     ``model`` may be wrapped (DDP): gradient synchronisation is deferred to the last micro-batch.
-    ``scaler`` is a GradScaler for fp16, else None. Returns the mean loss, the gradient norm and scalar extras.
+    ``scaler`` is a GradScaler for fp16, else None. Returns the mean loss, the gradient norm (before clipping) and
+    scalar extras as detached 0-d tensors: nothing here waits for the device (``float()`` them to log).
     """
     n = len(micro_batches)
-    total, extras = 0.0, {}
+    total, extras = None, {}
     for i, batch in enumerate(micro_batches):
         sync = contextlib.nullcontext() if i == n - 1 or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
@@ -36,7 +38,7 @@ def train_step(model, micro_batches: list[dict], optimizer, *, autocast, scaler=
                 out = model(batch)
             loss = out["loss"].float() / n
             (scaler.scale(loss) if scaler else loss).backward()
-        total += float(loss.detach())
+        total = loss.detach() if total is None else total + loss.detach()
         extras = _scalars(out)
     if scaler:
         scaler.unscale_(optimizer)
@@ -52,4 +54,4 @@ def train_step(model, micro_batches: list[dict], optimizer, *, autocast, scaler=
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": total, "grad_norm": float(norm), **extras}
+    return {"loss": total, "grad_norm": norm.detach(), **extras}
