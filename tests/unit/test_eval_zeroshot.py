@@ -137,11 +137,17 @@ def test_template_file_with_both_placeholders(tmp_path):
     ("", "holds no template"),
 ])
 def test_bad_template_files_are_one_line_errors(tmp_path, text, message):
-    path = tmp_path / "t.txt"
+    assert message in _file_error(tmp_path, text, load_templates)
+
+
+def _file_error(tmp_path, text: str, read) -> str:
+    """The one-line DataError that ``read(path)`` raises for a file holding ``text``."""
+    path = tmp_path / "f.txt"
     path.write_text(text)
     with pytest.raises(DataError) as err:
-        load_templates(str(path))
-    assert message in str(err.value) and "\n" not in str(err.value)
+        read(str(path))
+    assert "\n" not in str(err.value)
+    return str(err.value)
 
 
 def test_unknown_template_set_names_the_choices():
@@ -187,11 +193,7 @@ def test_class_names_file_plain_and_indexed(tmp_path):
     ("dog\ncat\n", "2 names, but the test set has 3 classes"),
 ])
 def test_bad_class_names_files_are_one_line_errors(tmp_path, text, message):
-    path = tmp_path / "names.txt"
-    path.write_text(text)
-    with pytest.raises(DataError) as err:
-        resolve_classnames(str(path), ["a", "b", "c"])
-    assert message in str(err.value) and "\n" not in str(err.value)
+    assert message in _file_error(tmp_path, text, lambda path: resolve_classnames(path, ["a", "b", "c"]))
 
 
 # ---------------------------------------------------------------- the text tower
