@@ -1,4 +1,4 @@
-"""Two gloo processes under DDP equal one process on the concatenated batch (CLIP loss/gradients, SuperClass IDF)."""
+"""Two gloo processes under DDP equal one process on the concatenated batch (CLIP/LiT loss/gradients, SuperClass IDF)."""
 
 from __future__ import annotations
 
@@ -35,10 +35,12 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         full = tiny_batch(8, seed=5)
         local = {k: v.chunk(WORLD)[rank].contiguous() for k, v in full.items()}
         results = {}
-        for name in ("clip", "siglip", "superclass"):
+        for name in ("clip", "siglip", "superclass", "lit"):
             model, out = _run_step(name, local, ddp=True)
             res = {"loss": out["loss"].detach()}
-            res.update({f"grad.{n}": p.grad.detach().clone() for n, p in model.named_parameters()})
+            # LiT's locked image tower takes no gradient: its parameters have none on any rank
+            res.update({f"grad.{n}": p.grad.detach().clone() for n, p in model.named_parameters()
+                        if p.grad is not None})
             if name == "superclass":
                 res["doc_freq"], res["num_docs"] = model.idf.doc_freq.clone(), model.idf.num_docs.clone()
             else:
@@ -57,12 +59,17 @@ def test_ddp_on_two_processes_equals_one_process_on_the_whole_batch(tmp_path):
     mp.start_processes(_worker, args=(str(tmp_path / "pg_init"), str(tmp_path)), nprocs=WORLD, start_method="fork")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     full = tiny_batch(8, seed=5)
-    for name in ("clip", "siglip", "superclass"):
+    for name in ("clip", "siglip", "superclass", "lit"):
         model, out = _run_step(name, full, ddp=False)
         for res in ranks:
             if name != "superclass":  # contrastive losses are computed over the gathered global batch on each rank
                 assert res[name]["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-5)
-            for n, p in model.named_parameters():
+            graded = {n for n, p in model.named_parameters() if p.grad is not None}
+            assert graded == {k[len("grad."):] for k in res[name] if k.startswith("grad.")}, name
+            assert (name == "lit") == any(n.startswith("backbone.") for n, p in model.named_parameters()
+                                          if p.grad is None), name
+            for n in graded:
+                p = model.get_parameter(n)
                 assert torch.allclose(res[name][f"grad.{n}"], p.grad, rtol=1e-4, atol=1e-6), (name, n)
         if name == "superclass":
             # Each rank's local loss differs, but their mean is the global loss and the IDF counts are global.
