@@ -15,6 +15,8 @@ tokens dropped (``model.patch_drop``, FLIP); rows with 0 go to ``train_step``, t
 
     .venv/bin/python benchmarks/train_step.py                  # CPU: ViT-Tiny and ViT-B/16 (small batch), ~5 min
     .venv/bin/python benchmarks/train_step.py --device cuda    # GPU: ViT-B/16, bf16, MFU
+    .venv/bin/python benchmarks/train_step.py --device cuda --methods catlip,clip --patch-drop 0 \
+        --variants compile,grad_ckpt                              # + torch.compile and checkpointing rows
     .venv/bin/python benchmarks/train_step.py --backbones vit_tiny_patch16_224 --methods catlip --patch-drop 0.5 \
         --steps 1 --warmup 0 --no-loader --out /tmp/check.json    # a quick check that it runs
 """
@@ -38,11 +40,15 @@ NUM_CLASSES = {"catlip": 24320, "superclass": 49408, "clip": 0, "superclip": 494
 PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H200": 989.0, "A100": 312.0}
 
 
-def _cfg(method: str, backbone: str, image_size: int, batch: int, patch_drop: float = 0.0):
+VARIANTS = ("compile", "grad_ckpt")  # --variants: torch.compile'd step, gradient checkpointing (both towers)
+
+
+def _cfg(method: str, backbone: str, image_size: int, batch: int, patch_drop: float = 0.0, variant: str = ""):
     from catlip.config import load_config
 
     return load_config(None, [f"method.name={method}", f"model.backbone={backbone}", f"data.image_size={image_size}",
-                              f"data.batch_size={batch}", "data.context_length=77", f"model.patch_drop={patch_drop}"])
+                              f"data.batch_size={batch}", "data.context_length=77", f"model.patch_drop={patch_drop}",
+                              f"model.grad_checkpointing={variant == 'grad_ckpt'}"])
 
 
 def _batch(method: str, batch: int, image_size: int, device):
@@ -85,10 +91,11 @@ def worker(args) -> dict:
         torch.set_num_threads(args.threads)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     device = torch.device(args.device)
-    cfg = _cfg(args.method, args.backbone, args.image_size, args.batch, args.patch_drop)
+    cfg = _cfg(args.method, args.backbone, args.image_size, args.batch, args.patch_drop, args.variant)
     torch.manual_seed(0)
     method = build_method(cfg, NUM_CLASSES[args.method]).to(device).train()
     opt = build_optimizer(method, cfg.optim)
+    stepped = torch.compile(method) if args.variant == "compile" else method  # compiled during the warm-up steps
     batch = _batch(args.method, args.batch, args.image_size, device)
     if device.type == "cuda":
         autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
@@ -103,17 +110,17 @@ def worker(args) -> dict:
             flops = _count_flops(method, batch)
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
-        train_step(method, [batch], opt, autocast=autocast, clip_grad=1.0)
+        train_step(stepped, [batch], opt, autocast=autocast, clip_grad=1.0)
     sync()
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()
-        train_step(method, [batch], opt, autocast=autocast, clip_grad=1.0)
+        train_step(stepped, [batch], opt, autocast=autocast, clip_grad=1.0)
         sync()
         times.append(time.perf_counter() - t)
     step = sum(times) / len(times)
     res = {"method": args.method, "backbone": args.backbone, "image_size": args.image_size, "batch": args.batch,
-           "patch_drop": args.patch_drop,
+           "patch_drop": args.patch_drop, **({"variant": args.variant} if args.variant else {}),
            "params_m": round(sum(p.numel() for p in method.parameters()) / 1e6, 2),
            "step_s": round(step, 4), "step_s_min": round(min(times), 4), "img_per_s": round(args.batch / step, 2)}
     if device.type == "cuda":
@@ -133,17 +140,18 @@ def _peak_for(name: str) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k.lower() in name.lower()), None)
 
 
-def _run_worker(method: str, backbone: str, image_size: int, batch: int, args, patch_drop: float = 0.0) -> dict:
+def _run_worker(method: str, backbone: str, image_size: int, batch: int, args, patch_drop: float = 0.0,
+                variant: str = "") -> dict:
     cmd = [sys.executable, __file__, "--worker", "--method", method, "--backbone", backbone, "--image-size",
            str(image_size), "--batch", str(batch), "--steps", str(args.steps_for[backbone]), "--warmup",
-           str(args.warmup), "--device", args.device, "--threads", str(args.threads or 0),
-           "--patch-drop", str(patch_drop)]
+           str(max(args.warmup, 2) if variant == "compile" else args.warmup), "--device", args.device,
+           "--threads", str(args.threads or 0), "--patch-drop", str(patch_drop), "--variant", variant]
     if args.peak_tflops:
         cmd += ["--peak-tflops", str(args.peak_tflops)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
-        return {"method": method, "backbone": backbone, "patch_drop": patch_drop,
+        return {"method": method, "backbone": backbone, "patch_drop": patch_drop, "variant": variant,
                 "error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -189,7 +197,8 @@ def _plot(rows: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.5 * len(backbones), 3.5), squeeze=False)
     for ax, bb in zip(axes[0], backbones):
         sel = [r for r in rows if r["backbone"] == bb and "error" not in r]
-        names = [r["method"] + (f"\ndrop {r['patch_drop']:g}" if r.get("patch_drop") else "") for r in sel]
+        names = [r["method"] + (f"\ndrop {r['patch_drop']:g}" if r.get("patch_drop") else "")
+                 + (f"\n{r['variant']}" if r.get("variant") else "") for r in sel]
         colors = [f"C{METHODS.index(r['method']) if r['method'] in METHODS else 9}" for r in sel]
         ax.bar(names, [r["img_per_s"] for r in sel], color=colors)
         ax.tick_params(axis="x", labelsize=7)
@@ -216,6 +225,11 @@ def main() -> None:
     p.add_argument("--backbones", default="", help="comma-separated subset of the device's plan (default: all)")
     p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/train_step_<device>.json; "
                    "the plot goes beside it)")
+    p.add_argument("--variants", default="", metavar="V,V",
+                   help="also run each method (no token dropping) with these switches: compile (torch.compile'd "
+                        "step, compile time in the warm-up), grad_ckpt (model.grad_checkpointing); rows go to "
+                        "train_step_variants")
+    p.add_argument("--variant", default="", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--backbone", help=argparse.SUPPRESS)
@@ -245,6 +259,9 @@ def main() -> None:
         args.warmup = 1 if args.warmup is None else args.warmup
         args.steps_for = {"vit_tiny_patch16_224": args.steps or 5, "vit_base_patch16_224": args.steps or 3}
     plan, methods, drops = _selection(p, args, plan)
+    variants = [v for v in args.variants.split(",") if v]
+    if unknown := sorted(set(variants) - set(VARIANTS)):
+        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     t0 = time.perf_counter()
     rows = []
     for backbone, size, batch in plan:
@@ -252,13 +269,19 @@ def main() -> None:
             for method in methods:
                 rows.append(_run_worker(method, backbone, size, batch, args, drop))
                 print(json.dumps(rows[-1]), flush=True)
+        for variant in variants:
+            for method in methods:
+                rows.append(_run_worker(method, backbone, size, batch, args, 0.0, variant))
+                print(json.dumps(rows[-1]), flush=True)
     import torch
 
     result = {"device": _device_name(args.device), "torch": torch.__version__, "torch_threads": args.threads,
               "machine": platform.platform(), "cpu_count": os.cpu_count(),
               "cpu_affinity": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
-              "train_step": [r for r in rows if not r["patch_drop"]],
+              "train_step": [r for r in rows if not r["patch_drop"] and not r.get("variant")],
               "train_step_patch_drop": [r for r in rows if r["patch_drop"]]}
+    if variants:
+        result["train_step_variants"] = [r for r in rows if r.get("variant")]
     if not args.no_loader:
         result["data_loader"] = loader_benchmark()
         print(json.dumps(result["data_loader"]), flush=True)
