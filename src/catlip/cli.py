@@ -192,12 +192,14 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                        "timm.data.resolve_data_config({}, model=model) gives the training preprocessing;\n"
                        "catlip.models.load_backbone(path) loads either layout the same way.\n\n"
                        "--format open_clip -o DIR writes a two-tower run (clip, siglip, superclip, lit) for\n"
-                       "open_clip: open_clip_config.json + open_clip_model.safetensors + <name>.json in DIR;\n"
+                       "open_clip: open_clip_config.json + open_clip_model.safetensors + catlip-<DIR name>.json\n"
+                       "(the model config alone, for open_clip.add_model_config) in DIR;\n"
                        "  model, _, preprocess = open_clip.create_model_and_transforms('local-dir:DIR')\n"
                        "(docs/open_clip_export.md).")
     p.add_argument("checkpoint", metavar="RUN_OR_CKPT", help="run dir or checkpoints/step_XXXXXXX dir")
     p.add_argument("--output", "-o", required=True,
-                   help="X.safetensors (weights + X.json beside it) or a folder (model.safetensors + config.json)")
+                   help="timm: X.safetensors (weights + X.json beside it) or a folder (model.safetensors + "
+                        "config.json); open_clip: a folder")
     p.add_argument("--ema", action="store_true", help="export the EMA weights (if the run kept them)")
     p.add_argument("--format", choices=("timm", "open_clip"), default="timm",
                    help="timm: the backbone (default); open_clip: image + text towers, -o is a folder")
@@ -420,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`catlip tag ... | head`): stop quietly, as a program killed by SIGPIPE would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -182,7 +182,8 @@ class Config:
             raise ConfigError(f"method.unlocked_blocks must be >= 0, got {m.unlocked_blocks}")
         if m.feature_cache and m.unlocked_blocks:
             raise ConfigError("method.feature_cache needs a fully locked image tower (method.unlocked_blocks=0): "
-                              "the features of trainable blocks change every step")
+                              "the features of trainable blocks change every step; set method.feature_cache= "
+                              "(empty) to train the unlocked blocks")
         if self.model.patch_drop and not m.unlocked_blocks:
             raise ConfigError("model.patch_drop has no effect on a locked image tower (it runs in eval mode); "
                               "set it to 0")

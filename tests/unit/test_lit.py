@@ -126,7 +126,7 @@ def test_lit_takes_the_pooling_of_its_source(lit):
     assert pre.config.data.image_size == 32
 
 
-def test_lit_resume_is_exact_with_and_without_the_cache(lit, tmp_path):
+def test_lit_resume_is_exact_with_and_without_the_cache(lit, tmp_path, capsys):
     from catlip.train.checkpoint import find_checkpoint
     from catlip.train.loop import pretrain
 
@@ -134,8 +134,10 @@ def test_lit_resume_is_exact_with_and_without_the_cache(lit, tmp_path):
         common = [f"method.feature_cache={cache}", "optim.steps=12", "train.ckpt_every=6"]
         whole = pretrain(_lit_cfg(lit["source"], lit["root"], [*common, f"train.output_dir={tmp_path / f'a{cache}'}"]))
         cut = [*common, f"train.output_dir={tmp_path / f'b{cache}'}"]
-        pretrain(_lit_cfg(lit["source"], lit["root"], [*cut, "train.stop_after=6"]))
+        pretrain(_lit_cfg(lit["source"], lit["root"], [*cut, "train.stop_after=6", "train.resume=auto"]))
+        assert "train.resume=auto: no checkpoint in" in capsys.readouterr().err  # said, not silent
         resumed = pretrain(_lit_cfg(lit["source"], lit["root"], [*cut, "train.resume=auto"]))
+        assert "resuming from" in capsys.readouterr().err
         a = find_checkpoint(whole, with_train_state=False).model_state
         b = find_checkpoint(resumed, with_train_state=False).model_state
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), cache
@@ -183,6 +185,30 @@ def test_the_feature_cache_is_rebuilt_when_weights_or_data_change(lit, tmp_path,
         assert "damaged" in capsys.readouterr().err
     finally:
         os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_one_cache_folder_keeps_an_entry_per_data_set(lit, tmp_path, capsys):
+    from collections import Counter
+
+    from catlip.data.feature_cache import open_feature_cache
+    from catlip.data.sources import open_sources
+    from catlip.methods import build_method
+    from catlip.methods.lit import load_image_tower
+
+    cfg = _lit_cfg(lit["source"], lit["root"], [f"train.output_dir={tmp_path}"])
+    other = _lit_cfg(lit["source"], lit["root"], [f"data.train=[{lit['root'] / 'test-000.tar'}]",
+                                                  f"train.output_dir={tmp_path}"])
+    method = build_method(cfg, 0)
+    load_image_tower(method, cfg.method.image_tower)
+    entries = []
+    for c in (cfg, other, cfg, other):
+        source = open_sources(c.data, seed=0, stats=Counter())
+        entries.append(open_feature_cache(method, source, c, tmp_path / "shared", device=torch.device("cpu"),
+                                          progress=False))
+    err = capsys.readouterr().err
+    assert err.count("wrote") == 2 and err.count("reusing") == 2 and "stale" not in err
+    assert entries[0].path == entries[2].path != entries[1].path == entries[3].path
+    assert len(entries[0]) == 96 and len(entries[1]) == 8
 
 
 def test_cached_batches_carry_the_same_captions_as_the_image_loader(lit, tmp_path):
@@ -241,7 +267,7 @@ def test_lit_needs_a_run_with_an_image_tower(lit, tmp_path, capsys):
     for run, words in ((tmp_path / "nowhere", "does not exist"), (empty, "no usable pre-trained image tower")):
         assert main(["lit", str(run), "--config", str(lit["root"] / "lit.yaml")]) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert len(err) == 1 and words in err[0]
+        assert len(err) == 1 and words in err[0] and err[0].count("catlip lit") == 1
     with pytest.raises(ConfigError, match="needs method.image_tower"):
         load_config(None, ["method.name=lit"])
     with pytest.raises(ConfigError, match=r"belong to a locked-image method \(method.name=lit"):

@@ -168,3 +168,16 @@ def test_superclass_tags_are_bpe_tokens_with_softmax_probabilities(planted, tmp_
     tags = result["images"][0]["tags"]
     assert len(tags) == 5 and sum(t["probability"] for t in tags) < 1.0
     assert all("lemmas" not in t and t["name"] and int(t["key"]) not in (0, 49406, 49407) for t in tags)
+
+
+def test_a_reader_that_goes_away_ends_tag_quietly(planted, monkeypatch, capsys):
+    """`catlip tag ... | head -1`: when the pipe closes, no traceback and the exit status of a SIGPIPE'd program."""
+    import os
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write now fails with EPIPE
+    with open(write_end, "w", buffering=1) as closed_pipe:  # line-buffered: the first line hits the pipe
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert main(["tag", planted["run"], str(planted["images"]), "--top", "3", *COMMON]) == 141
+    assert "Traceback" not in capsys.readouterr().err

@@ -6,7 +6,8 @@ size, pooling) key under the cache directory: ``features.safetensors`` (``featur
 (N,) with 0 = usable, k > 0 = skipped for reason ``reasons[k - 1]``) and ``samples.json`` (the captions of every
 sample, so training never opens a shard). The key hashes the tower's weights and a fingerprint of the data (every
 source file's path, size and modification time, the sample count), so changed weights or data are detected and the
-cache rebuilt, never silently reused; an entry whose files fail to load or disagree with its metadata is rebuilt
+cache rebuilt, never silently reused (the superseded entry of the same data settings is removed; entries of other
+data sets in the same folder stay); an entry whose files fail to load or disagree with its metadata is rebuilt
 too. Features come from the evaluation transform (shorter side resized, center crop); augmentation is not applied.
 
 A cached sample is trained exactly like a loaded one: same :class:`~catlip.data.sampler.BatchPlan`, same caption
@@ -29,7 +30,7 @@ import torch
 
 from catlip.errors import DataError
 
-VERSION = 1  # bump when the cache layout or the feature recipe changes: older entries are rebuilt
+VERSION = 2  # bump when the cache layout or the feature recipe changes: older entries are rebuilt
 
 
 def _files(part) -> list[Path]:
@@ -43,11 +44,16 @@ def _files(part) -> list[Path]:
     return []
 
 
+def data_id(data_cfg) -> str:
+    """16 hex chars naming the training data by its settings (sources, keys, columns), whatever the files hold."""
+    return hashlib.sha256(json.dumps([list(data_cfg.train), data_cfg.image_key, list(data_cfg.caption_keys),
+                                      data_cfg.caption_column, data_cfg.image_column, data_cfg.synthetic_size,
+                                      data_cfg.max_image_pixels]).encode()).hexdigest()[:16]
+
+
 def data_fingerprint(source, data_cfg) -> str:
-    """16 hex chars identifying the training data as read: sources, sample counts, and every file's stat."""
-    h = hashlib.sha256(json.dumps([list(data_cfg.train), data_cfg.image_key, list(data_cfg.caption_keys),
-                                   data_cfg.caption_column, data_cfg.image_column, data_cfg.synthetic_size,
-                                   data_cfg.max_image_pixels]).encode())
+    """16 hex chars identifying the training data as read: its settings, sample counts, and every file's stat."""
+    h = hashlib.sha256(data_id(data_cfg).encode())
     for part in getattr(source, "all_parts", [source]):
         h.update(f"{type(part).__name__}:{len(part)}".encode())
         for f in _files(part):
@@ -188,14 +194,15 @@ def _read(entry: Path, key: str) -> FeatureCache | None:
 
 
 def _stale_entries(root: Path, meta: dict) -> list[tuple[Path, str]]:
-    """Other entries of this cache folder and what differs (weights, data, image size) from ``meta``."""
+    """Entries this one supersedes, and what differs (weights, data, image size): those of the same data settings
+    (``data_id``). Entries of other data sets stay, so one folder can serve several."""
     out = []
     for old in sorted(root.glob("*/samples.json")) if root.is_dir() else []:
         try:
             was = json.loads(old.read_text()).get("meta", {})
         except (OSError, ValueError):
             was = {}
-        if was.get("key") == meta["key"]:
+        if was.get("key") == meta["key"] or was.get("data_id", meta["data_id"]) != meta["data_id"]:
             continue
         what = [k for k in ("weights", "data", "image_size", "version") if was.get(k) != meta[k]] or ["settings"]
         out.append((old.parent, " and ".join(what)))
@@ -206,8 +213,8 @@ def open_feature_cache(method, source, cfg, root: str | Path, *, device: torch.d
                        progress: bool = True, build: bool = True) -> FeatureCache:
     """The cache entry of these weights and data under ``root``: verified and reused, or (re)built."""
     root = Path(root)
-    meta = {"version": VERSION, "weights": weights_id(method), "data": data_fingerprint(source, cfg.data),
-            "image_size": cfg.data.image_size, "samples": len(source)}
+    meta = {"version": VERSION, "weights": weights_id(method), "data_id": data_id(cfg.data),
+            "data": data_fingerprint(source, cfg.data), "image_size": cfg.data.image_size, "samples": len(source)}
     meta["key"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     entry = root / meta["key"]
     found = _read(entry, meta["key"])

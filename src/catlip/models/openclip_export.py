@@ -78,6 +78,7 @@ def _write(out: Path, written: dict[str, Any], tensors: dict[str, Tensor]) -> No
         out.mkdir(parents=True, exist_ok=True)
         tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
         save_file(tensors, str(tmp), metadata={"format": "pt", "catlip_format": FORMAT})
+        os.chmod(tmp, 0o644)  # safetensors creates the file private; the JSON files beside it are not
         os.replace(tmp, weights)
         _write_json(Path(written["config"]), {"model_cfg": written["model_cfg"],
                                               "preprocess_cfg": written["preprocess_cfg"]})

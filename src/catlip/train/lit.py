@@ -21,12 +21,12 @@ def source_checkpoint(run: str | Path):
 
     path = Path(run)
     if not path.exists():
-        raise CheckpointError(f"catlip lit: {run} does not exist (give a pre-training run dir or its "
+        raise CheckpointError(f"{run} does not exist (give a pre-training run dir or its "
                               "checkpoints/step_XXXXXXX folder)")
     try:
         return find_checkpoint(path, with_train_state=False)
     except CheckpointError as err:
-        raise CheckpointError(f"catlip lit: {run} has no usable pre-trained image tower: {err}") from None
+        raise CheckpointError(f"{run} has no usable pre-trained image tower: {err}") from None
 
 
 def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
@@ -36,7 +36,7 @@ def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
 
     loaded = source_checkpoint(run)
     if not any(k.startswith("backbone.") for k in loaded.model_state):
-        raise CheckpointError(f"catlip lit: {loaded.path} holds no image backbone; LiT needs a run of a method "
+        raise CheckpointError(f"{loaded.path} holds no image backbone; LiT needs a run of a method "
                               "with an image tower")
     src = loaded.meta.get("config", {})
     raw = read_recipe(recipe, overrides)

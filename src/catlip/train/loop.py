@@ -174,6 +174,8 @@ def _setup(cfg, vocab):
             _say(d, f"removed {p.name}, left by an interrupted checkpoint write")
     dd.barrier(d)
     loaded = _resume_point(cfg, run_dir)
+    if loaded is None and cfg.train.resume == "auto":
+        _say(d, f"train.resume=auto: no checkpoint in {run_dir / 'checkpoints'} yet; starting at step 0")
     if loaded is None and ckpt.list_checkpoints(run_dir / "checkpoints"):
         raise ckpt.CheckpointError(f"{run_dir} already holds checkpoints; continue it with train.resume=auto or "
                                    "choose another train.output_dir")

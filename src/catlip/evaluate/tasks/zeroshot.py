@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
     p.add_argument("--test", required=True, help=DATA_HELP)
     p.add_argument("--mode", default="auto", choices=("auto", *ZERO_SHOT_MODES),
-                   help="auto: head for classification checkpoints, text tower for CLIP/SigLIP")
+                   help="auto: head for classification checkpoints (CatLIP, SuperClass), text tower for two-tower "
+                        "runs (CLIP, SigLIP, SuperCLIP, LiT)")
     p.add_argument("--no-bias", action="store_true", help="head mode: ignore the head's bias (label prior)")
     p.add_argument("--templates", default="openai",
                    help="text mode: prompt templates, openai (CLIP's 80-prompt ImageNet ensemble, the default), "
@@ -75,10 +76,10 @@ def head_zero_shot(model, feats, classes, *, alpha: float | None = None, use_bia
 
 TASK = Task(
     name="zeroshot",
-    help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP)",
+    help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP/LiT)",
     description="Classify without training: CatLIP/SuperClass score each class by the head rows its name maps to "
     "(by the vocabulary's label source: WordNet synsets, BPE tokens or words; unmapped classes are listed), "
-    "CLIP by prompt-template text embeddings (--templates, default: the 80-prompt OpenAI ensemble). Reports "
+    "two-tower runs (CLIP, SigLIP, SuperCLIP, LiT from `catlip lit`) by prompt-template text embeddings (--templates, default: the 80-prompt OpenAI ensemble). Reports "
     "top-1, top-5 and mean per-class recall.",
     add_arguments=add_arguments, run=run, report=report, order=40,
 )
