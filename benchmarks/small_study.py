@@ -54,7 +54,9 @@ HEAD_METHODS = ("catlip", "superclass")  # Transfer Init and head caption scorin
 BASE_LR = 1e-3
 METHOD_RECIPES = {
     "catlip": ["method.name=catlip", "optim.betas=[0.9,0.999]"],
-    "superclass": ["method.name=superclass", "optim.betas=[0.9,0.98]", "optim.eps=1e-6"],
+    # each head row starts at its token's caption frequency: without it SuperClass's features collapse while its
+    # 49k-way head learns the label prior (docs/results.md, "SuperClass over training")
+    "superclass": ["method.name=superclass", "optim.betas=[0.9,0.98]", "optim.eps=1e-6", "model.head_bias=prior"],
     "clip": ["method.name=clip", "optim.betas=[0.9,0.98]"],
     "superclip": ["method.name=superclip", "optim.betas=[0.9,0.98]"],
 }
@@ -95,12 +97,13 @@ def cpu_preset() -> Preset:
         backbone_kwargs="{patch_size: 8, embed_dim: 128, depth: 4, num_heads: 4}",
         text=["model.embed_dim=128", "model.text_width=128", "model.text_layers=2", "model.text_heads=4",
               "data.context_length=32"],
-        batch_size=128, epochs=[5, 10, 15], seeds=3, probe_train=10000, probe_test=5000, probe_epochs=30,
+        batch_size=128, epochs=[10, 20, 30], seeds=3, probe_train=10000, probe_test=5000, probe_epochs=30,
         transfer_seeds=5, shots=[1, 2, 5, 10], fractions=[0.01, 0.1, 1.0], multilabel_k=30, object_k=8,
         train_shards="flickr8k-train-{000..005}.tar", train_images=6000, timing_steps=16, workers=1,
         device="cpu", precision="fp32", suffix="",
-        # SuperCLIP's step costs as much as CLIP's (text tower + a 49k-token head): with it, three seeds of 15
-        # epochs do not fit 90 minutes on 2 cores; it is in the GPU preset (and --methods adds it here)
+        # about an hour on 2 idle cores (3 methods; 10, 20 and 30 epochs, 3 seeds at 30). SuperCLIP's step costs
+        # as much as CLIP's (text tower + a 49k-token head): with it the study does not fit 90 minutes on 2 cores;
+        # it is in the GPU preset (and --methods adds it here)
         methods=("catlip", "superclass", "clip"))
 
 
