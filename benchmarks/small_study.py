@@ -1,6 +1,6 @@
 """Small-scale study: does caption pre-training work, and how do CatLIP, SuperClass, CLIP and SuperCLIP compare?
 
-Run (about 80 min on 2 idle CPU cores):  .venv/bin/python benchmarks/small_study.py
+Run (about an hour on 2 CPU cores):     .venv/bin/python benchmarks/small_study.py
 Smoke run (about 2 min, CI):             .venv/bin/python benchmarks/small_study.py --quick
 GPU version (larger ViT, <= 10 min):     .venv/bin/python benchmarks/small_study.py --device cuda
 
