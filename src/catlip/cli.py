@@ -208,24 +208,24 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from catlip.config import load_config
+
+    return _train(load_config(args.config, args.overrides))  # a ConfigError is a CatlipError: one line, exit 2
+
+
+def _train(cfg) -> int:
+    """Run the trainer on ``cfg`` and print the run dir (once: under torchrun every process runs the handler)."""
     from catlip.train.loop import pretrain
 
-    cfg = load_config(args.config, args.overrides)  # a ConfigError is a CatlipError: one line, exit 2 (main)
     run_dir = pretrain(cfg)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every process runs this handler
+    if os.environ.get("RANK", "0") == "0":
         print(run_dir)
     return 0
 
 
 def _cmd_lit(args: argparse.Namespace) -> int:
     from catlip.train.lit import lit_config
-    from catlip.train.loop import pretrain
 
-    cfg = lit_config(args.run, args.config, args.overrides)
-    run_dir = pretrain(cfg)
-    if os.environ.get("RANK", "0") == "0":
-        print(run_dir)
-    return 0
+    return _train(lit_config(args.run, args.config, args.overrides))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -102,24 +102,15 @@ class _EvalImages(torch.utils.data.Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int):
-        from PIL import Image
+        from catlip.data.loader import decode_or_skip, read_sample
 
-        from catlip.data.loader import decode_image
-
-        try:
-            raw, captions, _ = self.source.read(i)
-        except FileNotFoundError:
-            return i, None, [], "missing_file"
-        except OSError:
-            return i, None, [], "unreadable"
-        if not captions:
-            return i, None, [], "empty_caption"
-        try:
-            img = decode_image(raw, self.max_pixels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            return i, None, list(captions), "decompression_bomb"
-        except Exception:  # noqa: BLE001 - corrupt files raise many types; all mean "skip this one"
-            return i, None, list(captions), "corrupt_image"
+        read = read_sample(self.source, i)  # skip reasons decided as the training loader decides them
+        if isinstance(read, str):
+            return i, None, [], str(read)
+        raw, captions, _ = read
+        img = decode_or_skip(raw, self.max_pixels)
+        if isinstance(img, str):
+            return i, None, list(captions), str(img)
         return i, self.transform(img), list(captions), ""
 
 

@@ -75,6 +75,31 @@ class _Skip(str):
         return obj
 
 
+def read_sample(source, index: int):
+    """(raw image, captions, class) of sample ``index``, or the reason it is skipped: missing_file, unreadable,
+    empty_caption. The one place these reasons are decided (training loader and LiT's feature cache)."""
+    try:
+        raw, captions, cls = source.read(index)
+    except FileNotFoundError as err:
+        return _Skip("missing_file", err.args[0] if len(err.args) == 1 else err)
+    except OSError as err:
+        return _Skip("unreadable", err)
+    if not captions:
+        return _Skip("empty_caption", "no caption")
+    return raw, captions, cls
+
+
+def decode_or_skip(raw, max_pixels: int):
+    """The reference decode of ``raw`` (:func:`decode_image`), or the reason it is skipped: decompression_bomb,
+    corrupt_image."""
+    try:
+        return decode_image(raw, max_pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        return _Skip("decompression_bomb", err)
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
+        return _Skip("corrupt_image", err)
+
+
 _MIN_EVIDENCE = 32  # samples of a source read before its skipped share is judged (data.max_skip_fraction)
 
 
@@ -141,12 +166,9 @@ class TrainDataset(torch.utils.data.Dataset):
             if out is not None:
                 return out
         # the reference decoder, which decides (and names) what is skipped, whatever data.decode says
-        try:
-            img = decode_image(raw, self.cfg.max_image_pixels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            return _Skip("decompression_bomb", err)
-        except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
-            return _Skip("corrupt_image", err)
+        img = decode_or_skip(raw, self.cfg.max_image_pixels)
+        if isinstance(img, _Skip):
+            return img
         with _seeded(seed):
             return transform(img)
 
@@ -159,14 +181,10 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def sample(self, index: int, epoch: int, res: int, gpu: bool = True):
         """As :meth:`load`, but the image as the batch carries it: uint8 (data.decode=fast) or a GPU job."""
-        try:
-            raw, captions, cls = self.source.read(index)
-        except FileNotFoundError as err:
-            return _Skip("missing_file", err.args[0] if len(err.args) == 1 else err)
-        except OSError as err:
-            return _Skip("unreadable", err)
-        if not captions:
-            return _Skip("empty_caption", "no caption")
+        read = read_sample(self.source, index)
+        if isinstance(read, _Skip):
+            return read
+        raw, captions, cls = read
         s = _sample_seed(self.seed, epoch, index)
         tensor = self._image(raw, res, s, gpu=gpu)
         if isinstance(tensor, str):

@@ -116,8 +116,10 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
     model = load_eval_model(checkpoint, image_size)
     if mode == "auto":
         mode = model.zero_shot_mode()
-    if mode not in ("head", "text"):
-        raise CatlipError(f"--mode must be auto, head or text, not {mode!r}")
+    from catlip.methods.registry import ZERO_SHOT_MODES
+
+    if mode not in ZERO_SHOT_MODES:
+        raise CatlipError(f"--mode must be auto, {' or '.join(ZERO_SHOT_MODES)}, not {mode!r}")
     _, test_data = _open_pair(None, test, classes, eval_transform(model.image_size), False)
     names = resolve_classnames(classnames, test_data.classes.names)
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,

@@ -119,5 +119,4 @@ def load_image_tower(method: LiTMethod, source: str | Path) -> dict:
         first = str(err).strip().splitlines()[:2]
         raise CheckpointError(f"{loaded.path}: its backbone does not fit the LiT config's model section: "
                               f"{' '.join(first)}") from None
-    method._lock()
-    return loaded.meta
+    return loaded.meta  # load_state_dict keeps each parameter's requires_grad: the tower stays locked

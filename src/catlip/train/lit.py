@@ -34,10 +34,7 @@ def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
     from catlip.config import from_dict, read_recipe
     from catlip.methods.registry import get, image_pool_of, image_tower_method
 
-    loaded = source_checkpoint(run)
-    if not any(k.startswith("backbone.") for k in loaded.model_state):
-        raise CheckpointError(f"{loaded.path} holds no image backbone; LiT needs a run of a method "
-                              "with an image tower")
+    loaded = source_checkpoint(run)  # a checkpoint without backbone weights is refused when the trainer loads it
     src = loaded.meta.get("config", {})
     raw = read_recipe(recipe, overrides)
     method = raw.setdefault("method", {})

@@ -79,7 +79,7 @@ TASK = Task(
     help="zero-shot classification (head for CatLIP/SuperClass, text tower for CLIP/LiT)",
     description="Classify without training: CatLIP/SuperClass score each class by the head rows its name maps to "
     "(by the vocabulary's label source: WordNet synsets, BPE tokens or words; unmapped classes are listed), "
-    "two-tower runs (CLIP, SigLIP, SuperCLIP, LiT from `catlip lit`) by prompt-template text embeddings (--templates, default: the 80-prompt OpenAI ensemble). Reports "
-    "top-1, top-5 and mean per-class recall.",
+    "two-tower runs (CLIP, SigLIP, SuperCLIP, LiT from `catlip lit`) by prompt-template text embeddings "
+    "(--templates, default: the 80-prompt OpenAI ensemble). Reports top-1, top-5 and mean per-class recall.",
     add_arguments=add_arguments, run=run, report=report, order=40,
 )
