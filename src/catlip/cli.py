@@ -206,6 +206,51 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_export)
 
 
+def _add_import_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="turn a released pre-trained model into a catlip run (CatLIP's corenet files)",
+                       description="Import pre-trained models published outside catlip as ordinary catlip runs.")
+    isub = p.add_subparsers(dest="import_command", metavar="FORMAT")
+    isub.required = True
+    c = isub.add_parser(
+        "corenet", help="a CatLIP ViT checkpoint of corenet (the paper's released ViT-B/L/H) + its vocabulary",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert a corenet CatLIP checkpoint (the paper's ViT-B/16, L/16, H/16 or any width and depth,\n"
+        "inferred from the tensors) and its synset vocabulary pickle into a catlip run directory that\n"
+        "probe, knn, multilabel, zeroshot, tag, retrieval, finetune, segment, detect and lit read.\n"
+        "The checkpoint is read with torch.load(weights_only=True) and the pickle with a reader that\n"
+        "builds plain dicts only: files carrying code are refused, never run. The run records corenet's\n"
+        "evaluation preprocessing (shorter side 232 -> centre crop 224, bilinear, [0, 1] pixels).\n"
+        "Nothing is downloaded: where the released files are published is in docs/pretrained.md.\n\n"
+        "  catlip import corenet vit_base.pt --vocab datacomp_1_2B_vocab.pkl -o runs/catlip_vit_b16\n"
+        "  catlip tag runs/catlip_vit_b16 photo.jpg")
+    c.add_argument("checkpoint", metavar="CKPT", help="corenet .pt state dict (plain, or wrapped in model/state_dict/ema)")
+    c.add_argument("--vocab", metavar="VOCAB.pkl", default=None,
+                   help="the released synset vocabulary pickle (class i = entry i); without it the head has no names "
+                   "(probe, knn and finetune still work)")
+    c.add_argument("--output", "-o", required=True, help="run directory to create (must not exist, or be empty)")
+    c.set_defaults(handler=_cmd_import_corenet)
+
+
+def _cmd_import_corenet(args: argparse.Namespace) -> int:
+    from catlip.train.import_corenet import import_corenet
+
+    out = import_corenet(args.checkpoint, args.output, args.vocab)
+    a, cfg = out["architecture"], out["config"]
+    print(f"corenet CatLIP ViT from {args.checkpoint} ({out['state_dict']}): width {a['width']}, {a['depth']} "
+          f"blocks, {a['heads']} heads, patch 16 at {a['image_size']} px, {a['num_classes']:,} classes")
+    if out["dropped"]:
+        print(f"  left out {len(out['dropped'])} training-only tensors (RangeAugment: neural_augmentor.*)")
+    vocab = out["vocab"]
+    if vocab is not None:
+        print(f"  vocabulary: {len(vocab):,} WordNet synsets ({', '.join(vocab.names[:8])}, ...)")
+    else:
+        print("  no --vocab: the head's classes have no names (tag, zeroshot and transfer init need them)")
+    print(f"  preprocessing: shorter side {cfg.data.eval_resize} -> centre crop {cfg.data.image_size}, bilinear, "
+          "pixels in [0, 1] (mean 0, std 1); position table: corenet's 1-D stretch at other sizes")
+    print(f"wrote {out['run']}")
+    return 0
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from catlip.config import load_config
 
@@ -245,7 +290,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     trained = load_pretrained(args.checkpoint, ema=args.ema)
     if args.format == "open_clip":
         return _export_open_clip(trained, args.output)
-    spec = export_backbone(trained.method, args.output, image_size=trained.config.data.image_size)
+    from catlip.data.transforms import Preprocess
+
+    spec = export_backbone(trained.method, args.output, preprocess=Preprocess.of(trained.config.data))
     if args.output.endswith(".safetensors"):
         sidecar = args.output[: -len(".safetensors")] + ".json"
         print(f"wrote {args.output} + {sidecar} (timm {spec['name']}, {spec['kwargs']}); load: cfg = json.load("
@@ -260,8 +307,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _export_open_clip(trained, output: str) -> int:
     from catlip.models.openclip_export import export_open_clip
 
+    from catlip.models.export import preprocessing
+
     data = trained.config.data
-    out = export_open_clip(trained.method, output, image_size=data.image_size, context_length=data.context_length)
+    pre = preprocessing(data.image_size, data.mean, data.std, data.eval_resize)
+    out = export_open_clip(trained.method, output, image_size=data.image_size, context_length=data.context_length,
+                           preprocess=pre)
     vision = out["model_cfg"]["vision_cfg"]
     print(f"wrote {out['weights']} + {out['config']} + {out['model_config']} (open_clip CustomTextCLIP, ViT "
           f"width {vision['width']} x {vision['layers']} layers, patch {vision['patch_size']}, pool "
@@ -396,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_labels_commands(sub)
     _add_train_commands(sub)
+    _add_import_commands(sub)
     _add_evaluate_commands(sub)
     _add_analysis_commands(sub)
     _add_shards_commands(sub)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from catlip.defaults import V_TAU_DEFAULT
+from catlip.defaults import CLIP_MEAN, CLIP_STD, V_TAU_DEFAULT
 from catlip.errors import ConfigError  # noqa: F401  (defined in catlip.errors; imported from here too)
 
 
@@ -34,6 +34,12 @@ class DataConfig:
     vocab_min_count: int = V_TAU_DEFAULT  # V_tau: the paper's 500 (catlip.defaults); small recipes set their own
     vocab_top_k: int = 0
     image_size: int = 64
+    # Pixel normalisation and evaluation resize travel with the model: every command that reads a run feeds it
+    # what it was trained on, and exports write them into timm's pretrained_cfg. Defaults: CLIP's statistics;
+    # corenet's CatLIP models read [0, 1] pixels (mean 0, std 1) and evaluate at shorter side 232 -> crop 224.
+    mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
+    std: list[float] = field(default_factory=lambda: list(CLIP_STD))
+    eval_resize: int = 0  # evaluation: shorter side to this, then the centre image_size crop (0 = image_size)
     batch_size: int = 64
     num_workers: int = 2
     augment: str = "rrc_flip"  # none | rrc_flip | randaugment
@@ -59,7 +65,13 @@ class ModelConfig:
     # for sigmoid losses, log-frequency for softmax ones), read off the vocabulary counts (models/heads.py)
     head_bias: str = "constant"
     drop_path_rate: float = 0.0
-    stem: str = "patch"  # ViTs: patch (timm's p x p patch embedding) | conv (3x3 stride-2 convolutions: models/stems.py)
+    # ViTs: patch (timm's p x p patch embedding) | conv (3x3 stride-2 convolutions) | corenet (the CatLIP paper's
+    # 4x4/4 pad 1 -> BN -> GELU -> 2x2/2 -> BN -> GELU -> 2x2/2 stem, patch 16 only): models/stems.py
+    stem: str = "patch"
+    # ViTs at an input size other than the table's: grid (timm's 2-D resample of the position grid) | stretch
+    # (corenet's 1-D linear stretch of the flattened row-major table, what the released CatLIP models were trained
+    # and evaluated with). stretch builds the ViT with dynamic input sizes. models/vit_layout.py
+    pos_resize: str = "grid"
     # FLIP: fraction of patch tokens a ViT drops at random in each pre-training forward (CLS/register tokens are
     # kept); evaluation, probes, fine-tuning and exports always see every token. 0 disables.
     patch_drop: float = 0.0
@@ -151,13 +163,15 @@ class Config:
                                     ("data.decode", self.data.decode, ("reference", "fast", "gpu")),
                                     ("train.precision", self.train.precision, ("auto", "fp32", "bf16", "fp16")),
                                     ("train.distributed", self.train.distributed, ("ddp", "fsdp")),
-                                    ("model.stem", self.model.stem, ("patch", "conv")),
+                                    ("model.stem", self.model.stem, ("patch", "conv", "corenet")),
+                                    ("model.pos_resize", self.model.pos_resize, ("grid", "stretch")),
                                     ("model.head_bias", self.model.head_bias, ("constant", "prior")),
                                     ("method.image_pool", self.method.image_pool, ("token", "avg"))):
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
         if self.data.image_size <= 0 or self.optim.grad_accum <= 0:
             raise ConfigError("data.image_size and optim.grad_accum must be positive")
+        check_preprocessing(self.data)
         if not 0.0 <= self.model.patch_drop < 1.0:
             raise ConfigError(f"model.patch_drop must lie in [0, 1), got {self.model.patch_drop}")
         if "patch_drop_rate" in self.model.backbone_kwargs:
@@ -187,6 +201,20 @@ class Config:
         if self.model.patch_drop and not m.unlocked_blocks:
             raise ConfigError("model.patch_drop has no effect on a locked image tower (it runs in eval mode); "
                               "set it to 0")
+
+
+def check_preprocessing(data: DataConfig) -> None:
+    """data.mean / data.std: three finite numbers each (std > 0); data.eval_resize: 0 or >= data.image_size."""
+    import math
+
+    for key, values in (("data.mean", data.mean), ("data.std", data.std)):
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"{key} must be three finite numbers (R, G, B), got {values}")
+    if min(data.std) <= 0:
+        raise ConfigError(f"data.std must be positive, got {data.std}")
+    if data.eval_resize and data.eval_resize < data.image_size:
+        raise ConfigError(f"data.eval_resize ({data.eval_resize}) must be 0 or at least data.image_size "
+                          f"({data.image_size}): the evaluation crop is taken from the resized image")
 
 
 def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:

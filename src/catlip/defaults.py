@@ -14,3 +14,9 @@ from __future__ import annotations
 # smaller value (the Flickr8k training captions keep only 27 synsets at 500: benchmarks/results/reproduce_small.md at commit ba425cd),
 # so every recipe in configs/ states its own, and the demo and benchmarks pass theirs explicitly.
 V_TAU_DEFAULT = 500
+
+# Pixel statistics of OpenAI's CLIP (open_clip's and timm's CLIP models use them): catlip's default
+# `data.mean` / `data.std`, the normalisation every catlip-trained run records. Runs imported from corenet record
+# mean 0 / std 1 instead (corenet feeds [0, 1] pixels).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -93,10 +93,11 @@ def _say(text: str) -> None:
 class _EvalImages(torch.utils.data.Dataset):
     """(index, normalised image or None, captions, skip reason) of every sample, for the cache build."""
 
-    def __init__(self, source, size: int, max_pixels: int):
-        from catlip.data.transforms import eval_transform
+    def __init__(self, source, data_cfg):
+        from catlip.data.transforms import Preprocess
 
-        self.source, self.max_pixels, self.transform = source, max_pixels, eval_transform(size)
+        self.source, self.max_pixels = source, data_cfg.max_image_pixels
+        self.transform = Preprocess.of(data_cfg).eval_transform()  # the tower's own resize, crop and mean/std
 
     def __len__(self) -> int:
         return len(self.source)
@@ -127,7 +128,7 @@ def compute(method, source, data_cfg, *, device: torch.device, batch_size: int =
     features, status = torch.zeros(n, dim), torch.zeros(n, dtype=torch.int64)
     reasons: list[str] = []
     captions: list[list[str]] = [[] for _ in range(n)]
-    data = _EvalImages(source, data_cfg.image_size, data_cfg.max_image_pixels)
+    data = _EvalImages(source, data_cfg)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=data_cfg.num_workers,
                                          collate_fn=_collate)
     was_training = method.training
@@ -200,12 +201,22 @@ def _stale_entries(root: Path, meta: dict) -> list[tuple[Path, str]]:
     return out
 
 
+def _default_preprocess() -> tuple:
+    from catlip.config import DataConfig
+
+    d = DataConfig()
+    return d.mean, d.std, d.eval_resize
+
+
 def open_feature_cache(method, source, cfg, root: str | Path, *, device: torch.device,
                        progress: bool = True, build: bool = True) -> FeatureCache:
     """The cache entry of these weights and data under ``root``: verified and reused, or (re)built."""
     root = Path(root)
     meta = {"version": VERSION, "weights": weights_id(method), "data_id": data_id(cfg.data),
             "data": data_fingerprint(source, cfg.data), "image_size": cfg.data.image_size, "samples": len(source)}
+    if (cfg.data.mean, cfg.data.std, cfg.data.eval_resize) != tuple(_default_preprocess()):
+        # only non-default preprocessing enters the key, so caches built before it was recorded stay valid
+        meta["preprocess"] = [cfg.data.mean, cfg.data.std, cfg.data.eval_resize]
     meta["key"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     entry = root / meta["key"]
     found = _read(entry, meta["key"])

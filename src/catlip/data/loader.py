@@ -148,8 +148,11 @@ class TrainDataset(torch.utils.data.Dataset):
     def _transform(self, res: int):
         """data.decode=reference: the float transform; fast / gpu: a FastTrainTransform (uint8 out)."""
         if res not in self._transforms:
-            make = train_transform if self.decode == "reference" else fast_decode.FastTrainTransform
-            self._transforms[res] = make(self.cfg.augment, res, self.cfg.rrc_scale_min)
+            if self.decode == "reference":  # normalised here; the fast path's uint8 is normalised per batch
+                self._transforms[res] = train_transform(self.cfg.augment, res, self.cfg.rrc_scale_min,
+                                                        self.cfg.mean, self.cfg.std)
+            else:
+                self._transforms[res] = fast_decode.FastTrainTransform(self.cfg.augment, res, self.cfg.rrc_scale_min)
         return self._transforms[res]
 
     def _image(self, raw, res: int, seed: int, gpu: bool = True):
@@ -177,7 +180,7 @@ class TrainDataset(torch.utils.data.Dataset):
         out = self.sample(index, epoch, res, gpu=False)
         if isinstance(out, str) or out[0].dtype != torch.uint8:
             return out
-        return (normalize_uint8(out[0]), *out[1:])
+        return (normalize_uint8(out[0], self.cfg.mean, self.cfg.std), *out[1:])
 
     def sample(self, index: int, epoch: int, res: int, gpu: bool = True):
         """As :meth:`load`, but the image as the batch carries it: uint8 (data.decode=fast) or a GPU job."""
@@ -328,7 +331,8 @@ class TrainLoader:
         images = batch["image"].to(self.device, non_blocking=True)
         if jobs:
             images = self._decode_jobs(images, jobs, batch)
-        batch["image"] = normalize_uint8(images)
+        data_cfg = self.dataset.cfg
+        batch["image"] = normalize_uint8(images, data_cfg.mean, data_cfg.std)
 
     def _decode_jobs(self, images: torch.Tensor, jobs: list, batch: dict) -> torch.Tensor:
         """Decode the batch's JPEGs on the device; one the device fails on takes the CPU path (and may be skipped)."""

@@ -2,20 +2,22 @@
 probe / fine-tune augmentation (``catlip.evaluate.datasets`` re-exports the last two).
 
 Training follows the papers (RandomResizedCrop + horizontal flip; RandAugment stands in for RangeAugment).
-Evaluation resizes the shorter side to ``size`` (bilinear, antialiased) and center-crops it, with CLIP's
-mean/std: exactly what the exported model's timm ``pretrained_cfg`` says (``catlip.models.export.preprocessing``:
-``interpolation`` bilinear, ``crop_pct`` 1.0, ``crop_mode`` center, ``MEAN``/``STD``).
+Evaluation resizes the shorter side to ``resize`` (default ``size``; bilinear, antialiased) and center-crops
+``size``, normalised with the run's mean/std (CLIP's by default): exactly what the exported model's timm
+``pretrained_cfg`` says (``catlip.models.export.preprocessing``: ``interpolation`` bilinear, ``crop_pct`` size /
+resize, ``crop_mode`` center, ``mean``/``std``). :class:`Preprocess` is a run's choice of these values
+(``data.mean``, ``data.std``, ``data.eval_resize``), so every command feeds a model what it was trained on.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-# OpenAI CLIP statistics, the convention of open_clip and of timm's CLIP models.
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+from catlip.defaults import CLIP_MEAN as MEAN, CLIP_STD as STD  # the default data.mean / data.std
 INTERPOLATION = InterpolationMode.BILINEAR  # "bilinear" in the exported pretrained_cfg
 AUGMENTS = ("none", "rrc_flip", "randaugment")
 
@@ -24,9 +26,10 @@ def _to_tensor(mean, std) -> list:
     return [T.ToTensor(), T.Normalize(mean, std)]
 
 
-def _resize_crop(size: int) -> list:
-    """Shorter side to ``size``, then the center ``size`` x ``size`` crop (timm's crop_pct 1.0, center)."""
-    return [T.Resize(size, interpolation=INTERPOLATION, antialias=True), T.CenterCrop(size)]
+def _resize_crop(size: int, resize: int = 0) -> list:
+    """Shorter side to ``resize`` (0: ``size``), then the center ``size`` x ``size`` crop (timm's crop_pct
+    size / resize, center)."""
+    return [T.Resize(resize or size, interpolation=INTERPOLATION, antialias=True), T.CenterCrop(size)]
 
 
 def _rrc_flip(size: int, scale_min: float) -> list:
@@ -46,9 +49,9 @@ def train_ops(kind: str, size: int, scale_min: float = 0.08) -> list:
     raise ValueError(f"data.augment must be none | rrc_flip | randaugment, got {kind!r}")
 
 
-def train_transform(kind: str, size: int, scale_min: float = 0.08) -> T.Compose:
+def train_transform(kind: str, size: int, scale_min: float = 0.08, mean=MEAN, std=STD) -> T.Compose:
     """Pre-training augmentation ``data.augment``: none | rrc_flip | randaugment."""
-    return T.Compose(train_ops(kind, size, scale_min) + _to_tensor(MEAN, STD))
+    return T.Compose(train_ops(kind, size, scale_min) + _to_tensor(mean, std))
 
 
 def normalize_uint8(images: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
@@ -63,11 +66,44 @@ def normalize_uint8(images: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
     return x.sub_(m).div_(s)
 
 
-def eval_transform(size: int, mean=MEAN, std=STD) -> T.Compose:
-    """Resize the shorter side to ``size`` and center-crop: any input size becomes (3, size, size)."""
-    return T.Compose(_resize_crop(size) + _to_tensor(mean, std))
+def eval_transform(size: int, mean=MEAN, std=STD, resize: int = 0) -> T.Compose:
+    """Resize the shorter side to ``resize`` (0: ``size``) and center-crop ``size``: any input becomes
+    (3, size, size)."""
+    return T.Compose(_resize_crop(size, resize) + _to_tensor(mean, std))
 
 
 def finetune_transform(size: int, mean=MEAN, std=STD, scale_min: float = 0.25) -> T.Compose:
     """Probe / fine-tune augmentation (RandomResizedCrop + flip); ``catlip.evaluate.datasets.train_transform``."""
     return T.Compose(_rrc_flip(size, scale_min) + _to_tensor(mean, std))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A model's input convention: ``size`` (evaluation crop), ``resize`` (shorter side before the crop; 0 =
+    ``size``), pixel ``mean`` / ``std``. Built from a run's ``data`` section by :meth:`of`."""
+
+    size: int
+    resize: int = 0
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+
+    @classmethod
+    def of(cls, data_cfg, size: int | None = None) -> "Preprocess":
+        """The run's preprocessing at its own ``image_size``, or at ``size`` with the resize scaled alike
+        (232 -> 224 evaluated at 256 resizes to 265)."""
+        base = int(data_cfg.image_size)
+        size = int(size or base)
+        resize = int(getattr(data_cfg, "eval_resize", 0) or 0)
+        if resize and size != base:
+            resize = round(resize * size / base)
+        return cls(size, resize if resize != size else 0, tuple(getattr(data_cfg, "mean", MEAN)),
+                   tuple(getattr(data_cfg, "std", STD)))
+
+    def eval_transform(self) -> T.Compose:
+        return eval_transform(self.size, self.mean, self.std, self.resize)
+
+    def finetune_transform(self, scale_min: float = 0.25) -> T.Compose:
+        return finetune_transform(self.size, self.mean, self.std, scale_min)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return normalize_uint8(images, self.mean, self.std)

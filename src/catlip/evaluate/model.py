@@ -23,6 +23,21 @@ class EvalModel:
     vocab: Any = None
     method: nn.Module | None = None  # the whole method (CLIP towers for zero-shot)
     context_length: int = 77
+    preprocess: Any = None  # catlip.data.transforms.Preprocess: the run's mean/std and resize (None: defaults)
+
+    def __post_init__(self) -> None:
+        from catlip.data.transforms import Preprocess
+
+        if self.preprocess is None:
+            self.preprocess = Preprocess(self.image_size)
+
+    def eval_transform(self):
+        """The run's evaluation transform: resize + centre crop at ``image_size``, the run's mean/std."""
+        return self.preprocess.eval_transform()
+
+    def train_transform(self, scale_min: float = 0.25):
+        """Probe / fine-tune augmentation (random resized crop + flip) with the run's mean/std."""
+        return self.preprocess.finetune_transform(scale_min)
 
     def encoder(self) -> Encoder:
         return Encoder(self.backbone, self.head)
@@ -66,7 +81,10 @@ def load_eval_model(spec: str, image_size: int | None = None, ema: bool = False)
     if size != cfg.data.image_size:
         _resize(method.backbone, size, spec)
     head = getattr(method, "head", None)
-    return EvalModel(spec, cfg.method.name, method.backbone, size, head, pre.vocab, method, cfg.data.context_length)
+    from catlip.data.transforms import Preprocess
+
+    return EvalModel(spec, cfg.method.name, method.backbone, size, head, pre.vocab, method, cfg.data.context_length,
+                     Preprocess.of(cfg.data, size))
 
 
 def _random_model(name: str, image_size: int | None) -> EvalModel:
@@ -84,11 +102,17 @@ def _random_model(name: str, image_size: int | None) -> EvalModel:
 
     torch.manual_seed(0)  # the floor must be the same random network every time
     backbone = create_backbone(for_evaluation(model_cfg), size)  # a recipe's patch_drop is for pre-training
-    return EvalModel(f"random:{name}", "random", backbone.eval(), size)
+    from catlip.data.transforms import Preprocess
+
+    pre = Preprocess.of(cfg.data, size) if name.endswith((".yaml", ".yml")) else None
+    return EvalModel(f"random:{name}", "random", backbone.eval(), size, preprocess=pre)
 
 
 def _resize(backbone: nn.Module, size: int, source: str) -> None:
-    """Evaluate at another resolution: timm ViTs resample their position embeddings (``set_input_size``)."""
+    """Evaluate at another resolution: timm ViTs resample their position embeddings (``set_input_size``); a
+    ``model.pos_resize=stretch`` ViT takes any size and stretches its table in each forward instead."""
+    if getattr(backbone, "catlip_pos_resize", "grid") == "stretch":
+        return
     fn = getattr(backbone, "set_input_size", None)
     if fn is None:
         return  # convolutional backbones take any size as they are

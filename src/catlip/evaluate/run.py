@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from catlip.errors import CatlipError, CheckpointError
-from catlip.evaluate.datasets import ClassList, LabelledData, eval_transform, open_labelled, train_transform
+from catlip.evaluate.datasets import ClassList, LabelledData, open_labelled
 from catlip.evaluate.features import Features, cached_features, default_device
 from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
                                           train_probe, _random_linear)
@@ -48,7 +48,7 @@ def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None
     """Linear probes (logistic over an lr/wd grid; ridge for k-shot) and k-NN on frozen features."""
     probe = probe or ProbeConfig(seed=seed)
     model = load_eval_model(checkpoint, image_size)
-    train_data, test_data = _open_pair(train, test, classes, eval_transform(model.image_size), multilabel)
+    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), multilabel)
     num_classes = train_data.num_classes
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size,
                               "train": train, "test": test, "num_classes": num_classes, "rows": []}
@@ -88,7 +88,7 @@ def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, 
             temperature: float = 0.07, image_size: int | None = None, **opts: Any) -> dict[str, Any]:
     """Weighted k-NN (cosine, exp(s/T) votes) of the test images against the training images' frozen features."""
     model = load_eval_model(checkpoint, image_size)
-    train_data, test_data = _open_pair(train, test, classes, eval_transform(model.image_size), False)
+    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), False)
     encoder, wid = model.encoder(), model.weights_id()
     tr, te = _features(model, train_data, encoder, wid, opts), _features(model, test_data, encoder, wid, opts)
     row = {"protocol": f"knn (k={k})", "subset": "100% of train", "init": "-", "n_train": len(tr),
@@ -120,7 +120,7 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
 
     if mode not in ZERO_SHOT_MODES:
         raise CatlipError(f"--mode must be auto, {' or '.join(ZERO_SHOT_MODES)}, not {mode!r}")
-    _, test_data = _open_pair(None, test, classes, eval_transform(model.image_size), False)
+    _, test_data = _open_pair(None, test, classes, model.eval_transform(), False)
     names = resolve_classnames(classnames, test_data.classes.names)
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,
                               "num_classes": test_data.num_classes, "classnames": names.source}
@@ -159,9 +159,9 @@ def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | N
     cfg = load_finetune_config(config, list(overrides))
     model = load_eval_model(checkpoint, cfg.image_size or None)
     size = model.image_size
-    train_data = open_labelled(train, classes, train_transform(size, scale_min=cfg.rrc_scale_min), cfg.multilabel,
+    train_data = open_labelled(train, classes, model.train_transform(cfg.rrc_scale_min), cfg.multilabel,
                                shuffle=cfg.shuffle_buffer, seed=cfg.seed)
-    test_data = open_labelled(test, train_data.classes, eval_transform(size), cfg.multilabel) if test else None
+    test_data = open_labelled(test, train_data.classes, model.eval_transform(), cfg.multilabel) if test else None
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "train": train, "test": test,
                               "num_classes": train_data.num_classes, "image_size": size}
     encoder = model.encoder()

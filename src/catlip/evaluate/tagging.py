@@ -210,10 +210,9 @@ def tag_images(model, refs: Sequence[ImageRef], *, top: int = 10, threshold: flo
     """Tag ``refs`` with ``model``'s head: ``{"images": [{"image", "tags": [...]}], "skipped": [{"image",
     "error"}], "activation", ...}``. Images are read and encoded in batches; the head reads the features ``chunk``
     images at a time (a softmax over 49,408 BPE tokens per image adds up)."""
-    from catlip.data.transforms import eval_transform
 
     weight, bias = require_head(model, "catlip tag")
-    dataset = IndexedImages(list(refs), read_image, eval_transform(model.image_size))
+    dataset = IndexedImages(list(refs), read_image, model.eval_transform())
     feats = encode_images(model.encoder(), dataset, desc="tagging", batch_size=batch_size, num_workers=num_workers,
                           device=device, progress=progress)
     activation = head_activation(model)

@@ -22,8 +22,9 @@ def backbone_spec(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size: 
     """The timm name and keyword arguments a backbone is (re)built from; stored with exported weights."""
     kwargs: dict[str, Any] = {"drop_path_rate": model_cfg.drop_path_rate, **model_cfg.backbone_kwargs}
     kwargs.setdefault("img_size", image_size)
-    if dynamic_img_size:
-        # Multi-scale training feeds several resolutions; ViTs then interpolate position embeddings per batch.
+    if dynamic_img_size or model_cfg.pos_resize == "stretch":
+        # Multi-scale training feeds several resolutions; ViTs then interpolate position embeddings per batch
+        # (a stretch ViT always: it takes any input size, as corenet's ViT does).
         kwargs.setdefault("dynamic_img_size", True)
     return {"name": model_cfg.backbone, "kwargs": kwargs}
 
@@ -44,14 +45,18 @@ def create_backbone(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size
     model, kwargs = _create(spec["name"], kwargs, explicit=set(model_cfg.backbone_kwargs))
     if model_cfg.patch_drop > 0:
         _check_patch_drop(model, spec["name"])
+    from catlip.models.pos_embed import apply_pos_resize
     from catlip.models.stems import apply_stem
 
     apply_stem(model, model_cfg.stem, spec["name"])
+    apply_pos_resize(model, model_cfg.pos_resize, spec["name"])
     if model_cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     model.catlip_spec = {"name": spec["name"], "kwargs": {k: v for k, v in kwargs.items() if k != "patch_drop_rate"}}
     if model_cfg.stem != "patch":
         model.catlip_spec["stem"] = model_cfg.stem  # not a timm argument: exports refuse it (models/export.py)
+    if model_cfg.pos_resize != "grid":
+        model.catlip_spec["pos_resize"] = model_cfg.pos_resize  # neither is this one
     return model
 
 

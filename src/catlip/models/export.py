@@ -45,18 +45,25 @@ WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"  # timm / Hugging
 PREPROCESS_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 
 
-def preprocessing(image_size: int) -> dict[str, Any]:
-    """timm ``pretrained_cfg`` fields of catlip's preprocessing at ``image_size``.
+def preprocessing(image_size: int, mean=None, std=None, resize: int = 0) -> dict[str, Any]:
+    """timm ``pretrained_cfg`` fields of a run's preprocessing at ``image_size``.
 
-    Training normalises with CLIP's mean/std (``catlip.data.transforms``); evaluation resizes the shorter side to
-    ``image_size`` (bilinear) and center-crops it, i.e. ``crop_pct`` 1.0, which is what timm's eval transform
-    does with these values.
+    ``mean``/``std`` are the run's (``data.mean``/``data.std``; default CLIP's); evaluation resizes the shorter
+    side to ``resize`` (``data.eval_resize``; 0 = ``image_size``, bilinear) and center-crops ``image_size``: timm's
+    ``crop_pct`` = image_size / resize, chosen so that timm's ``floor(image_size / crop_pct)`` gives ``resize``
+    back exactly.
     """
+    import math
+
     from catlip.data.transforms import MEAN, STD
 
     size = int(image_size)
-    return {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
-            "mean": tuple(float(x) for x in MEAN), "std": tuple(float(x) for x in STD)}
+    resize = int(resize or size)
+    crop_pct = size / resize
+    while math.floor(size / crop_pct) < resize:  # float rounding must not make timm resize one pixel short
+        crop_pct = math.nextafter(crop_pct, 0.0)
+    return {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": crop_pct, "crop_mode": "center",
+            "mean": tuple(float(x) for x in (mean or MEAN)), "std": tuple(float(x) for x in (std or STD))}
 
 
 def timm_config(backbone: nn.Module, spec: dict[str, Any], preprocess: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +86,19 @@ def timm_config(backbone: nn.Module, spec: dict[str, Any], preprocess: dict[str,
     return config
 
 
+def refuse_non_timm(spec: dict[str, Any]) -> None:
+    """One-line refusal for a backbone that ``timm.create_model`` cannot rebuild from a name and keyword arguments:
+    a catlip stem (conv, corenet) or corenet's 1-D position stretch."""
+    stem, pos = spec.get("stem", "patch"), spec.get("pos_resize", "grid")
+    if stem == "patch" and pos == "grid":
+        return
+    what = f"model.stem={stem}" if stem != "patch" else f"model.pos_resize={pos}"
+    raise CheckpointError(f"timm cannot rebuild this backbone ({what} is not a timm option: timm's nearest, "
+                          "vit_base_mci_224, has an unpadded stem); use it through catlip: "
+                          "catlip.evaluate.load_eval_model(RUN).backbone is a timm VisionTransformer with the "
+                          "stem in place (docs/pretrained.md)")
+
+
 def _paths(path: str | Path) -> tuple[Path, Path]:
     """(weights file, config JSON) for an output path: ``x.safetensors`` + ``x.json``, or a folder."""
     path = Path(path)
@@ -93,25 +113,28 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | None = None) -> dict[str, Any]:
+def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | None = None,
+                    preprocess: Any = None) -> dict[str, Any]:
     """Write ``method.backbone`` to ``path`` (atomically) and return the timm spec ``{"name", "kwargs"}``.
 
     ``path`` ending in ``.safetensors``: that file plus ``<stem>.json``; otherwise a folder with
     ``model.safetensors`` + ``config.json`` (timm's ``local-dir:`` layout). ``image_size`` is the training
     resolution (``data.image_size``); default: the backbone's ``img_size`` argument, else timm's input size.
+    ``preprocess``: the run's ``catlip.data.transforms.Preprocess`` (mean/std/resize; default: CLIP's, no resize).
     """
     backbone = unwrap(unwrap(method).backbone)
     spec = getattr(backbone, "catlip_spec", None)
     if spec is None:
         raise CheckpointError("this backbone was not built by catlip.models.create_backbone; its timm spec is unknown")
-    if spec.get("stem", "patch") != "patch":
-        raise CheckpointError(f"a ViT with model.stem={spec['stem']} is a catlip architecture that timm.create_model "
-                              "cannot rebuild; evaluate the run's checkpoint with catlip, or pre-train with "
-                              "model.stem=patch to export for timm")
+    refuse_non_timm(spec)
     if image_size is None:
         size = spec["kwargs"].get("img_size") or (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size")
         image_size = int(size[-1] if isinstance(size, (list, tuple)) else size or 224)
-    config = timm_config(backbone, spec, preprocessing(image_size))
+    if preprocess is not None:
+        image_size = preprocess.size
+    pre = preprocessing(image_size) if preprocess is None else preprocessing(
+        preprocess.size, preprocess.mean, preprocess.std, preprocess.resize)
+    config = timm_config(backbone, spec, pre)
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     metadata = {"format": FORMAT, "timm_model": spec["name"], "timm_kwargs": json.dumps(spec["kwargs"]),
                 "timm_config": json.dumps(config)}

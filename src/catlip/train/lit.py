@@ -1,7 +1,8 @@
 """``catlip lit RUN``: the LiT run config of a pre-trained run, then the ordinary trainer.
 
 The image tower is the source run's backbone, so its architecture (``model.backbone``, ``backbone_kwargs``,
-``stem``) and resolution (``data.image_size``) are copied from the source's recorded config; a recipe or override
+``stem``, ``pos_resize``), resolution and pixel convention (``data.image_size``, ``mean``, ``std``,
+``eval_resize``) are copied from the source's recorded config; a recipe or override
 that sets them to something else is an error, not a silent rebuild. The source is pinned to the checkpoint folder
 found now (``method.image_tower``), so resuming LiT later reads the same weights even if the source run trained on.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from catlip.errors import CheckpointError, ConfigError
 
-COPIED = (("model", "backbone"), ("model", "backbone_kwargs"), ("model", "stem"), ("data", "image_size"))
+COPIED = (("model", "backbone"), ("model", "backbone_kwargs"), ("model", "stem"), ("model", "pos_resize"),
+          ("data", "image_size"), ("data", "mean"), ("data", "std"), ("data", "eval_resize"))
 
 
 def source_checkpoint(run: str | Path):

@@ -547,9 +547,10 @@ def _coco_masks(segs: list, height: int, width: int) -> torch.Tensor:
 # ---------------------------------------------------------------- transforms (torchvision v2, joint)
 
 
-def seg_train_transform(size: int, scale: tuple[float, float] = (0.5, 2.0)) -> Callable:
+def seg_train_transform(size: int, scale: tuple[float, float] = (0.5, 2.0), mean=None, std=None) -> Callable:
     """Random short-side resize (scale x size), random size x size crop (padded with IGNORE), horizontal flip,
-    normalisation: image and mask move together (``tv_tensors.Mask`` is resized with nearest neighbours)."""
+    normalisation (``mean``/``std``: the run's, default CLIP's): image and mask move together
+    (``tv_tensors.Mask`` is resized with nearest neighbours)."""
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
@@ -561,7 +562,7 @@ def seg_train_transform(size: int, scale: tuple[float, float] = (0.5, 2.0)) -> C
         v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
         v2.RandomHorizontalFlip(),
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(MEAN, STD),
+        v2.Normalize(mean or MEAN, std or STD),
     ])
 
     def apply(image: Image.Image, mask: torch.Tensor):
@@ -571,7 +572,7 @@ def seg_train_transform(size: int, scale: tuple[float, float] = (0.5, 2.0)) -> C
     return apply
 
 
-def seg_eval_transform(size: int) -> Callable:
+def seg_eval_transform(size: int, mean=None, std=None) -> Callable:
     """Shorter side to ``size`` (aspect kept) and normalised; the mask stays at full resolution (metrics are
     computed on the original pixels)."""
     from torchvision.transforms import v2
@@ -579,7 +580,7 @@ def seg_eval_transform(size: int) -> Callable:
     from catlip.data.transforms import MEAN, STD
 
     prep = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean or MEAN, std or STD)])
     return lambda image, mask: (prep(image), mask)
 
 

@@ -63,8 +63,10 @@ def load_detect_config(path: str | Path | None, overrides: list[str] | None = No
     return from_dict(read_recipe(path, overrides), DetectConfig, "detect").validate()
 
 
-def build_detector(backbone: nn.Module, num_classes: int, cfg: DetectConfig, masks: bool) -> nn.Module:
-    """Faster / Mask R-CNN over the simple feature pyramid of ``backbone`` (``num_classes`` without background)."""
+def build_detector(backbone: nn.Module, num_classes: int, cfg: DetectConfig, masks: bool, mean=None,
+                   std=None) -> nn.Module:
+    """Faster / Mask R-CNN over the simple feature pyramid of ``backbone`` (``num_classes`` without background);
+    ``mean``/``std``: the backbone's pixel normalisation (None: CLIP's)."""
     from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -75,7 +77,8 @@ def build_detector(backbone: nn.Module, num_classes: int, cfg: DetectConfig, mas
     pyramid = SimpleFeaturePyramid(backbone, cfg.fpn_channels, extra_pool=True)
     sizes = tuple((cfg.anchor_size * 2 ** i,) for i in range(len(PYRAMID_LEVELS) + 1))
     kwargs = dict(
-        min_size=cfg.image_size, max_size=cfg.image_size, image_mean=list(MEAN), image_std=list(STD),
+        min_size=cfg.image_size, max_size=cfg.image_size, image_mean=list(mean or MEAN),
+        image_std=list(std or STD),
         rpn_anchor_generator=AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes)),
         box_roi_pool=MultiScaleRoIAlign(PYRAMID_LEVELS, output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_head_dim),
@@ -228,7 +231,8 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
     torch.manual_seed(cfg.seed)  # the pyramid's and heads' initial weights
     loaded = load_eval_model(checkpoint)
     set_drop_path(loaded.backbone, cfg.drop_path)
-    model = build_detector(loaded.backbone, train_data.num_classes, cfg, masks)
+    model = build_detector(loaded.backbone, train_data.num_classes, cfg, masks, loaded.preprocess.mean,
+                           loaded.preprocess.std)
     evaluate = None if test_data is None else partial(_evaluate, data=test_data, cfg=cfg, masks=test_masks,
                                                       progress=progress)
     meta = {"task": "detect", "checkpoint": checkpoint, "train": train_data.spec, "train_images": len(train_data),

@@ -99,11 +99,12 @@ def segmentation_metrics(conf: torch.Tensor, names: list[str]) -> dict[str, Any]
 
 @torch.no_grad()
 def evaluate_segmenter(model: nn.Module, data: DenseData, cfg: SegmentConfig, device: torch.device,
-                       progress: bool = False) -> dict[str, Any]:
-    """Whole-image inference over ``data``; metrics from one confusion matrix at the masks' resolution."""
+                       progress: bool = False, norm: tuple = (None, None)) -> dict[str, Any]:
+    """Whole-image inference over ``data``; metrics from one confusion matrix at the masks' resolution.
+    ``norm``: the backbone's pixel (mean, std) (None: CLIP's)."""
     from torch.utils.data import DataLoader
 
-    ds = DenseDataset(data, seg_eval_transform(cfg.image_size))
+    ds = DenseDataset(data, seg_eval_transform(cfg.image_size, *norm))
     loader = DataLoader(ds, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, collate_fn=collate_seg)
     conf = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
     notes, skipped, images = Counter(), 0, 0
@@ -162,12 +163,14 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
     loaded = load_eval_model(checkpoint)
     set_drop_path(loaded.backbone, cfg.drop_path)
     model = Segmenter(loaded.backbone, train_data.num_classes, cfg.atrous_rates, cfg.head_channels)
-    evaluate = None if test_data is None else partial(_evaluate, data=test_data, cfg=cfg, progress=progress)
+    norm = (loaded.preprocess.mean, loaded.preprocess.std)  # what the backbone was trained on
+    evaluate = None if test_data is None else partial(_evaluate, data=test_data, cfg=cfg, progress=progress,
+                                                      norm=norm)
     meta = {"task": "segment", "checkpoint": checkpoint, "train": train_data.spec, "train_images": len(train_data),
             "test": test_data.spec if test_data else None, "classes": train_data.names,
             "config": {k: v for k, v in vars(cfg).items()}}
     job = Job(model, loaded.backbone, DenseDataset(train_data, seg_train_transform(cfg.image_size, (cfg.scale_min,
-              cfg.scale_max))), partial(collate_seg, divisor=32), _loss, evaluate, meta, desc="segment")
+              cfg.scale_max), *norm)), partial(collate_seg, divisor=32), _loss, evaluate, meta, desc="segment")
     out = train(job, cfg, run_dir=run_dir, progress=progress)
     return {"checkpoint": checkpoint, "method": loaded.method_name, "train": train_data.spec,
             "test": test_data.spec if test_data else None, "num_classes": train_data.num_classes,
@@ -176,5 +179,6 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
             **out, "model": model}
 
 
-def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: SegmentConfig, progress: bool):
-    return evaluate_segmenter(model, data, cfg, device, progress)
+def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: SegmentConfig, progress: bool,
+              norm: tuple = (None, None)):
+    return evaluate_segmenter(model, data, cfg, device, progress, norm)

@@ -100,11 +100,10 @@ def _captions(source, i: int) -> list[str]:
 
 def _image_features(model, data: dict, encoder, args: argparse.Namespace):
     """(features, captions) of the decodable images with captions; the others are counted in ``data["skipped"]``."""
-    from catlip.data.transforms import eval_transform
     from catlip.evaluate.tagging import IndexedImages, encode_images
 
     source = data["source"]
-    dataset = IndexedImages(data["keep"], _ImageOf(source), eval_transform(model.image_size), source.describe)
+    dataset = IndexedImages(data["keep"], _ImageOf(source), model.eval_transform(), source.describe)
     feats = encode_images(encoder, dataset, desc="retrieval images", batch_size=args.batch_size,
                           num_workers=args.workers, device=args.device, progress=not args.no_progress)
     data["skipped"]["undecodable"] = feats.skipped
