@@ -125,7 +125,9 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,
                               "num_classes": test_data.num_classes, "classnames": names.source}
     if mode == "head":
-        target = test_data.classes if classnames is None else ClassList(list(names.names), test_data.classes.wnids)
+        own = test_data.classes.wnids
+        target = test_data.classes if classnames is None else ClassList(
+            list(names.names), [w or o for w, o in zip(names.wnids, own)])
         weight, bias, report = _coverage(model, target, alpha, "head zero-shot", Path(test).name)
         feats = _features(model, test_data, model.encoder(), model.weights_id(), opts)
         result.update(head_zero_shot(feats, weight, bias, report, use_bias), coverage=report.to_dict())

@@ -99,25 +99,30 @@ def read_template_file(path: str | Path) -> tuple[str, ...]:
 class ClassNames:
     source: str  # "dataset", a CLASSNAME_SETS entry or the file's path
     names: tuple[str, ...]  # one per dataset class, in the dataset's class order
+    # the WordNet ids the source gives (ImageNet's, or a file's wnid column; None where it gives none): a synset
+    # head maps a class by its wnid first, so "church" (n03028079, the building) is not read as the congregation
+    wnids: tuple[str | None, ...] = ()
 
 
 def resolve_classnames(spec: str | None, dataset_names: Sequence[str]) -> ClassNames:
     """The names prompts are built from: the dataset's (``None``), open_clip's ImageNet names (``imagenet``) or a
     file; anything but the dataset's own must give exactly one name per dataset class."""
+    wnids: list[str | None] = []
     if spec is None:
         source, names = "dataset", list(dataset_names)
     elif spec in CLASSNAME_SETS:
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+        from timm.data import ImageNetInfo  # the 1,000 wnids in the class order open_clip's names follow
 
-        source, names = spec, list(IMAGENET_CLASSNAMES)
+        source, names, wnids = spec, list(IMAGENET_CLASSNAMES), list(ImageNetInfo().label_names())
     else:
-        source, names = spec, read_classnames_file(spec)
+        source, (names, wnids) = spec, read_classnames_file(spec, with_wnids=True)
     if not names:
         raise DataError(f"class names ({source}): the list is empty")
     if len(names) != len(dataset_names):
         raise DataError(f"--classnames {source}: {len(names)} names, but the test set has {len(dataset_names)} "
                         "classes (one name per class, in the dataset's class order)")
-    return ClassNames(source, tuple(clean_name(n) for n in names))
+    return ClassNames(source, tuple(clean_name(n) for n in names), tuple(wnids) or (None,) * len(names))
 
 
 def clean_name(name: str) -> str:
@@ -126,11 +131,13 @@ def clean_name(name: str) -> str:
     return " ".join(name.replace("_", " ").split())
 
 
-def read_classnames_file(path: str | Path) -> list[str]:
+def read_classnames_file(path: str | Path, with_wnids: bool = False):
     """One name per line, or ``index<TAB>name`` (also ``index<TAB>wnid<TAB>name``: the name is the last column).
     Blank lines and ``#`` comments are skipped; a repeated name is an error (its classes could never be told
-    apart), so are indices that are not exactly 0..N-1."""
+    apart), so are indices that are not exactly 0..N-1. ``with_wnids``: (names, wnids), a wnid per name from a
+    column that is one (``n`` + 8 digits), else None."""
     entries: list[tuple[int, int | None, str]] = []  # (line number, index, name)
+    wnid_of: dict[int, str] = {}
     for n, line in enumerate(_read_lines(path, "class-names file"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -139,10 +146,18 @@ def read_classnames_file(path: str | Path) -> list[str]:
         if not cols[-1]:
             raise DataError(f"{path}:{n}: empty class name")
         entries.append((n, index, cols[-1]))
+        wnid = next((c for c in cols[:-1] if _WNID.fullmatch(c)), None)
+        if wnid:
+            wnid_of[n] = wnid
     if not entries:
         raise DataError(f"class-names file {path} is empty")
     _check_unique(path, entries)
-    return [name for _, _, name in _in_index_order(path, entries)]
+    ordered = _in_index_order(path, entries)
+    names = [name for _, _, name in ordered]
+    return (names, [wnid_of.get(line) for line, _, _ in ordered]) if with_wnids else names
+
+
+_WNID = re.compile(r"n\d{8}")
 
 
 def _check_unique(path, entries) -> None:

@@ -42,7 +42,7 @@ def read_pickle(path: str | Path) -> dict:
     try:
         obj = PlainUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as err:
-        raise VocabularyError(f"{path}: refused: {str(err).splitlines()[0][:160]}; nothing of it was run") from None
+        raise VocabularyError(f"{path}: {str(err).splitlines()[0][:160]}; nothing of it was run") from None
     except Exception as err:  # a truncated or garbled pickle raises many types (EOFError, KeyError, ...)
         raise VocabularyError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
     if not isinstance(obj, dict):

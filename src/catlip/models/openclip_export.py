@@ -121,9 +121,9 @@ def _check_towers(method: nn.Module) -> None:
     if spec.get("stem", "patch") != "patch":
         raise ExportError(f"a ViT with model.stem={spec['stem']} has a convolutional stem that open_clip's "
                           "VisionTransformer (one patch convolution) cannot represent")
-    if spec.get("pos_resize", "grid") != "grid" or spec.get("kwargs", {}).get("no_embed_class"):
-        raise ExportError("this ViT keeps the CLS token out of the position table (the CatLIP paper's layout) or "
-                          "stretches the table in 1-D; open_clip's VisionTransformer has neither")
+    if spec.get("pos_resize", "grid") != "grid":
+        raise ExportError(f"a ViT with model.pos_resize={spec['pos_resize']} stretches its position table in 1-D "
+                          "at other input sizes; open_clip's VisionTransformer resamples it in 2-D")
     proj = method.image_proj
     if not isinstance(proj, nn.Linear) or proj.bias is not None:
         raise ExportError("open_clip's image projection is one bias-free matrix; this run's image_proj is "
