@@ -85,3 +85,28 @@ def test_folder_export_is_timms_local_dir_layout(run, tmp_path):
     model = timm.create_model(f"local-dir:{out}", pretrained=True)
     _assert_training_preprocessing(model, size)
     _same_features(model, run, size)
+
+
+def test_run_preprocessing_travels_into_the_export(tmp_path):
+    """data.mean / data.std / data.eval_resize of a run become the export's pretrained_cfg: timm's own eval
+    transform from it is catlip's (resize 56, crop 48, no mean/std) and gives the same tensor."""
+    import numpy as np
+    from PIL import Image
+
+    from catlip.data.transforms import Preprocess
+
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(RECIPE), *SMALL, f"train.output_dir={out}", "data.mean=[0,0,0]",
+                 "data.std=[1,1,1]", "data.eval_resize=56"]) == 0
+    assert main(["export", str(out), "-o", str(tmp_path / "b.safetensors")]) == 0
+    cfg = json.load(open(tmp_path / "b.json"))
+    model = timm.create_model(cfg["architecture"], pretrained=True, **cfg["model_args"],
+                              pretrained_cfg_overlay=dict(cfg["pretrained_cfg"], file=str(tmp_path / "b.safetensors")))
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    assert tuple(data_cfg["mean"]) == (0.0, 0.0, 0.0) and tuple(data_cfg["std"]) == (1.0, 1.0, 1.0)
+    timm_tf = timm.data.create_transform(**data_cfg, is_training=False)
+    assert [getattr(t, "size", None) for t in timm_tf.transforms[:2]] in ([56, (48, 48)], [56, [48, 48]])
+    image = Image.fromarray((np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8))
+    ours = Preprocess.of(load_config(str(RECIPE), ["data.mean=[0,0,0]", "data.std=[1,1,1]",
+                                                   "data.eval_resize=56"]).data).eval_transform()
+    assert torch.allclose(timm_tf(image), ours(image), atol=1e-6)
