@@ -13,6 +13,14 @@ from catlip.models.stems import conv_stem
 VIT = "model.backbone_kwargs={patch_size: 8, embed_dim: 64, depth: 1, num_heads: 2}"
 
 
+class Method(torch.nn.Module):
+    """What export_backbone reads: a module with a ``backbone``."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+
 def _backbone(*overrides: str, size: int = 32):
     cfg = load_config(None, [VIT, f"data.image_size={size}", *overrides])
     return create_backbone(cfg.model, size)
@@ -57,11 +65,6 @@ def test_bad_stems_are_one_line_errors():
 
 def test_conv_stem_export_is_refused_clearly(tmp_path):
     from catlip.models.export import export_backbone
-
-    class Method(torch.nn.Module):
-        def __init__(self, backbone):
-            super().__init__()
-            self.backbone = backbone
 
     with pytest.raises(CheckpointError, match="timm cannot rebuild this backbone .model.stem=conv"):
         export_backbone(Method(_backbone("model.stem=conv")), tmp_path / "b.safetensors")
@@ -120,11 +123,6 @@ def test_paper_layout_bad_settings_are_one_line_errors():
 
 def test_paper_layout_export_is_refused_clearly(tmp_path):
     from catlip.models.export import export_backbone
-
-    class Method(torch.nn.Module):
-        def __init__(self, backbone):
-            super().__init__()
-            self.backbone = backbone
 
     with pytest.raises(CheckpointError, match="model.stem=corenet"):
         export_backbone(Method(_backbone(*PAPER, size=64)), tmp_path / "b.safetensors")
