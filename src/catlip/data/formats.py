@@ -13,9 +13,13 @@ evaluation sets (``catlip.evaluate.datasets``). Adding a data format means touch
   ``pipe:`` ...), which are first copied into a local cache (``local_shard``) because random access needs a
   seekable file. Members ``<key>.<ext>`` are grouped by key (the path up to the basename's first dot; extensions
   lower-cased; over the whole shard, in the order keys first appear). ``TarScan`` yields each sample's members
-  with their offsets (headers only: payloads are skipped with seek in plain tars) and, on request, their bytes;
-  a shard cut short keeps the samples before the damage and says so (``TarScan.damage``). ``MemberReader``
-  reads a member back by offset (random access).
+  with their offsets (headers only: payloads are skipped with seek) and, on request, their bytes; a shard cut
+  short keeps the samples before the damage and says so (``TarScan.damage``); a damaged header in the middle is
+  stepped over to the next valid one. Samples that cannot be trusted (a key given to two samples: the first is
+  kept; a member given twice in one sample; a sample next to damaged tar data) are skipped with a named reason
+  (``TarScan.skips``). ``MemberReader`` reads a member back by offset (random access). Offsets only mean
+  something in an uncompressed file, so ``.tar.gz``/``.tgz`` shards are decompressed once into the shard cache
+  and read from there (``plain_tar``). File lists name each file once (``distinct_files``).
 - *Manifests* (CSV / TSV / JSONL): ``read_manifest`` yields records with their line numbers; CSV/TSV records are
   split by ``read_table`` (multi-line quoted fields; an unterminated quote costs its own line only). A relative
   image path is looked up relative to the manifest's folder, then the working directory, absolute paths as
@@ -49,6 +53,7 @@ import csv
 import glob
 import hashlib
 import json
+import logging
 import os
 import sys
 import tarfile
@@ -69,6 +74,7 @@ SHARD_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # image members of evaluation
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+log = logging.getLogger("catlip.data")
 
 
 def valid_utf8(text: str) -> bool:
@@ -304,8 +310,8 @@ def is_manifest(spec: str) -> bool:
 
 
 def is_shard_spec(spec: str) -> bool:
-    """A tar path or pattern, or a remote URL (``scheme://``, ``pipe:``)."""
-    return ".tar" in spec.lower() or "://" in spec or spec.lower().startswith("pipe:")
+    """A tar path or pattern (``.tar``, ``.tar.gz``, ``.tgz``), or a remote URL (``scheme://``, ``pipe:``)."""
+    return ".tar" in spec.lower() or spec.lower().endswith(".tgz") or "://" in spec or spec.lower().startswith("pipe:")
 
 
 def expand_urls(pattern: str) -> list[str]:
@@ -352,7 +358,8 @@ def default_shard_cache() -> Path:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files from paths, directories (their files, sorted), globs and brace patterns ("shard-{000..005}.tar")."""
+    """Files from paths, directories (their files, sorted), globs and brace patterns ("shard-{000..005}.tar"),
+    each file once (``distinct_files``)."""
     from braceexpand import braceexpand
 
     files: list[str] = []
@@ -367,7 +374,20 @@ def expand_inputs(inputs: list[str]) -> list[str]:
             if not found:
                 raise DataError(f"input {pattern!r} matches no file")
             files.extend(found)
-    return list(dict.fromkeys(files))
+    return distinct_files(files)
+
+
+def distinct_files(files: Iterable[str]) -> list[str]:
+    """Each file once, by resolved path, in the order first met; a warning names each repeat (a file listed twice
+    would be counted twice, unlike in training, which reads a shard once)."""
+    first: dict[str, str] = {}
+    for name in files:
+        real = os.path.realpath(name)
+        if real not in first:
+            first[real] = name
+        else:
+            log.warning("input %s is listed twice (as %r and %r); it is read once", real, first[real], name)
+    return list(first.values())
 
 
 # ---------------------------------------------------------------------- webdataset tar shards
@@ -393,10 +413,65 @@ class TarSample:
     data: dict[str, bytes] = field(default_factory=dict)
 
 
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith((".tar.gz", ".tgz"))
+
+
+def plain_tar(path: str | Path, cache_dir: str | Path | None = None) -> tuple[Path, str | None]:
+    """The uncompressed tar of a shard, and why its decompression failed (None when it did not).
+
+    Member offsets only mean something in an uncompressed file, so a ``.tar.gz``/``.tgz`` shard is decompressed
+    once into the shard cache (default ``default_shard_cache()``), keyed by its resolved path, size and mtime so
+    that an edited shard is decompressed again. A stream that breaks part-way keeps what was decompressed, and the
+    failure is stored beside it so that every later scan reports it too.
+    """
+    path = Path(path)
+    if not _compressed(path):
+        return path, None
+    st = path.stat()
+    tag = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    stem = path.name[: -len(".tgz") if path.name.lower().endswith(".tgz") else -len(".tar.gz")]
+    dest = Path(cache_dir if cache_dir is not None else default_shard_cache()) / f"{tag}-{stem[-60:]}.tar"
+    failure = dest.with_name(dest.name + ".error")
+    if not dest.exists():
+        _decompress(path, dest, failure)
+    return dest, (failure.read_text(encoding="utf-8") if failure.exists() else None)
+
+
+def _decompress(src: Path, dest: Path, failure: Path) -> None:
+    tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            error = _gunzip(src, out)
+        if error is None:
+            failure.unlink(missing_ok=True)
+        else:
+            failure.write_text(error, encoding="utf-8")  # before dest appears: a reader of dest sees it
+        os.replace(tmp, dest)
+    except OSError as err:  # the cache, not the shard: nothing can be read without it
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot decompress shard {src} into the shard cache {dest.parent}: {err}") from None
+
+
+def _gunzip(src: Path, out) -> str | None:
+    """Copy the decompressed stream of ``src`` into ``out``; why it stopped early, or None."""
+    import gzip
+    import zlib
+
+    with gzip.open(src, "rb") as stream:
+        while True:
+            try:
+                chunk = stream.read1(1 << 16)  # read() would drop what it had decompressed when the stream breaks
+            except (OSError, EOFError, zlib.error) as err:
+                return f"gzip stream of {src.name} broken ({err})"
+            if not chunk:
+                return None
+            out.write(chunk)
+
+
 def _has_end_marker(path: Path) -> bool:
-    """tarfile stops quietly at a truncated header; an intact plain tar ends in two zero blocks."""
-    if not path.name.lower().endswith(".tar"):
-        return True  # compressed: the decompressor reports truncation itself
+    """tarfile stops quietly at a truncated header; an intact tar ends in two zero blocks."""
     size = path.stat().st_size
     if size < 1024:
         return False
@@ -405,69 +480,172 @@ def _has_end_marker(path: Path) -> bool:
         return fh.read(1024) == bytes(1024)
 
 
+def _holds_data(fh, start: int, end: int) -> bool:
+    """Whether bytes ``[start, end)`` hold anything but zeros (zero blocks between members are the end markers of
+    concatenated tars, not damage)."""
+    fh.seek(start)
+    while start < end:
+        chunk = fh.read(min(end - start, 1 << 20))
+        if not chunk:
+            return False
+        if chunk.count(0) != len(chunk):
+            return True
+        start += len(chunk)
+    return False
+
+
+class _Grouper:
+    """Members grouped into samples by key, with the samples that must be skipped and why.
+
+    A *run* is a stretch of adjacent members of one key. The first run of a key makes its sample. A later run
+    that repeats one of the sample's extensions is a second sample with the same key: it is skipped
+    (``duplicate_key``) and the first is kept, as a reader that stops at the first sample would. A later run
+    with only new extensions completes the sample (members of one key need not be adjacent). An extension
+    given twice within a sample makes it ``duplicate_member``: which of the two belongs with the image is
+    unknowable, so the whole sample is skipped. Samples next to damaged tar data are ``damaged_shard``.
+    """
+
+    def __init__(self):
+        self.samples: dict[str, TarSample] = {}
+        self.marked: dict[str, tuple[str, str]] = {}  # key -> (reason, why) of a sample skipped as a whole
+        self.later: list[tuple[str, str, str]] = []  # (reason, key, why) of later runs skipped
+        self.run_key: str | None = None
+        self.run: list[tuple[str, tuple[str, int, int]]] = []
+        self.last_key: str | None = None
+        self.damage_next: str | None = None  # why the next file member's sample is skipped
+
+    def add(self, key: str, ext: str, entry: tuple[str, int, int]) -> None:
+        if key != self.run_key:
+            self.flush()
+            self.run_key = key
+        self.run.append((ext, entry))
+        self.last_key = key
+        if self.damage_next is not None:
+            self.mark(key, "damaged_shard", self.damage_next)
+            self.damage_next = None
+
+    def damaged(self, why: str) -> None:
+        """Damaged tar data lies here: the member it held belonged to the sample before it or the one after it,
+        which cannot be told apart, so neither can be trusted to be complete."""
+        if self.last_key is not None:
+            self.mark(self.last_key, "damaged_shard", why)
+        self.damage_next = why
+
+    def mark(self, key: str, reason: str, why: str) -> None:
+        self.marked.setdefault(key, (reason, why))
+
+    def flush(self) -> None:
+        key, run = self.run_key, self.run
+        self.run_key, self.run = None, []
+        if key is None:
+            return
+        exts = [ext for ext, _ in run]
+        sample = self.samples.get(key)
+        if sample is not None and set(exts) & set(sample.members):
+            self.later.append(("duplicate_key", key, f"duplicate key: a second sample {key!r} at byte "
+                               f"{run[0][1][1]:,} (members: {', '.join(exts)}); the first one was kept"))
+            return
+        sample = sample or self.samples.setdefault(key, TarSample(key))
+        for ext, entry in run:
+            sample.members.setdefault(ext, entry)
+        twice = next((ext for ext in exts if exts.count(ext) > 1), None)
+        if twice is not None:
+            self.mark(key, "duplicate_member", f"duplicate member: .{twice} appears {exts.count(twice)} times in "
+                      "the sample, so which one belongs with the others is ambiguous")
+
+    def skips(self) -> list[tuple[str, str, str]]:
+        """``(reason, key, why)`` per skipped sample: those skipped whole, then the later runs skipped."""
+        whole = [(self.marked[key][0], key, self.marked[key][1]) for key in self.samples if key in self.marked]
+        return whole + self.later
+
+
 class TarScan:
     """The samples of one shard (``for sample in TarScan(path, read=...)``), grouped by key over the whole shard
     (members of one key need not be adjacent), in the order keys first appear.
 
-    The member headers are read first (payloads skipped with seek in plain tars; compressed shards are streamed
-    and the members asked for kept in memory); ``read(ext)`` says which members' bytes each sample carries
-    (default none). After iterating, ``damage`` is None for an intact shard, else ``(kind, message)`` with kind
-    ``unreadable`` (tarfile failed) or ``truncated`` (no end-of-archive marker); the samples before the damage
-    are yielded.
+    Only the member headers are read first (payloads skipped with seek); ``read(ext)`` says which members'
+    bytes each sample carries (default none). A ``.tar.gz``/``.tgz`` shard is decompressed once into the shard
+    cache and read from there (``plain_tar``; ``MemberReader`` finds the same file). After iterating:
+
+    - ``skips`` lists ``(reason, key, why)`` per sample not yielded: ``duplicate_key`` (a second sample with the
+      key of an earlier one; the first is kept), ``duplicate_member`` (an extension twice in one sample),
+      ``damaged_shard`` (a sample next to damaged tar data, see below); the rules are ``_Grouper``'s.
+    - ``damage`` is None when the shard reads to its end-of-archive marker, else ``(kind, message)`` with kind
+      ``unreadable`` (tarfile or the decompressor failed) or ``truncated`` (no end-of-archive marker); the
+      samples before the damage are yielded.
+
+    A damaged header in the middle does not end the scan: tarfile would stop there quietly, so the scan goes on
+    in 512-byte steps to the next block with a valid header checksum (tarfile's ``ignore_zeros``), and any
+    bytes but zeros between the end of one member and the next header found are a damaged region.
     """
 
     def __init__(self, path: str | Path, read: Callable[[str], bool] | None = None):
         self.path = Path(path)
         self.read = read or (lambda ext: False)
         self.damage: tuple[str, str] | None = None
+        self.skips: list[tuple[str, str, str]] = []
 
     def __iter__(self) -> Iterator[TarSample]:
-        self.damage = None
-        plain = self.path.name.lower().endswith(".tar")
-        samples: dict[str, TarSample] = {}
-        kept: dict[tuple[str, str], bytes] = {}  # compressed shards: (key, ext) -> bytes asked for
+        self.damage, self.skips = None, []
         try:
-            with tarfile.open(self.path, "r:" if plain else "r|*") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    split = split_member(member.name)
-                    if split is None:
-                        continue
-                    key, ext = split
-                    sample = samples.get(key)
-                    if sample is None:
-                        sample = samples[key] = TarSample(key)
-                    sample.members[ext] = (member.name, member.offset_data, member.size)
-                    if not plain and self.read(ext):
-                        kept[key, ext] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as err:
+            file, failure = plain_tar(self.path)
+        except OSError as err:
             self.damage = ("unreadable", str(err))
-        else:
-            if not _has_end_marker(self.path):
-                self.damage = ("truncated", "no end-of-archive marker")
-        reader = MemberReader() if plain else None
+            return
+        group = _Grouper()
+        self._index(file, group)
+        if failure is not None:
+            self.damage = ("unreadable", failure)
+        self.skips = group.skips()
+        yield from self._with_data(file, [s for k, s in group.samples.items() if k not in group.marked])
+
+    def _index(self, file: Path, group: _Grouper) -> None:
         try:
-            for sample in samples.values():
+            with tarfile.open(file, "r:", ignore_zeros=True) as tar, open(file, "rb") as raw:
+                end = 0  # where the next header should start
+                for member in tar:
+                    if member.offset > end and _holds_data(raw, end, member.offset):
+                        group.damaged(f"next to damaged tar data at bytes {end:,}-{member.offset:,} of "
+                                      f"{self.path.name} (skipped to the next valid header)")
+                    end = tar.offset
+                    split = split_member(member.name) if member.isfile() else None
+                    if split is not None:
+                        group.add(*split, (member.name, member.offset_data, member.size))
+                group.flush()
+                self._check_end(file, raw, end, group)
+        except (tarfile.TarError, OSError, EOFError) as err:
+            group.flush()
+            self.damage = ("unreadable", str(err))
+
+    def _check_end(self, file: Path, raw, end: int, group: _Grouper) -> None:
+        size = file.stat().st_size
+        if end == 0 and _holds_data(raw, 0, size):
+            self.damage = ("unreadable", "no valid tar header")
+        elif not _has_end_marker(file):
+            self.damage = ("truncated", "no end-of-archive marker")
+        elif _holds_data(raw, end, size):
+            group.damaged(f"next to damaged tar data at bytes {end:,}-{size:,} of {self.path.name} (no valid "
+                          "header after it)")
+
+    def _with_data(self, file: Path, samples: list[TarSample]) -> Iterator[TarSample]:
+        reader = MemberReader()
+        try:
+            for sample in samples:
                 for ext, (_, offset, size) in sample.members.items():
                     if not self.read(ext):
                         continue
-                    if reader is None:
-                        if (sample.key, ext) in kept:
-                            sample.data[ext] = kept.pop((sample.key, ext))
-                        continue
                     try:
-                        sample.data[ext] = reader.read(self.path, offset, size)
+                        sample.data[ext] = reader.read(file, offset, size)
                     except OSError:
                         pass  # a member cut short by the damage: the sample goes without it
                 yield sample
         finally:
-            if reader is not None:
-                reader.close()
+            reader.close()
 
 
 class MemberReader:
-    """Random access to shard members by (shard path, offset, size); one open file per shard and process."""
+    """Random access to shard members by (shard path, offset, size); one open file per shard and process. The
+    offsets of a compressed shard are those of its decompressed copy (``plain_tar``), which is what is read."""
 
     def __init__(self):
         self._files: dict[str, object] = {}
@@ -476,7 +654,7 @@ class MemberReader:
         key = str(path)
         f = self._files.get(key)
         if f is None or getattr(f, "_pid", None) != os.getpid():  # file handles must not cross fork
-            f = open(path, "rb")  # noqa: SIM115 - cached per process, closed at exit
+            f = open(plain_tar(path)[0], "rb")  # noqa: SIM115 - cached per process, closed at exit
             f._pid = os.getpid()  # type: ignore[attr-defined]
             self._files[key] = f
         f.seek(offset)

@@ -17,7 +17,11 @@ Webdataset conventions: shards are tar files whose members ``<key>.<ext>`` are g
 its first dot; ``formats.TarScan``); brace patterns and remote URLs (anything ``webdataset.gopen`` opens: http,
 pipe:, ...) are expanded by webdataset's rule (``formats.expand_urls``). Remote shards are first copied into a
 local cache (``formats.local_shard``, like webdataset's ``cache_dir``), because random access needs a seekable
-file.
+file; ``.tar.gz``/``.tgz`` shards are read from a decompressed copy there (``formats.plain_tar``). A shard listed
+twice in ``data.train`` (by resolved path, also across entries) is read once, with a warning. Samples the scan
+cannot trust are counted by reason: ``duplicate_key`` (a later sample with the key of an earlier one; the first
+is kept), ``duplicate_member`` (an extension twice in one sample: the sample is skipped), ``damaged_shard`` (the
+samples next to a damaged tar header, which the scan steps over), ``truncated_shard`` (a shard cut short).
 
 Manifests (CSV / TSV / JSONL): a relative image path is looked up relative to the manifest's folder first, then
 relative to the working directory the run started in (open_clip's convention for its ``--train-data`` CSVs);
@@ -30,6 +34,7 @@ are read.
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -47,6 +52,7 @@ from catlip.data.formats import (  # noqa: F401 - re-exported for older imports
 from catlip.errors import DataError
 
 IMAGE_EXTS = formats.IMAGE_EXTENSIONS  # image files of folders
+log = logging.getLogger("catlip.data")
 
 
 class Source:
@@ -110,24 +116,42 @@ def _local_copy(url: str, cache_dir: Path) -> Path:
 
 
 class TarShardSource(Source):
-    """Webdataset tar shards indexed by member offsets (headers only; payloads are skipped with seek)."""
+    """Webdataset tar shards indexed by member offsets (headers only; payloads are skipped with seek).
+
+    A shard met again (the same resolved path, within the pattern or in ``seen``, the shards of the other
+    ``data.train`` entries) is read once, with a warning naming it. What ``formats.TarScan`` skips is counted by
+    its reason (``duplicate_key``, ``duplicate_member``, ``damaged_shard``; a shard cut short or unreadable is
+    ``truncated_shard``), with one warning per shard naming it.
+    """
 
     def __init__(self, pattern: str, *, image_exts: list[str], caption_exts: list[str], stats: Counter,
-                 cache_dir: Path, caption_column: str | None = None):
+                 cache_dir: Path, caption_column: str | None = None, seen: dict[Path, str] | None = None):
         super().__init__()
         urls = formats.expand_urls(pattern)
         self.name = pattern
         self.image_exts, self.caption_exts, self.caption_column = image_exts, caption_exts, caption_column
         self.paths: list[Path] = []
         self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []  # (shard, key, ext -> (offset, size))
+        seen = {} if seen is None else seen
         for url in urls:
             path = formats.local_shard(url, cache_dir)
             if not path.exists():
                 raise DataError(f"shard not found: {url}")
+            if self._listed_before(path, url, seen):
+                continue
             self.paths.append(path)
             self._index_shard(len(self.paths) - 1, path)
         self._reader = formats.MemberReader()
         stats.update(self.index_skips)
+
+    def _listed_before(self, path: Path, url: str, seen: dict[Path, str]) -> bool:
+        """Whether the shard was met already; a shard listed twice would be trained on twice."""
+        real = path.resolve()
+        if real in seen:
+            log.warning("data.train lists shard %s twice (as %r and %r); it is read once", real, seen[real], url)
+            return True
+        seen[real] = url
+        return False
 
     def _index_shard(self, shard: int, path: Path) -> None:
         scan = formats.TarScan(path)
@@ -140,8 +164,19 @@ class TarShardSource(Source):
                 self._skip("no_caption", where)
             else:
                 self.samples.append((shard, sample.key, members))
+        self._count_scan_skips(path, scan)
+
+    def _count_scan_skips(self, path: Path, scan: formats.TarScan) -> None:
+        found = Counter()
+        for reason, key, why in scan.skips:
+            found[reason] += 1
+            self._skip(reason, f"{path}:{key}: {why}")
         if scan.damage is not None:  # the members indexed before the damage are kept
+            found["truncated_shard"] += 1
             self._skip("truncated_shard", f"{path}: {scan.damage[1]}")
+        if found:
+            first = scan.skips[0][2] if scan.skips else scan.damage[1]
+            log.warning("shard %s: skipped %s; first: %s", path, skip_summary(found), first)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -357,6 +392,7 @@ def skip_summary(counts: Counter | dict) -> str:
 def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
     """All of ``data.train`` as one random-access source. Index-time skips are counted in ``stats``."""
     cache = formats.default_shard_cache()
+    seen: dict[Path, str] = {}  # shards read so far (resolved path -> as listed), shared by the data.train entries
     image_exts = [e.strip().lower() for e in data_cfg.image_key.split(";") if e.strip()]
     parts: list[Source] = []
     for spec in data_cfg.train:
@@ -369,7 +405,8 @@ def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
             parts.append(FolderSource(spec, stats))
         elif formats.is_shard_spec(spec):
             parts.append(TarShardSource(spec, image_exts=image_exts, caption_exts=list(data_cfg.caption_keys),
-                                        stats=stats, cache_dir=cache, caption_column=data_cfg.caption_column))
+                                        stats=stats, cache_dir=cache, caption_column=data_cfg.caption_column,
+                                        seen=seen))
         else:
             raise DataError(f"data.train entry {spec!r} is not 'synthetic', a shard pattern, a manifest "
                             "(.csv/.tsv/.jsonl) or a folder")

@@ -131,7 +131,11 @@ def _iter_table(path: Path, column, stats: ReadStats):
 
 
 def _iter_tar(path: Path, column, stats: ReadStats):
-    """webdataset shards: samples by key (`catlip.data.formats.TarScan`); captions by `member_captions`."""
+    """webdataset shards: samples by key (`catlip.data.formats.TarScan`); captions by `member_captions`.
+
+    The samples the scan skips (a duplicate key: the first sample is kept; a duplicate member; a sample next to
+    damaged tar data) are skipped and counted here too, so the vocabulary counts the captions training reads.
+    """
     scan = TarScan(path, read=lambda ext: ext in ("json", "txt"))
     for sample in scan:
         caps, problems = member_captions(sample.data, column)
@@ -141,9 +145,9 @@ def _iter_tar(path: Path, column, stats: ReadStats):
             stats.no_caption(f"{path}:{sample.key} (members: {', '.join(sample.members) or 'none'})")
             continue
         yield caps
+    for _, key, why in scan.skips:
+        stats.skip(f"{path}:{key}", why)
     if scan.damage is not None:
         kind, err = scan.damage
-        if kind == "unreadable":
-            stats.skip(str(path), f"unreadable tar ({err}); samples before the damage were kept")
-        else:
-            stats.skip(str(path), "truncated tar (no end-of-archive marker); samples before the damage were kept")
+        what = "unreadable tar" if kind == "unreadable" else "truncated tar"
+        stats.skip(str(path), f"{what} ({err}); samples before the damage were kept")
