@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from catlip.errors import CliError
 from catlip.labels import get_extractor
 from catlip.labels.corpus import ReadStats, expand_inputs, iter_captions
 from catlip.labels.vocab import PartialCounts, Vocabulary, build_vocabulary
@@ -29,29 +32,80 @@ def print_labels(captions: list[str], method: str, options: dict, out: TextIO | 
 
 def label_file(src: str | Path, dst: str | Path | None, method: str, options: dict, *, column: str | None = None,
                progress: bool = True) -> tuple[int, ReadStats]:
-    """Write `{"caption": ..., "labels": [...]}` per caption of `src` as JSON lines (stdout when dst is None)."""
+    """Write `{"caption": ..., "labels": [...]}` per caption of `src` as JSON lines (stdout when dst is None).
+
+    `dst` is written atomically: a failed run (a full disk, a bad input) leaves no partial file and no temp.
+    """
     from tqdm import tqdm
 
     ex = get_extractor(method, **options)
     stats = ReadStats()
+    samples = iter_captions(src, column=column, stats=stats)
+    if dst is None:
+        return _label_to_stdout(_label_lines(ex, samples)), stats
     n = 0
-    out = open(dst, "w", encoding="utf-8") if dst else sys.stdout
-    try:
-        samples = iter_captions(src, column=column, stats=stats)
-        for captions in tqdm(samples, unit=" samples", desc="labelling", disable=not progress or dst is None):
-            for caption in captions:
-                out.write(json.dumps({"caption": caption, "labels": ex.extract(caption)}, ensure_ascii=False) + "\n")
-                n += 1
-    except BrokenPipeError:
-        # stdout closed early (`... | head`): stop quietly; point stdout at /dev/null so exit does not complain
-        if dst is None:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        else:
-            raise
-    finally:
-        if dst:
-            out.close()
+    with _atomic_text(Path(dst)) as out:
+        for count, text in _label_lines(ex, tqdm(samples, unit=" samples", desc="labelling", disable=not progress)):
+            with _writing(str(dst)):  # the write only: an OSError of the input is the reader's to report
+                out.write(text)
+            n += count
     return n, stats
+
+
+def _label_lines(ex, samples: Iterable[list[str]]) -> Iterator[tuple[int, str]]:
+    """(number of captions, their JSON lines) per sample."""
+    for captions in samples:
+        yield len(captions), "".join(json.dumps({"caption": c, "labels": ex.extract(c)}, ensure_ascii=False) + "\n"
+                                     for c in captions)
+
+
+def _label_to_stdout(lines: Iterator[tuple[int, str]]) -> int:
+    n = 0
+    try:
+        for count, text in lines:
+            with _writing("stdout"):
+                sys.stdout.write(text)
+            n += count
+        with _writing("stdout"):
+            sys.stdout.flush()  # a full disk behind `>` shows up here for a short output, not at exit
+    except (BrokenPipeError, CliError) as err:
+        # point stdout at /dev/null so that its flush at exit does not fail (and print) a second time
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(err, CliError):
+            raise
+        # BrokenPipeError: stdout was closed early (`... | head`); stop quietly
+    return n
+
+
+@contextmanager
+def _writing(where: str) -> Iterator[None]:
+    """Write errors in the block (a full disk, a missing folder) become one-line errors naming ``where``."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # a reader that stopped reading is not an error of ours
+    except OSError as err:
+        raise CliError(f"cannot write {where}: {err.strerror or err}") from None
+
+
+@contextmanager
+def _atomic_text(path: Path) -> Iterator[TextIO]:
+    """A text file that becomes ``path`` (a rename in its folder) only once complete; removed on any failure."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with _writing(str(path)):
+        out = open(tmp, "w", encoding="utf-8")
+    try:
+        yield out
+        with _writing(str(path)):
+            out.close()  # flushes: a full disk may show up only here
+            os.replace(tmp, path)
+    except BaseException:
+        try:
+            out.close()  # its flush fails again on a full disk; the first error is the one to report
+        except OSError:
+            pass
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def summarize_build(vocab: Vocabulary, counts: PartialCounts) -> str:

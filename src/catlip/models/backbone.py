@@ -84,16 +84,23 @@ def _create(name: str, kwargs: dict[str, Any], explicit: set[str]) -> tuple[nn.M
             return timm.create_model(name, pretrained=False, num_classes=0, **kwargs), kwargs
         except TypeError as err:
             dropped = next((k for k in optional if k in kwargs and f"'{k}'" in str(err)), None)
-            if dropped is None and "'patch_drop_rate'" in str(err):
-                raise BackboneError(f"model.patch_drop needs a ViT-style timm backbone; {name!r} does not drop "
-                                    "tokens (set model.patch_drop=0)") from None
             if dropped is None:
-                raise BackboneError(f"timm cannot build {name!r} with {kwargs}: {err}") from None
+                raise _build_error(name, kwargs, err) from None
             kwargs.pop(dropped)
-        except RuntimeError as err:
-            if "Unknown model" in str(err):
-                raise BackboneError(f"unknown timm model {name!r} (see timm.list_models())") from None
-            raise
+        except (AssertionError, ValueError, ArithmeticError, RuntimeError) as err:
+            # timm checks its arguments with asserts and lets torch fail on impossible sizes (embed_dim not a
+            # multiple of num_heads, a negative depth); name and kwargs come from the recipe: the user's to fix
+            raise _build_error(name, kwargs, err) from None
+
+
+def _build_error(name: str, kwargs: dict[str, Any], err: Exception) -> BackboneError:
+    if isinstance(err, RuntimeError) and "Unknown model" in str(err):
+        return BackboneError(f"unknown timm model {name!r} (see timm.list_models())")
+    if isinstance(err, TypeError) and "'patch_drop_rate'" in str(err):
+        return BackboneError(f"model.patch_drop needs a ViT-style timm backbone; {name!r} does not drop tokens "
+                             "(set model.patch_drop=0)")
+    reason = str(err) or type(err).__name__  # a bare `assert` has no message
+    return BackboneError(f"timm cannot build {name!r} with {kwargs}: {reason}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

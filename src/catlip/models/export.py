@@ -27,13 +27,17 @@ call from the file alone (also forcing ``custom_load=False``, so timm never hand
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import timm
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -107,10 +111,71 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return path / WEIGHTS_NAME, path / CONFIG_NAME
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented JSON into ``path`` (a temp path of :func:`staged`)."""
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def save_tensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file``, whose failed writes (a full disk) become the ``OSError`` they are."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        # safetensors wraps the OS error in its own type and keeps the errno only in the text
+        found = re.search(r"I/O error: (.*) \(os error (\d+)\)", str(err))
+        if found is None:
+            raise
+        raise OSError(int(found[2]), found[1]) from None
+
+
+@contextmanager
+def staged(*targets: Path) -> Iterator[tuple[Path, ...]]:
+    """Temp paths beside ``targets``, renamed onto them together when the block succeeds.
+
+    On any failure (a full disk) every temp is removed, and so is a folder this call created, so a failed export
+    leaves neither a partial file nor a temp behind. Same folder: ``os.replace`` is then atomic.
+    """
+    created = _missing_parents(targets)
+    tmps = tuple(t.with_name(f".{t.name}.{os.getpid()}.tmp") for t in targets)
+    try:
+        for folder in reversed(created):
+            folder.mkdir(exist_ok=True)
+        yield tmps
+        for tmp, target in zip(tmps, targets):
+            os.chmod(tmp, _file_mode())  # safetensors creates its files readable by their owner only
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        for folder in created:
+            _remove_if_empty(folder)
+        raise
+
+
+def _missing_parents(targets: tuple[Path, ...]) -> list[Path]:
+    """The folders above ``targets`` that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for target in targets:
+        folder = target.parent
+        while not folder.exists() and folder not in missing:
+            missing.append(folder)
+            folder = folder.parent
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (or already gone): it holds something that is not ours
+
+
+@functools.cache
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask, which can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | None = None,
@@ -140,11 +205,9 @@ def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | No
                 "timm_config": json.dumps(config)}
     weights, config_file = _paths(path)
     try:
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(weights.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, weights)
-        _write_json(config_file, config)
+        with staged(weights, config_file) as (tmp_weights, tmp_config):
+            save_tensors(tensors, tmp_weights, metadata)
+            write_json(tmp_config, config)
     except OSError as err:
         raise CheckpointError(f"cannot write the export {path}: {err.strerror or err}") from None
     return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}

@@ -30,19 +30,17 @@ the export checks itself: the converted model must give the run's embeddings bef
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..errors import ExportError
 from .backbone import unwrap
-from .export import _write_json, preprocessing
+from .export import preprocessing, save_tensors, staged, write_json
 
 CONFIG_NAME, WEIGHTS_NAME = "open_clip_config.json", "open_clip_model.safetensors"
 FORMAT = "catlip-open_clip-1"
@@ -73,16 +71,12 @@ def export_open_clip(method: nn.Module, out_dir: str | Path, *, image_size: int,
 
 
 def _write(out: Path, written: dict[str, Any], tensors: dict[str, Tensor]) -> None:
-    weights = Path(written["weights"])
+    files = [Path(written[k]) for k in ("weights", "config", "model_config")]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"format": "pt", "catlip_format": FORMAT})
-        os.chmod(tmp, 0o644)  # safetensors creates the file private; the JSON files beside it are not
-        os.replace(tmp, weights)
-        _write_json(Path(written["config"]), {"model_cfg": written["model_cfg"],
-                                              "preprocess_cfg": written["preprocess_cfg"]})
-        _write_json(Path(written["model_config"]), written["model_cfg"])
+        with staged(*files) as (weights, config, model_config):
+            save_tensors(tensors, weights, {"format": "pt", "catlip_format": FORMAT})
+            write_json(config, {"model_cfg": written["model_cfg"], "preprocess_cfg": written["preprocess_cfg"]})
+            write_json(model_config, written["model_cfg"])
     except OSError as err:
         raise ExportError(f"cannot write the open_clip export {out}: {err.strerror or err}") from None
 

@@ -22,9 +22,9 @@ ids outside the list are ignored too, and their pixels counted. Detection: class
 a JSON list (or one under ``"detection"``) or one per line; a COCO json brings its own categories.
 
 **Bad input** never stops a run: an unreadable image or mask, a mask whose size differs from its image, a box
-outside the image (clipped), a box with no area or an unknown label (dropped) are counted per sample in the
-``notes`` each sample carries; a missing data folder or file, or a class list matching none of the data, is a
-one-line :class:`DataError`.
+outside the image (clipped), a box with no area, without 4 finite coordinates or with an unknown label (dropped)
+are counted per sample in the ``notes`` each sample carries; a missing data folder or file, or a class list
+matching none of the data, is a one-line :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -389,14 +391,21 @@ def _open_coco(path: Path, images: str | Path | None) -> DenseData:
             continue
         mine = by_image.get(im["id"], [])
         has_masks = has_masks and all(a.get("segmentation") for a in mine)
-        target = {"boxes": [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                            for a in mine],
+        target = {"boxes": [_coco_xyxy(a.get("bbox")) for a in mine],
                   "labels": [index.get(a["category_id"], -1) for a in mine],
                   "segmentation": [a.get("segmentation") for a in mine]}
         records.append(Record(str(im["id"]), str(file), target))
     if not records:
         raise DataError(f"{path}: none of its images is in {folder}")
     return DenseData(str(path), "detect", records, [c["name"] for c in cats], has_masks=has_masks, skipped=skipped)
+
+
+def _coco_xyxy(bbox: Any) -> Any:
+    """COCO's [x, y, w, h] as [x0, y0, x1, y1]; anything else unchanged, for ``clean_boxes`` to count and drop."""
+    if _box_problem(bbox):
+        return bbox
+    x, y, w, h = bbox
+    return [x, y, x + w, y + h]
 
 
 def holdout(data: DenseData, n: int) -> tuple[DenseData, DenseData]:
@@ -418,7 +427,8 @@ def _parse_box_json(raw: bytes | None) -> tuple[list, list] | None:
         boxes, labels = obj.get("boxes", []), obj.get("labels", [])
         if len(boxes) != len(labels):
             return None
-        return [[float(v) for v in b] for b in boxes], [int(v) for v in labels]
+        # a malformed box stays as it is: clean_boxes counts it by name and keeps the rest of the image
+        return [[float(v) for v in b] if isinstance(b, list) else b for b in boxes], [int(v) for v in labels]
     except (ValueError, TypeError, AttributeError):
         return None
 
@@ -506,6 +516,10 @@ def clean_boxes(boxes: list, labels: list, width: int, height: int, num_classes:
         if not 0 <= label < num_classes:
             notes["boxes with labels outside the class list"] += 1
             continue
+        problem = _box_problem(box)
+        if problem:
+            notes[problem] += 1
+            continue
         x0, y0, x1, y1 = box
         clipped = [min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width),
                    min(max(y1, 0.0), height)]
@@ -524,6 +538,17 @@ def clean_boxes(boxes: list, labels: list, width: int, height: int, num_classes:
     if with_masks:
         target["masks"] = _coco_masks(kept_segs, height, width)
     return target
+
+
+def _box_problem(box: Any) -> str | None:
+    """Why ``box`` is no box at all (a note's name), or None: clipping cannot repair a NaN or a missing corner."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return "boxes without 4 coordinates"
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in box):
+        return "boxes with coordinates that are not numbers"
+    if not all(math.isfinite(v) for v in box):
+        return "boxes with non-finite coordinates"  # NaN passes every comparison test below unchanged
+    return None
 
 
 def _coco_masks(segs: list, height: int, width: int) -> torch.Tensor:
