@@ -13,6 +13,9 @@ from pathlib import Path
 
 import torch
 
+# one probe protocol: `catlip probe` and the study standardise features with the same code
+from catlip.evaluate.linear_probe import standardize as _standardize, standardized_init as _standardized_init
+
 from small_study import HEAD_METHODS, Preset, say
 
 EVAL_VERSION = 1  # bump when a probe changes, so cached results are recomputed
@@ -125,13 +128,6 @@ def _encode(module, images: torch.Tensor, device: str, batch: int = 500) -> torc
     module.eval().to(device)
     out = [module(images[i:i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)]
     return torch.cat(out)
-
-
-def _standardize(train_x: torch.Tensor, *others: torch.Tensor):
-    """z-score with the probe-training statistics (MAE's linear probe does the same with an affine-free
-    BatchNorm): a fixed probe schedule and lr grid would otherwise under-fit features of small scale."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    return [(x - mean) / std for x in (train_x, *others)], mean, std
 
 
 def _probe(train_x, train_y, test_x, test_y, num_classes: int, epochs: int, seed: int = 0, init=None) -> dict:
@@ -365,15 +361,6 @@ def _transfer_rows(model, xtr, ytr, xte, yte, classes, p: Preset, dataset: str) 
                                     "balanced": r["balanced"]})
     out["summary"] = _summarise(out["rows"])
     return out
-
-
-def _standardized_init(linear, mean, std, mapped):
-    """The transferred rows re-expressed for standardized inputs: W' = W * std, b' = b + W @ mean (identical
-    logits). Unmapped rows keep the seeded random init of the Random Init probe."""
-    with torch.no_grad():
-        linear.bias[mapped] += linear.weight[mapped] @ mean
-        linear.weight[mapped] *= std
-    return linear
 
 
 def _summarise(rows: list[dict]) -> list[dict]:

@@ -5,17 +5,21 @@ Files are listed and read, and labels found, by the one reader of catlip's data 
 ``train_transform`` here are re-exports of its ``eval_transform`` and ``finetune_transform``). Every source yields ``(image tensor | None, target)``: ``None`` marks an unreadable image, which the collate
 function drops and counts, so a corrupt file costs one sample, never the run. Targets are class indices
 (single-label) or multi-hot float vectors (multi-label). Class names (and WordNet ids when known) travel with
-the data because Transfer Init and zero-shot need them.
+the data because Transfer Init and zero-shot need them; class files are read by ``catlip.evaluate.class_files``.
+
+The labels of the data are checked against the class list when a source is opened (shards: one pass over their
+label members, no image read), so a metric never covers a silent subset: a label the list does not name is an
+error, or with ``allow_partial`` its images are counted in ``LabelledData.unlisted``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from PIL import Image
@@ -26,78 +30,43 @@ from catlip.data.images import decode_rgb
 from catlip.data.transforms import MEAN, STD, eval_transform  # noqa: F401 - re-exported
 from catlip.data.transforms import finetune_transform as train_transform  # noqa: F401 - re-exported
 from catlip.errors import DataError
+from catlip.evaluate.class_files import WNID, ClassList, read_class_file
 
 IMAGE_EXTENSIONS = formats.IMAGE_EXTENSIONS
-WNID = re.compile(r"^n\d{8}$")
 log = logging.getLogger("catlip.evaluate")
 
 
 # ---------------------------------------------------------------- class lists
 
-
-@dataclass
-class ClassList:
-    """Target classes in index order, with the WordNet id of each where the list provides one."""
-
-    names: list[str]
-    wnids: list[str | None] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.wnids:
-            self.wnids = [None] * len(self.names)
-        if len(self.wnids) != len(self.names):
-            raise DataError("class list: names and wnids differ in length")
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def index(self, label: str) -> int | None:
-        """Index of a class given by name, wnid or decimal index; None when unknown."""
-        label = label.strip()
-        if label.isdigit():
-            i = int(label)
-            return i if i < len(self.names) else None
-        if not hasattr(self, "_lookup"):
-            lookup: dict[str, int] = {}
-            for i, (name, wnid) in enumerate(zip(self.names, self.wnids)):
-                lookup.setdefault(_norm(name), i)
-                if wnid:
-                    lookup.setdefault(wnid, i)
-            self._lookup = lookup
-        return self._lookup.get(_norm(label), self._lookup.get(label))
+load_classes = read_class_file
 
 
-def _norm(name: str) -> str:
-    return " ".join(name.lower().replace("_", " ").split())
+def _check_labels(spec: str, classes: ClassList, labels: Iterable[Sequence[str]], allow_partial: bool
+                  ) -> dict[str, Any]:
+    """``{"images": n, "labels": {label: images}}`` of the labels found in the data (one list per image) that name
+    no listed class; ``{}`` when every label is listed.
+
+    Evaluating on the listed classes only would report a number over a silent subset of the data, so an unlisted
+    label is an error unless ``allow_partial``; then its images are counted (and single-label ones left out)."""
+    unlisted: Counter[str] = Counter()
+    images = 0
+    for image_labels in labels:
+        missing = {x.strip() for x in image_labels if classes.index(x) is None}
+        unlisted.update(missing)
+        images += bool(missing)
+    if unlisted and not allow_partial:
+        shown = ", ".join(sorted(unlisted, key=_natural)[:8]) + (", ..." if len(unlisted) > 8 else "")
+        raise DataError(f"{spec}: {images} images carry {len(unlisted)} label(s) not in the class list of "
+                        f"{len(classes)} names ({shown}); list every class, or pass --allow-partial-classes to "
+                        "evaluate the listed classes and count the rest")
+    if not unlisted:
+        return {}
+    log.warning("%s: %d images of %d unlisted class(es) counted, not evaluated", spec, images, len(unlisted))
+    return {"images": images, "labels": dict(sorted(unlisted.items(), key=lambda kv: _natural(kv[0])))}
 
 
-def load_classes(path: str | Path) -> ClassList:
-    """Read a class-names file: one name per line, or TSV ``index<TAB>wnid<TAB>name`` / ``wnid<TAB>name``.
-
-    A header line (``index wnid name``) is recognised and skipped; blank lines are ignored.
-    """
-    path = Path(path)
-    try:
-        lines = [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines()]
-    except OSError as err:
-        raise DataError(f"cannot read class list {path}: {err.strerror or err}") from None
-    names: list[str] = []
-    wnids: list[str | None] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        cols = [c.strip() for c in line.split("\t")]
-        if n == 1 and len(cols) > 1 and {c.lower() for c in cols} & {"name", "wnid", "index"}:
-            continue
-        wnid = next((c for c in cols if WNID.match(c)), None)
-        rest = [c for c in cols if c != wnid and not c.isdigit()]
-        if not rest and wnid is None:
-            raise DataError(f"{path}:{n}: no class name in {line!r}")
-        names.append(rest[-1] if rest else wnid)
-        wnids.append(wnid)
-    if not names:
-        raise DataError(f"class list {path} is empty")
-    return ClassList(names, wnids)
+def _natural(label: str) -> tuple:
+    return (0, int(label), "") if label.isdigit() else (1, 0, label)
 
 
 # ---------------------------------------------------------------- images
@@ -151,6 +120,8 @@ class _ShardDataset(IterableDataset):
 
     def __iter__(self):
         for image_bytes, target in self._samples():
+            if target is _UNLISTED:
+                continue  # counted when the shards were opened
             img = decode_image(image_bytes) if image_bytes is not None else None
             if target is None:
                 img = None  # unlabelled: counted as skipped like an unreadable image
@@ -175,17 +146,37 @@ class _ShardDataset(IterableDataset):
         return image, self._target(data)
 
     def _target(self, sample: dict) -> Any:
-        if self.multilabel and "json" in sample:
-            labels = formats.json_labels(sample["json"])
-            if labels is None:
-                return None
-            return _multi_hot([self.classes.index(x) for x in labels], len(self.classes))
-        if "cls" in sample:
-            idx = self.classes.index(formats.cls_label(sample["cls"]))
-            if idx is None:
-                return None
-            return _multi_hot([idx], len(self.classes)) if self.multilabel else idx
-        return None
+        labels = _sample_labels(sample, self.multilabel)
+        if labels is None:
+            return None
+        idx = [self.classes.index(x) for x in labels]
+        if self.multilabel:
+            return _multi_hot(idx, len(self.classes))
+        return _UNLISTED if idx[0] is None else idx[0]
+
+
+_UNLISTED = object()  # the target of a single-label sample whose class the list leaves out
+
+
+def _sample_labels(sample: dict, multilabel: bool) -> list[str] | None:
+    """A shard sample's labels: its ``.json`` labels (multi-label), else its ``.cls``; None when it has none."""
+    if multilabel and "json" in sample:
+        return formats.json_labels(sample["json"])
+    if "cls" in sample:
+        return [formats.cls_label(sample["cls"])]
+    return None
+
+
+def _shard_labels(urls: list[str], multilabel: bool) -> list[list[str]]:
+    """The labels of every labelled sample, from the label members alone (no image is read)."""
+    out = []
+    for url in urls:
+        path = formats.local_shard(url, formats.default_shard_cache())
+        for sample in formats.TarScan(path, read={"cls", "json"}.__contains__):
+            labels = _sample_labels(sample.data, multilabel)
+            if labels:
+                out.append(labels)
+    return out
 
 
 def _shuffled(samples, bufsize: int, rng: random.Random, initial: int = 100):
@@ -243,6 +234,7 @@ class LabelledData:
     classes: ClassList
     multilabel: bool = False
     empty_classes: list[str] = field(default_factory=list)
+    unlisted: dict[str, Any] = field(default_factory=dict)  # images of classes the list leaves out (_check_labels)
 
     @property
     def num_classes(self) -> int:
@@ -253,43 +245,44 @@ class LabelledData:
 
 
 def open_labelled(spec: str | Path, classes: ClassList | str | Path | None = None, transform: Callable | None = None,
-                  multilabel: bool = False, shuffle: int = 0, seed: int = 0) -> LabelledData:
+                  multilabel: bool = False, shuffle: int = 0, seed: int = 0, allow_partial: bool = False
+                  ) -> LabelledData:
     """Open an image folder, a CSV/TSV/JSONL manifest or webdataset shards (``.tar`` paths, brace patterns and
-    remote URLs allowed)."""
+    remote URLs allowed). A label of the data that ``classes`` does not list is an error, or with
+    ``allow_partial`` counted in ``unlisted`` (see :func:`_check_labels`)."""
     if isinstance(classes, (str, Path)):
         classes = load_classes(classes)
     spec = str(spec)
     path = Path(spec)
     if path.is_dir():
-        return _open_folder(path, classes, transform, multilabel)
+        return _open_folder(path, classes, transform, multilabel, allow_partial)
     if formats.is_manifest(spec):
-        return _open_manifest(path, classes, transform, multilabel)
+        return _open_manifest(path, classes, transform, multilabel, allow_partial)
     if formats.is_shard_spec(spec):
-        return _open_shards(spec, classes, transform, multilabel, shuffle, seed)
+        return _open_shards(spec, classes, transform, multilabel, shuffle, seed, allow_partial)
     raise DataError(f"{spec}: not an image folder, a .csv/.tsv/.jsonl manifest or .tar shards")
 
 
-def _open_folder(root: Path, classes: ClassList | None, transform, multilabel: bool) -> LabelledData:
+def _open_folder(root: Path, classes: ClassList | None, transform, multilabel: bool, allow_partial: bool
+                 ) -> LabelledData:
     folders = formats.class_folders(root, IMAGE_EXTENSIONS)
     if not folders:
         raise DataError(f"{root}: an image folder needs one sub-folder per class, found none")
     if classes is None:
         names = [name for name, _ in folders]
         classes = ClassList(names, [n if WNID.match(n) else None for n in names])
+    unlisted = _check_labels(f"{root} (folder names)", classes, ([n] for n, files in folders for _ in files),
+                             allow_partial)
     items: list[tuple[Path, Any]] = []
-    unknown = []
     counts = [0] * len(classes)
     for name, files in folders:
         idx = classes.index(name)
         if idx is None:
-            unknown.append(name)
             continue
         counts[idx] += len(files)
         target = _multi_hot([idx], len(classes)) if multilabel else idx
         items += [(f, target) for f in files]
-    if unknown:
-        raise DataError(f"{root}: folder(s) not in the class list: {', '.join(unknown[:10])}")
-    return _finish(str(root), _ItemDataset(items, transform), classes, multilabel, counts)
+    return _finish(str(root), _ItemDataset(items, transform), classes, multilabel, counts, unlisted)
 
 
 def _manifest_rows(path: Path) -> list[tuple[str, list[str]]]:
@@ -330,16 +323,16 @@ def _manifest_records(path: Path, manifest: formats.Manifest, bad) -> list[tuple
     return rows
 
 
-def _open_manifest(path: Path, classes: ClassList | None, transform, multilabel: bool) -> LabelledData:
+def _open_manifest(path: Path, classes: ClassList | None, transform, multilabel: bool, allow_partial: bool
+                   ) -> LabelledData:
     """A manifest of images (paths relative to the manifest, then the working directory) and their labels."""
     rows = _manifest_rows(path)
     if classes is None:
         classes = ClassList(sorted({x.strip() for _, labels in rows for x in labels}))
-    items, counts, unknown = [], [0] * len(classes), set()
+    unlisted = _check_labels(str(path), classes, (labels for _, labels in rows), allow_partial)
+    items, counts = [], [0] * len(classes)
     for image, labels in rows:
-        idx = [classes.index(x) for x in labels]
-        unknown.update(x for x, i in zip(labels, idx) if i is None)
-        idx = [i for i in idx if i is not None]
+        idx = [i for i in (classes.index(x) for x in labels) if i is not None]
         if not idx:
             continue  # an unlabelled row is no evaluation sample
         for i in idx:
@@ -350,12 +343,11 @@ def _open_manifest(path: Path, classes: ClassList | None, transform, multilabel:
         except FileNotFoundError:
             file = path.parent / image  # unreadable: skipped (and counted) when read
         items.append((file, target))
-    if unknown:
-        raise DataError(f"{path}: label(s) not in the class list: {', '.join(sorted(unknown)[:10])}")
-    return _finish(str(path), _ItemDataset(items, transform), classes, multilabel, counts)
+    return _finish(str(path), _ItemDataset(items, transform), classes, multilabel, counts, unlisted)
 
 
-def _open_shards(spec: str, classes: ClassList | None, transform, multilabel, shuffle, seed) -> LabelledData:
+def _open_shards(spec: str, classes: ClassList | None, transform, multilabel, shuffle, seed, allow_partial
+                 ) -> LabelledData:
     urls = formats.expand_urls(spec)
     missing = [u for u in urls if not formats.is_remote(u) and not formats.local_shard(u, "").is_file()]
     if missing:
@@ -365,15 +357,21 @@ def _open_shards(spec: str, classes: ClassList | None, transform, multilabel, sh
         if not guess.is_file():
             raise DataError(f"{spec}: shards carry class indices only; give the class names with --classes FILE")
         classes = load_classes(guess)
+    labels = _shard_labels(urls, multilabel)
+    unlisted = _check_labels(spec, classes, labels, allow_partial)
+    counts = Counter(i for image_labels in labels for i in {classes.index(x) for x in image_labels})
     ds = _ShardDataset(urls, classes, transform, multilabel, shuffle, seed)
-    return LabelledData(spec, ds, classes, multilabel)
+    return LabelledData(spec, ds, classes, multilabel, _empty(classes, counts), unlisted)
 
 
-def _finish(spec, dataset, classes, multilabel, counts) -> LabelledData:
+def _finish(spec, dataset, classes, multilabel, counts, unlisted) -> LabelledData:
     if len(dataset) == 0:
         raise DataError(f"{spec}: no images found")
-    empty = [name for name, c in zip(classes.names, counts) if c == 0]
-    return LabelledData(spec, dataset, classes, multilabel, empty)
+    return LabelledData(spec, dataset, classes, multilabel, _empty(classes, dict(enumerate(counts))), unlisted)
+
+
+def _empty(classes: ClassList, counts: dict[int | None, int]) -> list[str]:
+    return [name for i, name in enumerate(classes.names) if not counts.get(i)]
 
 
 def collate_skip(batch: list) -> dict[str, Any]:

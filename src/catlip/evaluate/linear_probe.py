@@ -57,6 +57,35 @@ def split_train_val(labels: torch.Tensor, val_fraction: float, seed: int = 0) ->
     return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
 
 
+# ---------------------------------------------------------------- feature standardisation
+
+
+def standardize(train_x: torch.Tensor, *others: torch.Tensor
+                ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """z-score ``train_x`` and ``others`` with the training statistics: ``([train, *others], mean, std)``.
+
+    The probe protocol of ``catlip probe`` and the study (MAE's linear probe does the same with an affine-free
+    BatchNorm): one fixed schedule and lr grid would otherwise under-fit features of small scale."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    return [(x - mean) / std for x in (train_x, *others)], mean, std
+
+
+def standardize_features(train: Features, *others: Features) -> tuple[list[Features], torch.Tensor, torch.Tensor]:
+    """:func:`standardize` on ``Features`` (targets and skip counts kept)."""
+    xs, mean, std = standardize(train.x, *(f.x for f in others))
+    return [Features(x, f.y, f.skipped) for x, f in zip(xs, (train, *others))], mean, std
+
+
+def standardized_init(linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor, rows: torch.Tensor) -> nn.Linear:
+    """A classifier of raw features re-expressed for standardized ones, in place: W' = W * std, b' = b + W @ mean
+    give identical logits. Only ``rows`` (a bool mask: Transfer Init's mapped classes) change; the others keep
+    the seeded random init that a Random Init probe starts from."""
+    with torch.no_grad():
+        linear.bias[rows] += linear.weight[rows] @ mean
+        linear.weight[rows] *= std
+    return linear
+
+
 # ---------------------------------------------------------------- logistic regression
 
 

@@ -16,16 +16,23 @@ from catlip.errors import CatlipError, CheckpointError
 from catlip.evaluate.datasets import ClassList, LabelledData, open_labelled
 from catlip.evaluate.features import Features, cached_features, default_device
 from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
-                                          train_probe, _random_linear)
+                                          standardize_features, standardized_init, train_probe, _random_linear)
 from catlip.evaluate.model import EvalModel, load_eval_model
 from catlip.evaluate.transfer_init import DEFAULT_ALPHA, CoverageReport, map_classes, transfer_init
 
 
-def _open_pair(train: str | None, test: str, classes: str | None, transform, multilabel: bool
-               ) -> tuple[LabelledData | None, LabelledData]:
-    train_data = open_labelled(train, classes, transform, multilabel) if train else None
+def _open_pair(train: str | None, test: str, classes: str | None, transform, multilabel: bool,
+               allow_partial: bool = False) -> tuple[LabelledData | None, LabelledData]:
+    train_data = open_labelled(train, classes, transform, multilabel, allow_partial=allow_partial) if train else None
     cls = train_data.classes if train_data else classes
-    return train_data, open_labelled(test, cls, transform, multilabel)
+    return train_data, open_labelled(test, cls, transform, multilabel, allow_partial=allow_partial)
+
+
+def _unlisted(**splits: LabelledData | None) -> dict[str, Any]:
+    """``{"unlisted_classes": {split: {"images", "labels"}}}`` for the splits with images of unlisted classes
+    (``--allow-partial-classes``), so a number over part of the data says so; ``{}`` when none has any."""
+    found = {name: data.unlisted for name, data in splits.items() if data is not None and data.unlisted}
+    return {"unlisted_classes": found} if found else {}
 
 
 def _coverage(model: EvalModel, classes: ClassList, alpha: float, purpose: str, dataset: str
@@ -44,51 +51,70 @@ def _features(model: EvalModel, data: LabelledData, encoder: nn.Module, wid: str
 def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None, *,
               fractions: Sequence[float] = (1.0,), shots: Sequence[int] = (), inits: Sequence[str] = ("random",),
               knn: bool = True, multilabel: bool = False, alpha: float = DEFAULT_ALPHA, image_size: int | None = None,
-              probe: ProbeConfig | None = None, seed: int = 0, **opts: Any) -> dict[str, Any]:
-    """Linear probes (logistic over an lr/wd grid; ridge for k-shot) and k-NN on frozen features."""
+              probe: ProbeConfig | None = None, seed: int = 0, raw_features: bool = False,
+              allow_partial: bool = False, **opts: Any) -> dict[str, Any]:
+    """Linear probes (logistic over an lr/wd grid; ridge for k-shot) and k-NN on frozen features.
+
+    The linear probes read features standardized with the training split's statistics (the study's protocol,
+    :func:`standardize_features`) unless ``raw_features``; k-NN reads the raw ones (cosine similarity)."""
     probe = probe or ProbeConfig(seed=seed)
     model = load_eval_model(checkpoint, image_size)
-    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), multilabel)
+    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), multilabel, allow_partial)
     num_classes = train_data.num_classes
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size,
-                              "train": train, "test": test, "num_classes": num_classes, "rows": []}
-    starts: dict[str, Any] = {}
+                              "train": train, "test": test, "num_classes": num_classes,
+                              "features": "raw" if raw_features else "standardized", "rows": []}
+    result.update(_unlisted(train=train_data, test=test_data))
+    mapping = None
     if "transfer" in inits:
-        weight, bias, report = _coverage(model, train_data.classes, alpha, "--init transfer", Path(train).name)
-        result["coverage"] = report.to_dict()
-        starts["transfer"] = lambda: transfer_init(weight, bias, report, seed)
+        mapping = _coverage(model, train_data.classes, alpha, "--init transfer", Path(train).name)
+        result["coverage"] = mapping[2].to_dict()
     encoder = model.encoder()
     wid = model.weights_id()
     result["weights_id"] = wid
     tr, te = _features(model, train_data, encoder, wid, opts), _features(model, test_data, encoder, wid, opts)
     result.update(train_images=len(tr), test_images=len(te), skipped={"train": tr.skipped, "test": te.skipped},
                   empty_classes=train_data.empty_classes)
-    dim = tr.x.shape[1]
+    (ptr, pte), mean, std = (tr, te), None, None
+    if not raw_features:
+        (ptr, pte), mean, std = standardize_features(tr, te)
+    starts = {"random": lambda: _random_linear(tr.x.shape[1], num_classes, seed)}
+    if mapping is not None:
+        starts["transfer"] = lambda: _transfer_start(mapping, seed, mean, std)
     probe_device = default_device(opts.get("device", "auto"))
-    starts.setdefault("random", lambda: _random_linear(dim, num_classes, seed))
     subsets = [(f"{_pct(f)} of train", balanced_subset(tr.y, fraction=f, seed=seed)) for f in fractions]
     subsets += [(f"{k}-shot", balanced_subset(tr.y, shots=k, seed=seed)) for k in shots]
     for label, idx in subsets:
-        sub = tr.subset(idx)
+        sub = ptr.subset(idx)
         for init in inits:
             fit = train_probe(sub, num_classes, probe, init=starts[init](), device=probe_device)
             result["rows"].append({"protocol": "logistic", "subset": label, "init": init, "n_train": len(idx),
-                                   **score(fit.linear, te), "lr": fit.lr, "weight_decay": fit.weight_decay})
+                                   **score(fit.linear, pte), "lr": fit.lr, "weight_decay": fit.weight_decay})
         if label.endswith("-shot") and not multilabel:
             lin, info = ridge_probe(sub, num_classes)
             result["rows"].append({"protocol": "ridge", "subset": label, "init": "-", "n_train": len(idx),
-                                   **score(lin, te), "lambda": info["chosen"]["lambda"]})
+                                   **score(lin, pte), "lambda": info["chosen"]["lambda"]})
     if knn and not multilabel:
         result["rows"].append({"protocol": "knn (k=20)", "subset": "100% of train", "init": "-", "n_train": len(tr),
                                **knn_accuracy(tr, te, num_classes)})
     return result
 
 
+def _transfer_start(mapping, seed: int, mean: torch.Tensor | None, std: torch.Tensor | None) -> nn.Linear:
+    """Transfer Init's classifier, re-expressed for standardized features when the probe reads those."""
+    weight, bias, report = mapping
+    linear = transfer_init(weight, bias, report, seed)
+    if mean is None:
+        return linear
+    return standardized_init(linear, mean, std, torch.tensor([bool(m.rows) for m in report.classes]))
+
+
 def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, *, k: int = 20,
-            temperature: float = 0.07, image_size: int | None = None, **opts: Any) -> dict[str, Any]:
+            temperature: float = 0.07, image_size: int | None = None, allow_partial: bool = False,
+            **opts: Any) -> dict[str, Any]:
     """Weighted k-NN (cosine, exp(s/T) votes) of the test images against the training images' frozen features."""
     model = load_eval_model(checkpoint, image_size)
-    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), False)
+    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), False, allow_partial)
     encoder, wid = model.encoder(), model.weights_id()
     tr, te = _features(model, train_data, encoder, wid, opts), _features(model, test_data, encoder, wid, opts)
     row = {"protocol": f"knn (k={k})", "subset": "100% of train", "init": "-", "n_train": len(tr),
@@ -96,7 +122,8 @@ def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, 
     return {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size, "train": train,
             "test": test, "num_classes": train_data.num_classes, "weights_id": wid, "k": k,
             "temperature": temperature, "train_images": len(tr), "test_images": len(te),
-            "skipped": {"train": tr.skipped, "test": te.skipped}, "rows": [row]}
+            "skipped": {"train": tr.skipped, "test": te.skipped}, "rows": [row],
+            **_unlisted(train=train_data, test=test_data)}
 
 
 def _pct(fraction: float) -> str:
@@ -105,7 +132,8 @@ def _pct(fraction: float) -> str:
 
 def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode: str = "auto",
                  alpha: float = DEFAULT_ALPHA, use_bias: bool = True, image_size: int | None = None,
-                 templates: str | None = None, classnames: str | None = None, **opts: Any) -> dict[str, Any]:
+                 templates: str | None = None, classnames: str | None = None, allow_partial: bool = False,
+                 **opts: Any) -> dict[str, Any]:
     """Zero-shot top-1/top-5 and mean per-class recall (CLIP_benchmark's metrics): from the classification head
     (methods with a label source; classes mapped by the vocabulary's label source) or the text tower (CLIP, SigLIP,
     LiT; class embeddings averaged over the ``templates`` set: openai | simple | short | a file). ``classnames``:
@@ -120,10 +148,11 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
 
     if mode not in ZERO_SHOT_MODES:
         raise CatlipError(f"--mode must be auto, {' or '.join(ZERO_SHOT_MODES)}, not {mode!r}")
-    _, test_data = _open_pair(None, test, classes, model.eval_transform(), False)
+    _, test_data = _open_pair(None, test, classes, model.eval_transform(), False, allow_partial)
     names = resolve_classnames(classnames, test_data.classes.names)
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,
-                              "num_classes": test_data.num_classes, "classnames": names.source}
+                              "num_classes": test_data.num_classes, "classnames": names.source,
+                              **_unlisted(test=test_data)}
     if mode == "head":
         own = test_data.classes.wnids
         target = test_data.classes if classnames is None else ClassList(
@@ -154,7 +183,7 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
 
 def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | None = None, *,
                  config: str | None = None, overrides: Sequence[str] = (), save: str | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, allow_partial: bool = False) -> dict[str, Any]:
     """Fine-tune the whole network with a ``configs/finetune_*.yaml`` recipe; optionally save the weights."""
     from catlip.evaluate.finetune import finetune, load_finetune_config
 
@@ -162,10 +191,12 @@ def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | N
     model = load_eval_model(checkpoint, cfg.image_size or None)
     size = model.image_size
     train_data = open_labelled(train, classes, model.train_transform(cfg.rrc_scale_min), cfg.multilabel,
-                               shuffle=cfg.shuffle_buffer, seed=cfg.seed)
-    test_data = open_labelled(test, train_data.classes, model.eval_transform(), cfg.multilabel) if test else None
+                               shuffle=cfg.shuffle_buffer, seed=cfg.seed, allow_partial=allow_partial)
+    test_data = open_labelled(test, train_data.classes, model.eval_transform(), cfg.multilabel,
+                              allow_partial=allow_partial) if test else None
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "train": train, "test": test,
-                              "num_classes": train_data.num_classes, "image_size": size}
+                              "num_classes": train_data.num_classes, "image_size": size,
+                              **_unlisted(train=train_data, test=test_data)}
     encoder = model.encoder()
     if cfg.init == "transfer":
         weight, bias, report = _coverage(model, train_data.classes, cfg.alpha, "init: transfer", Path(train).name)

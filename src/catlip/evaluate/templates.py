@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence, Union
 
 from catlip.errors import DataError
+from catlip.evaluate.class_files import clean_name, read_class_file  # noqa: F401 - clean_name re-exported
 
 log = logging.getLogger("catlip.evaluate")
 
@@ -125,61 +126,11 @@ def resolve_classnames(spec: str | None, dataset_names: Sequence[str]) -> ClassN
     return ClassNames(source, tuple(clean_name(n) for n in names), tuple(wnids) or (None,) * len(names))
 
 
-def clean_name(name: str) -> str:
-    """Folder-style names read as words (``sea_lion`` → ``sea lion``); accents and other non-ASCII stay, the CLIP
-    tokenizer encodes them as bytes."""
-    return " ".join(name.replace("_", " ").split())
-
-
 def read_classnames_file(path: str | Path, with_wnids: bool = False):
-    """One name per line, or ``index<TAB>name`` (also ``index<TAB>wnid<TAB>name``: the name is the last column).
-    Blank lines and ``#`` comments are skipped; a repeated name is an error (its classes could never be told
-    apart), so are indices that are not exactly 0..N-1. ``with_wnids``: (names, wnids), a wnid per name from a
-    column that is one (``n`` + 8 digits), else None."""
-    entries: list[tuple[int, int | None, str]] = []  # (line number, index, name)
-    wnid_of: dict[int, str] = {}
-    for n, line in enumerate(_read_lines(path, "class-names file"), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        cols = [c.strip() for c in line.split("\t")]
-        index = int(cols[0]) if len(cols) > 1 and cols[0].isdigit() else None
-        if not cols[-1]:
-            raise DataError(f"{path}:{n}: empty class name")
-        entries.append((n, index, cols[-1]))
-        wnid = next((c for c in cols[:-1] if _WNID.fullmatch(c)), None)
-        if wnid:
-            wnid_of[n] = wnid
-    if not entries:
-        raise DataError(f"class-names file {path} is empty")
-    _check_unique(path, entries)
-    ordered = _in_index_order(path, entries)
-    names = [name for _, _, name in ordered]
-    return (names, [wnid_of.get(line) for line, _, _ in ordered]) if with_wnids else names
-
-
-_WNID = re.compile(r"n\d{8}")
-
-
-def _check_unique(path, entries) -> None:
-    seen: dict[str, int] = {}
-    for n, _, name in entries:
-        key = clean_name(name).casefold()
-        if key in seen:
-            raise DataError(f"{path}:{n}: class name {name!r} repeats line {seen[key]}")
-        seen[key] = n
-
-
-def _in_index_order(path, entries):
-    indexed = [e for e in entries if e[1] is not None]
-    if not indexed:
-        return entries
-    if len(indexed) != len(entries):
-        plain = next(e for e in entries if e[1] is None)
-        raise DataError(f"{path}:{plain[0]}: a plain name among index<TAB>name lines")
-    missing = sorted(set(range(len(entries))) - {e[1] for e in entries})
-    if missing:
-        raise DataError(f"{path}: indices must be 0..{len(entries) - 1}, each once; {missing[0]} is missing")
-    return sorted(entries, key=lambda e: e[1])
+    """The names of a class file (any format :mod:`catlip.evaluate.class_files` reads), in index order;
+    ``with_wnids``: (names, wnids), a WordNet id per name where the file gives one, else None."""
+    classes = read_class_file(path)
+    return (classes.names, classes.wnids) if with_wnids else classes.names
 
 
 def name_warnings(names: Sequence[str]) -> list[str]:

@@ -10,13 +10,17 @@ from catlip.errors import CliError
 CKPT_HELP = ("run dir or checkpoint dir from `catlip pretrain`, or random:<timm name | recipe.yaml> for the "
              "random-init floor")
 DATA_HELP = "image folder (one sub-folder per class), .csv/.tsv manifest (image,label) or .tar shards ({000..004})"
-CLASSES_HELP = "class names, one per line, or TSV index<TAB>wnid<TAB>name (default: folder names / classes.txt)"
+CLASSES_HELP = ("class names in label-index order: one per line, TSV index<TAB>wnid<TAB>name, a JSON list or "
+                "{index: name} (UTF-8; default: folder names / classes.txt beside the shards)")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """The checkpoint and the options every evaluation task takes."""
     p.add_argument("checkpoint", help=CKPT_HELP)
     p.add_argument("--classes", help=CLASSES_HELP)
+    p.add_argument("--allow-partial-classes", action="store_true",
+                   help="evaluate on the classes --classes lists when the data has others too; their images are "
+                   "counted and reported (default: an error)")
     p.add_argument("--output", "-o", help="write the full result as JSON here")
     p.add_argument("--image-size", type=int, help="evaluation resolution (default: the pre-training one)")
     p.add_argument("--batch-size", type=int, help="images per batch (default: 256; finetune: the recipe's)")
@@ -30,7 +34,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def eval_opts(args: argparse.Namespace) -> dict:
     return {"batch_size": args.batch_size or 256, "num_workers": args.workers, "device": args.device,
-            "cache_dir": args.cache_dir, "progress": not args.no_progress}
+            "cache_dir": args.cache_dir, "progress": not args.no_progress, "allow_partial": args.allow_partial_classes}
 
 
 def comma_list(text: str, kind: type, flag: str) -> list:
@@ -49,6 +53,14 @@ def print_coverage(result: dict) -> None:
         report = CoverageReport(cov["dataset"], cov["vocab_method"], cov["alpha"],
                                 [ClassMapping(**c) for c in cov["classes"]], cov.get("labels", ""))
         print(report.summary())
+
+
+def print_unlisted(result: dict) -> None:
+    """Say which images were left out for belonging to no listed class (``--allow-partial-classes``)."""
+    for split, info in result.get("unlisted_classes", {}).items():
+        labels = ", ".join(list(info["labels"])[:8]) + (", ..." if len(info["labels"]) > 8 else "")
+        print(f"{split}: {info['images']} images of {len(info['labels'])} classes not in --classes ({labels}) "
+              "were left out")
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, print_coverage, print_table
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, print_coverage, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,10 +28,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.image_size:
         overrides.append(f"image_size={args.image_size}")
     return run_finetune(args.checkpoint, args.train, args.test, args.classes, config=args.config,
-                        overrides=overrides, save=args.save, progress=not args.no_progress)
+                        overrides=overrides, save=args.save, progress=not args.no_progress,
+                        allow_partial=args.allow_partial_classes)
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print_unlisted(result)
     print_coverage(result)
     cols = ["epoch", "steps", "train_loss"] + ([c for c in ("top1", "top5", "mAP") if c in result["final"]])
     print_table(result["history"], cols)

@@ -7,7 +7,7 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_table
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print_unlisted(result)
     print_table(result["rows"], ["protocol", "subset", "n_train", "top1", "top5"])
 
 

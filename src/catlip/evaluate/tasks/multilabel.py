@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, print_coverage, print_table
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, print_coverage, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lrs", default="0.001,0.01,0.1", help="probe learning-rate grid")
     p.add_argument("--wds", default="0,0.0001,0.01", help="probe weight-decay grid")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--raw-features", action="store_true",
+                   help="probe the raw features (default: standardized with the training split's mean and std, "
+                   "as benchmarks/small_study.py does)")
     p.set_defaults(shots="")
 
 
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print_unlisted(result)
     print_coverage(result)
     print_table(result["rows"], ["protocol", "subset", "init", "n_train", "mAP"])
 

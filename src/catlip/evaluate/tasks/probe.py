@@ -7,7 +7,8 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, comma_list, eval_opts, print_coverage, print_table
+from catlip.evaluate.tasks._common import (DATA_HELP, add_common, comma_list, eval_opts, print_coverage, print_table,
+                                           print_unlisted)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wds", default="0,0.0001,0.01", help="probe weight-decay grid (paper: 0)")
     p.add_argument("--multilabel", action="store_true", help="multi-label targets (.json labels): BCE + mAP")
     p.add_argument("--no-knn", action="store_true", help="skip the k-NN evaluation")
+    p.add_argument("--raw-features", action="store_true",
+                   help="probe the raw features (default: standardized with the training split's mean and std, "
+                   "as benchmarks/small_study.py does)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -35,6 +39,7 @@ def probe_arguments(args: argparse.Namespace, *, multilabel: bool, knn: bool) ->
         raise CliError("--init takes random and/or transfer; --fractions values lie in (0, 1]")
     return dict(fractions=fractions, shots=comma_list(args.shots, int, "--shots"), inits=inits, knn=knn,
                 multilabel=multilabel, alpha=args.alpha, image_size=args.image_size, seed=args.seed,
+                raw_features=args.raw_features,
                 probe=ProbeConfig(epochs=args.epochs, seed=args.seed, lrs=comma_list(args.lrs, float, "--lrs"),
                                   weight_decays=comma_list(args.wds, float, "--wds")),
                 **eval_opts(args))
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print_unlisted(result)
     print_coverage(result)
     metric = ["mAP"] if result.get("multilabel", getattr(args, "multilabel", False)) else ["top1", "top5"]
     print_table(result["rows"], ["protocol", "subset", "init", "n_train", *metric])
@@ -60,13 +66,10 @@ def linear_probe(train, test, num_classes: int, config=None, *, init=None, devic
     ``standardize``: z-score both sets with the training mean/std first (one lr grid then fits any backbone's
     feature scale; the demo uses it). Returns the test metrics plus the chosen ``lr`` and ``weight_decay``.
     """
-    from catlip.evaluate.features import Features
-    from catlip.evaluate.linear_probe import score, train_probe
+    from catlip.evaluate.linear_probe import score, standardize_features, train_probe
 
     if standardize:
-        mean, std = train.x.mean(0), train.x.std(0) + 1e-6
-        train = Features((train.x - mean) / std, train.y, train.skipped)
-        test = Features((test.x - mean) / std, test.y, test.skipped)
+        (train, test), _, _ = standardize_features(train, test)
     fit = train_probe(train, num_classes, config, init=init, device=device)
     return {**score(fit.linear, test), "lr": fit.lr, "weight_decay": fit.weight_decay}
 

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_coverage, print_table
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_coverage, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,7 @@ COLUMNS = ["method", "mode", "templates", "classnames", "num_classes", "test_ima
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print_unlisted(result)
     print_coverage(result)
     for warning in result.get("warnings", ()):
         print(f"warning: {warning}")
