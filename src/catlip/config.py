@@ -137,6 +137,12 @@ class TrainConfig:
     resume: str = ""  # "" = fresh run, "auto" = newest valid checkpoint in output_dir if any, or a checkpoint path
     stop_after: int = 0  # stop this process after N optimizer steps (time-boxed jobs); the schedule keeps optim.steps
     tensorboard: bool = True
+    # a run stops (one-line error, exit 2) once this many consecutive steps had a NaN/inf loss or gradient norm;
+    # checked where the loop waits for the device anyway (log steps, checkpoints), so it may run up to
+    # train.log_every steps more before stopping; no checkpoint with non-finite weights is ever written
+    nonfinite_patience: int = 3
+    # refuse | allow: resuming with another data.train, data.batch_size or train.seed (not an exact continuation)
+    resume_changes: str = "refuse"
 
 
 @dataclass
@@ -166,12 +172,14 @@ class Config:
                                     ("model.stem", self.model.stem, ("patch", "conv", "corenet")),
                                     ("model.pos_resize", self.model.pos_resize, ("grid", "stretch")),
                                     ("model.head_bias", self.model.head_bias, ("constant", "prior")),
-                                    ("method.image_pool", self.method.image_pool, ("token", "avg"))):
+                                    ("method.image_pool", self.method.image_pool, ("token", "avg")),
+                                    ("train.resume_changes", self.train.resume_changes, ("refuse", "allow"))):
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
         if self.data.image_size <= 0 or self.optim.grad_accum <= 0:
             raise ConfigError("data.image_size and optim.grad_accum must be positive")
         check_preprocessing(self.data)
+        check_numbers(self)
         if not 0.0 <= self.model.patch_drop < 1.0:
             raise ConfigError(f"model.patch_drop must lie in [0, 1), got {self.model.patch_drop}")
         if "patch_drop_rate" in self.model.backbone_kwargs:
@@ -215,6 +223,21 @@ def check_preprocessing(data: DataConfig) -> None:
     if data.eval_resize and data.eval_resize < data.image_size:
         raise ConfigError(f"data.eval_resize ({data.eval_resize}) must be 0 or at least data.image_size "
                           f"({data.image_size}): the evaluation crop is taken from the resized image")
+
+
+def check_numbers(cfg: Config) -> None:
+    """Hyper-parameters that are NaN, inf or of the wrong sign would only show up as a diverged or stuck run."""
+    import math
+
+    o, t = cfg.optim, cfg.train
+    for key, value, low, low_ok in (("optim.lr", o.lr, 0, True), ("optim.weight_decay", o.weight_decay, 0, True),
+                                    ("optim.eps", o.eps, 0, False), ("optim.warmup_steps", o.warmup_steps, 0, True),
+                                    ("optim.clip_grad", o.clip_grad, 0, True),
+                                    ("optim.min_lr_ratio", o.min_lr_ratio, 0, True),
+                                    ("train.ema_decay", t.ema_decay, 0, True),
+                                    ("train.nonfinite_patience", t.nonfinite_patience, 1, True)):
+        if not math.isfinite(value) or value < low or (value == low and not low_ok):
+            raise ConfigError(f"{key} must be a finite number {'>=' if low_ok else '>'} {low}, got {value}")
 
 
 def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
@@ -319,6 +342,9 @@ def read_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of sections (data, model, method, optim, "
+                              f"train) at the top level, got a {type(raw).__name__}")
     return apply_overrides(raw, overrides or [])
 
 

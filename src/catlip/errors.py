@@ -54,6 +54,14 @@ class ExportError(CatlipError):
     """A run that the requested export format cannot represent exactly (e.g. open_clip and a conv stem)."""
 
 
+class TrainingDivergedError(CatlipError):
+    """The loss, gradient norm or weights of a run stopped being finite (NaN/inf); no checkpoint of it is written."""
+
+
+class RunInUseError(RunDirError):
+    """Another live run holds ``train.output_dir`` (its lock file names the pid and host)."""
+
+
 def one_line(err: BaseException) -> str:
     """The error's message on one line: its lines joined with "; " (a YAML parser's message spans several)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

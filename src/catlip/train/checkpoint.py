@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from catlip.errors import CheckpointError, RunDirError, VocabularyError  # noqa: F401  (RunDirError: imported from here)
+from catlip.errors import RunInUseError
 
 PREFIX = "step_"
 # What an interrupted save_checkpoint can leave in checkpoints/: its temporary folder, the replaced folder of a
@@ -108,8 +109,13 @@ def save_checkpoint(root: Path, step: int, *, model_state: dict, train_state: di
     """Write ``root/step_XXXXXXX`` atomically, point ``root/latest`` at it, keep the newest ``keep``."""
     from safetensors.torch import save_file
 
-    root.mkdir(parents=True, exist_ok=True)
     name = f"{PREFIX}{step:07d}"
+    for what, state in (("model", model_state), ("ema", ema_state or {})):
+        bad = first_nonfinite(state)
+        if bad is not None:  # a diverged run must not push its last good checkpoints out (keep)
+            raise CheckpointError(f"refusing to write checkpoint {root / name}: {what} tensor {bad!r} is not finite "
+                                  "(NaN or inf); the previous checkpoint is kept")
+    root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -136,6 +142,14 @@ def save_checkpoint(root: Path, step: int, *, model_state: dict, train_state: di
     _write_atomic_text(root / "latest", name + "\n")
     _prune(root, keep, final)
     return final
+
+
+def first_nonfinite(state: dict) -> str | None:
+    """Name of the first floating-point tensor of ``state`` holding a NaN or inf, else None."""
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
 
 
 def _prune(root: Path, keep: int, newest: Path) -> None:
@@ -184,6 +198,10 @@ def load_checkpoint(path: Path, *, with_train_state: bool = True) -> Loaded:
             files[name] = load_file(str(path / name))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path / name}: truncated or corrupt ({_why(err)})") from None
+    for name, state in files.items():
+        bad = first_nonfinite(state)
+        if bad is not None:
+            raise CheckpointError(f"{path / name}: tensor {bad!r} is not finite (NaN or inf): the run had diverged")
     train_state = load_train_state(path / "train_state.pt") if with_train_state else None
     return Loaded(path, files["model.safetensors"], train_state, meta, files.get("ema.safetensors"))
 
@@ -242,6 +260,98 @@ def check_compatible(meta: dict, cfg_dict: dict, vocab_hash: str | None) -> None
              for k, v in cfg_dict[s].items() if was[s].get(k) != v]
     if diffs:
         raise CheckpointError("checkpoint is incompatible with this config: " + "; ".join(diffs))
+
+
+# Changes that make a resumed run read other samples (or other random crops) than an uninterrupted run would
+EXACT_RESUME_KEYS = ("data.train", "data.batch_size", "train.seed")
+# Changed by every resume itself: not worth a line
+RESUME_OWN_KEYS = ("train.resume", "train.resume_changes")
+
+
+def config_changes(meta: dict, cfg_dict: dict) -> list[tuple[str, object, object]]:
+    """``(section.key, stored, new)`` for each setting that differs from the checkpoint's config."""
+    from catlip.config import Config
+
+    old, default = meta.get("config", {}), Config().to_dict()
+    changes = []
+    for section, fields in cfg_dict.items():
+        was = {**default.get(section, {}), **old.get(section, {})}  # fields added later: their default
+        changes += [(f"{section}.{k}", was.get(k), v) for k, v in fields.items()
+                    if was.get(k) != v and f"{section}.{k}" not in RESUME_OWN_KEYS]
+    return changes
+
+
+def check_resume_changes(changes: list, allow: bool) -> None:
+    """Changes of :data:`EXACT_RESUME_KEYS` break exact resume: an error unless ``train.resume_changes=allow``."""
+    breaking = [key for key, _, _ in changes if key in EXACT_RESUME_KEYS]
+    if breaking and not allow:
+        raise CheckpointError(f"resuming with changed {', '.join(breaking)} would not continue the run exactly "
+                              "(other samples or crops); set train.resume_changes=allow to accept that, or restore "
+                              "the stored values")
+
+
+LOCK_NAME = ".catlip-run.lock"
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run dir>/.catlip-run.lock``, which names the holder (pid, host).
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a lock left by a dead run is simply free;
+    its file still names that run, which :meth:`acquire` reports as taken over. A clean release empties the file.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path, self.fd = Path(run_dir) / LOCK_NAME, None
+
+    def acquire(self) -> str | None:
+        """Take the lock or raise :class:`RunInUseError` naming the holder; returns a note on a take-over."""
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(_read_fd(fd))
+            os.close(fd)
+            raise RunInUseError(f"{self.path.parent} is in use by another run ({holder}, lock {self.path}); wait "
+                                "for it to end or choose another train.output_dir") from None
+        except OSError as err:  # a filesystem without flock: run unguarded rather than not at all
+            os.close(fd)
+            return f"cannot lock {self.path} ({err.strerror}); make sure no other run uses this train.output_dir"
+        previous = _read_fd(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _host()}).encode(), 0)
+        os.fsync(fd)
+        self.fd = fd
+        return f"took over the lock of a run that is no longer running ({_holder(previous)})" if previous else None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        import fcntl
+
+        os.ftruncate(self.fd, 0)  # empty: the next run sees a clean hand-over, not a dead holder
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _read_fd(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on host {info['host']}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not written its pid and host yet" if not text else f"lock file says {text[:80]!r}"
 
 
 @dataclass

@@ -55,3 +55,40 @@ def train_step(model, micro_batches: list[dict], optimizer, *, autocast, scaler=
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {"loss": total, "grad_norm": norm.detach(), **extras}
+
+
+class NonFiniteWatch:
+    """Counts consecutive steps whose loss or gradient norm is NaN or inf, without waiting for the device.
+
+    :meth:`add` only keeps a step's 0-d outputs (no kernel, no sync); :meth:`read` tests all kept values at once
+    (one sync), which the loop does where it waits anyway: at log steps and before checkpoints. With a GradScaler
+    (fp16) an inf gradient norm is the scaler's overflow signal and its update is already skipped, so only the loss
+    counts there.
+    """
+
+    def __init__(self, patience: int, *, scaled: bool = False):
+        self.patience, self.scaled = patience, scaled
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        self.streak, self.start, self.tripped = 0, 0, None
+
+    def add(self, step: int, out: dict) -> None:
+        self.pending.append((step, out["loss"], None if self.scaled else out["grad_norm"]))
+
+    def read(self) -> tuple[int, int] | None:
+        """(first, last) step of the first run of ``patience`` non-finite steps seen so far, else None."""
+        if self.pending and self.tripped is None:
+            values = [v for _, loss, norm in self.pending for v in (loss, loss if norm is None else norm)]
+            finite = torch.isfinite(torch.stack([v.float() for v in values])).reshape(-1, 2).all(dim=1).tolist()
+            for (step, _, _), ok in zip(self.pending, finite):
+                self._count(step, ok)
+        self.pending = []
+        return self.tripped
+
+    def _count(self, step: int, ok: bool) -> None:
+        if ok:
+            self.streak = 0
+            return
+        self.streak += 1
+        self.start = step if self.streak == 1 else self.start
+        if self.streak >= self.patience and self.tripped is None:
+            self.tripped = (self.start, step)
