@@ -152,9 +152,15 @@ def _clear_previous(out: Path) -> None:
     """A demo run starts fresh: replace an earlier demo's folder, refuse to touch anything else."""
     import shutil
 
+    from catlip.train.checkpoint import LOCK_NAME, RunLock
+
     if not out.exists() or not any(out.iterdir()):
         return
-    if (out / "demo_result.json").exists() or (out / "config.yaml").exists():
+    left = {p.name for p in out.iterdir()}
+    if left <= {LOCK_NAME} or (out / "demo_result.json").exists() or (out / "config.yaml").exists():
+        lock = RunLock(out)
+        lock.acquire()  # a demo still running there holds it: RunInUseError names it, nothing is deleted
+        lock.release()
         shutil.rmtree(out)
         return
     from catlip.errors import CatlipError

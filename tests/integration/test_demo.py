@@ -29,3 +29,28 @@ def test_demo_help_is_clear(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "random init" in capsys.readouterr().out
+
+
+def test_demo_output_is_cleared_only_when_no_run_holds_it(tmp_path):
+    """A folder left with only a run lock (a demo killed at start) is cleared; one a live run holds is not."""
+    from catlip.demo import _clear_previous
+    from catlip.errors import RunInUseError
+    from catlip.train.checkpoint import LOCK_NAME, RunLock
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("")
+    _clear_previous(out)
+    assert not out.exists()
+    out.mkdir()
+    (out / "config.yaml").write_text("data: {}\n")
+    held = RunLock(out)
+    assert held.acquire() is None
+    try:
+        with pytest.raises(RunInUseError, match="in use by another run"):
+            _clear_previous(out)
+        assert (out / "config.yaml").exists()
+    finally:
+        held.release()
+    _clear_previous(out)
+    assert not out.exists()
