@@ -13,7 +13,11 @@ Everything is measured in this one process, on the 40k Flickr8k captions (../sha
   * accuracy against the hand-labelled gold set tests/data/gold_captions.jsonl (micro precision/recall/F1; a
     predicted key is right if it is a gold label or an optional "generic" noun, recall counts gold labels only)
     for ours (paper style), ours (corenet rule) and the paper pipeline on NLTK. `--gold-only` runs just this
-    part (seconds) and merges it into the existing JSON under "gold", leaving the other keys as they are.
+    part (seconds) and merges it into the existing JSON under "gold", leaving the other keys as they are;
+  * the synsets source's language filter (default languages=en): its CPU cost per caption (paper style with the
+    filter minus languages=off: two fresh extractors timed chunk by chunk in turn after the speed run, so both
+    find the shared tagger cache equally warm), how often its detector is asked, what one detector call costs,
+    and how many of these all-English captions it drops.
 NLTK runs offline from an nltk_data folder built by ../shared/data/nltk/make-nltk-data.sh into .nltk_data/.
 """
 
@@ -167,6 +171,37 @@ def interleaved_speed(makers: dict, captions: list[str], chunks: int = 20) -> tu
     return labels, result
 
 
+def language_filter(captions: list[str]) -> dict:
+    """What the synsets source's language filter costs and drops on `captions` (see the module docstring)."""
+    from catlip.labels.synsets import SynsetExtractor
+
+    pair = {"on": SynsetExtractor(), "off": SynsetExtractor(languages="off")}
+    asked: list[str] = []
+    detect = pair["on"].language.foreign
+    pair["on"].language.foreign = lambda text: asked.append(text) or detect(text)  # which captions reach it
+    parts = [captions[i:i + 2000] for i in range(0, len(captions), 2000)]
+    cost = {}
+    for phase in ("cold", "warm"):
+        spent = {"on": 0.0, "off": 0.0}
+        for k, part in enumerate(parts):
+            for name in (("on", "off") if k % 2 else ("off", "on")):
+                extract, cpu = pair[name].extract, time.process_time()
+                for caption in part:
+                    extract(caption)
+                spent[name] += time.process_time() - cpu
+        cost[phase] = round((spent["on"] - spent["off"]) / len(captions) * 1e6, 2)
+    ex = pair["on"]
+    cpu = time.process_time()
+    for text in asked:
+        ex.language.detector.classify(text)
+    per_call = (time.process_time() - cpu) / max(len(asked), 1)
+    skipped = sum(ex.skipped.values()) // 2  # each caption was labelled twice (cold and warm)
+    return {"languages": ex.options["languages"], "cost_us_per_caption": cost,
+            "detector_asked": len(asked) // 2, "detector_asked_share": round(len(asked) / 2 / len(captions), 4),
+            "detector_us_per_call": round(per_call * 1e6, 1), "skipped": skipped,
+            "skipped_share": round(skipped / len(captions), 6)}
+
+
 def agreement(ours: list[list[str]], ref: list[list[str]]) -> dict:
     """Micro precision/recall of `ours` against `ref`, plus the share of captions with identical label sets."""
     tp = sum(len(set(a) & set(b)) for a, b in zip(ours, ref))
@@ -270,6 +305,7 @@ def markdown(r: dict) -> str:
     rows = [("ours (paper: POS nouns → first sense)", s["ours_paper"]), ("ours (corenet rule)", s["ours_corenet"]),
             ("reference: corenet logic on NLTK", s["reference_corenet_nltk"]),
             ("paper pipeline on NLTK", s["paper_nltk"]), ("ours SuperClass BPE", s["ours_superclass"])]
+
     lines = ["| extractor | load s | cold captions/s | warm captions/s |", "|---|---:|---:|---:|"]
     for name, m in rows:
         lines.append(f"| {name} | {m['load_s']:.2f} | {m['cold']['captions_per_s_cpu']:,} | "
@@ -286,6 +322,12 @@ def markdown(r: dict) -> str:
               f"Vocabulary build, 9 Flickr8k shards: 1 worker {v['workers_1']['wall_s']} s, 2 workers "
               f"{v['workers_2']['wall_s']} s (×{v['speedup']}; whole command incl. start-up), byte-identical: "
               f"{v['byte_identical']}."]
+    if "language_filter" in r:
+        f = r["language_filter"]
+        lines += ["", f"Language filter (synsets, languages={f['languages']}): +{f['cost_us_per_caption']['cold']} µs "
+                  f"per caption cold, +{f['cost_us_per_caption']['warm']} µs warm; detector asked for "
+                  f"{f['detector_asked_share']:.1%} of captions ({f['detector_us_per_call']} µs a call); "
+                  f"{f['skipped']} of {r['captions']:,} English captions dropped."]
     if "gold" in r:
         lines += ["", gold_markdown(r["gold"])]
     return "\n".join(lines)
@@ -338,6 +380,7 @@ def main() -> None:
         "tagger_ud_ewt_dev": tagger_accuracy(),
         "vocab_build": vocab_build_speed(Path(tempfile.mkdtemp())),
         "gold": gold_accuracy(Path(args.gold).resolve()),
+        "language_filter": language_filter(captions),
         "targets": {"captions_per_s_per_core": 50000, "ratio_vs_reference": 25, "ratio_stretch": 50},
     }
     result["markdown"] = markdown(result)

@@ -16,7 +16,8 @@ def get_extractor(source: str, **options):
     """Extractor of the label source ``source`` (a name of ``catlip.labels.registry``, or an old method name:
     ``catlip`` → synsets, ``superclass`` → bpe).
 
-    Options: synsets → ``proper_nouns`` (bool), ``style`` ("paper" | "corenet"); bpe → ``stopwords`` (bool),
+    Options: synsets → ``proper_nouns`` (bool), ``style`` ("paper" | "corenet"), ``languages`` ("en", "en,de",
+    "off"); bpe → ``stopwords`` (bool),
     ``context_length`` (int); words → ``lemmatize`` (bool), ``stopwords`` (bool). Unknown options raise
     ``TypeError``; an unknown source is a ``ConfigError`` listing the valid names.
     """

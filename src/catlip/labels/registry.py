@@ -210,12 +210,13 @@ register(LabelSource(
     name="synsets", summary="CatLIP: caption nouns -> WordNet noun synsets (paper or corenet style)",
     key_format="n%08d (WordNet 3.0 noun offset = ImageNet wnid)",
     factory=_lazy("catlip.labels.synsets:SynsetExtractor"),
-    options={"proper_nouns": False, "style": "paper"},
+    options={"proper_nouns": False, "style": "paper", "languages": "en"},
     mapper=_lazy("catlip.labels.mapping:SynsetMapper"),
     tag="catlip", aliases=("catlip",), config_fields={"proper_nouns": "proper_nouns"},
     gloss=_synset_gloss, synset_keys=True, choices={"style": ("paper", "corenet")},
     flags={"proper_nouns": "also keep proper nouns (NNP/NNPS)",
-           "style": "'paper' (POS nouns -> first sense; default) or 'corenet' (original code's rule)"}))
+           "style": "'paper' (POS nouns -> first sense; default) or 'corenet' (original code's rule)",
+           "languages": "skip captions confidently in none of these ISO 639-1 codes (default en; 'off' keeps all)"}))
 
 register(LabelSource(
     name="bpe", summary="SuperClass: CLIP byte-pair-encoding token ids of the caption",

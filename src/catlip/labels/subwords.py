@@ -7,6 +7,12 @@ pattern, both of which need `ftfy` and `regex` (dependencies of open-clip-torch)
 
 Like SuperClass, labels are taken from the tokens a CLIP text tower would see: the start/end/pad tokens are never
 labels, and only the first `context_length - 2` (75) content tokens count. Repeated tokens count once.
+
+Two bounds keep junk text cheap (a 1 MB caption, a 100k-letter run): the extractor reads only the first
+`MAX_CHARS` characters, far more than 75 tokens need; and, since merging costs the square of a word's length (16k
+letters took 2.4 s), a pre-token longer than `_PROBE_CHARS` is merged from a prefix only: the first that yields
+`_MARGIN` tokens more than are kept (the tokens next to the cut may differ from the whole word's). `MAX_WORD_CHARS`
+always does, as no token is longer than 32 bytes. `BPE.encode` stays exact and unbounded (open_clip's reference).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from catlip.labels.stopwords import STOPWORDS
 
 VOCAB_SIZE = 49408
 MAX_CHARS = 16_000
+_MARGIN = 8
+_PROBE_CHARS = 256
+MAX_WORD_CHARS = 32 * (75 + _MARGIN)  # 32 bytes: the longest CLIP token
 _MAX_CACHE = 2_000_000  # cached pieces before the cache is dropped (bounded memory on web-scale text)
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 _N_MERGES = 49152 - 256 - 2
@@ -186,8 +195,20 @@ class SubwordExtractor:
         for word in self.bpe.split_words(piece):
             if self.stopwords and word in STOPWORDS:
                 continue
-            out.extend(i for i in self.bpe.word_ids(word) if i not in self._special)
+            ids = self.bpe.word_ids(word) if len(word) <= _PROBE_CHARS else self._long_word_ids(word)
+            out.extend(i for i in ids if i not in self._special)
         return tuple(out)
+
+    def _long_word_ids(self, word: str) -> tuple[int, ...]:
+        """The first tokens of a very long pre-token, merged from a prefix (not cached: such words are junk)."""
+        keep = max(self.context_length - 2, 0)
+        for cut in (_PROBE_CHARS, MAX_WORD_CHARS):
+            ids = self.bpe._merge(word[:cut])
+            if len(ids) >= keep + _MARGIN:
+                break
+        if len(word) <= cut:
+            return ids
+        return ids[:keep]
 
     def extract(self, caption: str) -> list[str]:
         if not isinstance(caption, str):

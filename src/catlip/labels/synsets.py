@@ -19,14 +19,24 @@ the first noun synset of that lemma is *named* after it, i.e. the synset's head 
 (`synset.name() == lemma + ".n.01"`). So "photo" (its sense is named photograph.n.01) and "kids" (child.n.01) are
 dropped, while verbs and adjectives that also are nouns ("walking" → walking.n.01, "red" → red.n.01) are kept.
 No collocations are matched (NLTK's word tokenizer splits "ice cream").
+
+In paper style the noun of a complex preposition or quantifier phrase is no label (`_IDIOMS`: "in front of a
+house" shows a house, not a front; "a group of people", "in the air").
+Both styles skip captions that are confidently in none of `languages` (default "en"; "off" keeps every caption),
+counted per detected language in `skipped` (see catlip.labels.language). The detector runs only on captions
+holding a word that neither the tagger's lexicon nor WordNet knows, so English captions cost a few dictionary
+look-ups. Captions are cut to `text.MAX_CHARS` characters first (a 1 MB caption costs what its start costs).
 """
 
 from __future__ import annotations
 
 import urllib.parse
+from collections import Counter
+from operator import itemgetter
 
+from catlip.labels.language import LanguageFilter, parse_languages
 from catlip.labels.tagger import NOUN_TAGS, PROPER_TAGS, get_tagger
-from catlip.labels.text import normalize, tokenize, tokenize_piece
+from catlip.labels.text import MAX_CHARS, normalize, tokenize, tokenize_piece
 from catlip.labels.wordnet import get_wordnet
 
 STYLES = ("paper", "corenet")
@@ -41,18 +51,38 @@ _SUBJECT_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "PRP", "CD"})  # CD: "one
 # Tags the tagger wrongly gives a caption-initial bare noun ("kitten/VB sleeping").
 _INITIAL_MISREAD = frozenset({"VB", "VBP", "VBZ", "VBD", "VBN", "JJ", "RB", "FW", "UH"})  # UH: "Boy , ..."
 
+# Complex prepositions and quantifier phrases: their noun names no thing in the picture ("in front of a house"
+# shows a house, "a group of people" people, "in the air" something airborne). Kept to fixed idioms: "the back
+# of a truck", "at the top of a hill" or "a couple sitting" name real parts and people, so they are not here.
+_IDIOMS = (("in", "front"), ("on", "top"), ("in", "the", "middle", "of"), ("in", "the", "midst", "of"),
+           ("a", "lot", "of"), ("lots", "of"), ("a", "couple", "of"), ("a", "bunch", "of"), ("a", "group", "of"),
+           ("a", "pair", "of"), ("in", "spite", "of"), ("by", "the", "side", "of"), ("at", "the", "side", "of"),
+           ("in", "the", "air"), ("in", "the", "background"), ("in", "the", "foreground"),
+           ("in", "the", "distance"), ("all", "the", "way"))
+_FUNCTION_WORDS = frozenset({"in", "on", "a", "of", "the", "by", "at", "all"})
+# idiom noun -> ((phrase, index of the noun in it), ...): a noun is looked up once, phrases only for these nouns
+_IDIOM_AT: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+for _phrase in _IDIOMS:
+    _at = next(i for i, w in enumerate(_phrase) if w not in _FUNCTION_WORDS)
+    _IDIOM_AT.setdefault(_phrase[_at], []).append((_phrase, _at))
+_KNOWN = itemgetter(7)  # a word record's "the tagger or WordNet knows it" flag
+
 
 class SynsetExtractor:
     """`extract(caption) -> list[str]` of synset keys in first-occurrence order, no duplicates."""
 
     method = "catlip"
 
-    def __init__(self, proper_nouns: bool = False, style: str = "paper"):
+    def __init__(self, proper_nouns: bool = False, style: str = "paper", languages: str = "en"):
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, got {style!r}")
         self.proper_nouns = bool(proper_nouns)
         self.style = style
-        self.options = {"proper_nouns": self.proper_nouns, "style": style}
+        codes = parse_languages(languages)
+        self.options = {"proper_nouns": self.proper_nouns, "style": style, "languages": ",".join(codes) or "off"}
+        self.language = LanguageFilter(codes) if codes else None
+        # The shortcut "every word is known, so it is English" holds only when English is wanted.
+        self._known_is_wanted = "en" in codes
         self.wordnet = get_wordnet()
         self.tagger = get_tagger()
         tags = self.tagger.tags
@@ -141,7 +171,7 @@ class SynsetExtractor:
 
     def _token_info(self, word: str, first: bool) -> tuple:
         """(tag candidates, lower-case form, words that may follow it in a multi-word noun, key if a noun,
-        base forms, the tag if unambiguous else -1, key if tagged as a plural)."""
+        base forms, the tag if unambiguous else -1, key if tagged as a plural, known to the tagger or WordNet)."""
         low = word.lower()
         bases = self.wordnet.morphy(low)
         # A capital at the start of a caption says nothing; elsewhere it allows the senses WordNet capitalises.
@@ -160,7 +190,8 @@ class SynsetExtractor:
         forms = tuple(dict.fromkeys([low, *bases]))
         cands = self.tagger.candidates(word, first)
         anchor = cands[0][0] if len(cands) == 1 else -1
-        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor, plural_key)
+        return (cands, low, self.wordnet.collocation_next.get(low), key, forms, anchor, plural_key,
+                bool(bases) or self._knows(low))
 
     def _sense(self, base: str, lower: bool) -> str | None:
         """First sense of a noun lemma: of its American spelling ("colour" → color), and for a word written in
@@ -178,7 +209,8 @@ class SynsetExtractor:
         return rec
 
     def _extract_paper(self, caption: str) -> list[str]:
-        pieces = normalize(caption).split()
+        text = normalize(caption)
+        pieces = text.split()
         if not pieces:
             return []
         if _title_case(pieces):
@@ -194,6 +226,8 @@ class SynsetExtractor:
             rec = get(piece) or self._piece(piece, False)
             tokens += rec[0]
             infos += rec[1]
+        if self.language is not None and self._foreign(all(map(_KNOWN, infos)), text):
+            return []
         tags = self.tagger.decode(tokens, [inf[0] for inf in infos], [inf[5] for inf in infos])
         if tags[0] in self._initial_ids and self._bare_noun_start(tokens, infos, tags):
             tags = [self._nn, *tags[1:]]
@@ -210,6 +244,8 @@ class SynsetExtractor:
             if i < skip_to:
                 continue
             info = infos[i]
+            if info[1] in _IDIOM_AT and self._idiom(infos, i):
+                continue
             follow = info[2]
             if follow is not None and i + 1 < n and not follow.isdisjoint(infos[i + 1][4]):
                 span_max = i + self.wordnet.max_collocation_words
@@ -237,6 +273,33 @@ class SynsetExtractor:
                 if key is not None and key not in out:
                     out.append(key)
         return out
+
+    def _idiom(self, infos: list[tuple], i: int) -> bool:
+        """Whether the noun at `i` is the noun of one of `_IDIOMS` there."""
+        for phrase, at in _IDIOM_AT[infos[i][1]]:
+            start = i - at
+            if start >= 0 and start + len(phrase) <= len(infos) \
+                    and all(infos[start + j][1] == w for j, w in enumerate(phrase)):
+                return True
+        return False
+
+    def _foreign(self, all_known: bool, text: str) -> bool:
+        """Whether the caption is to be skipped as not in `languages` (counted by the filter)."""
+        if self._known_is_wanted and all_known:
+            return False
+        return self.language.foreign(text)
+
+    def _knows(self, word: str) -> bool:
+        wn = self.wordnet
+        return not word.isalpha() or bool(self.tagger.counts(word) or wn.parts_of_speech(word) or wn.morphy(word))
+
+    def _known_token(self, word: str) -> bool:
+        return self._rule("known", word, self._knows)
+
+    @property
+    def skipped(self) -> Counter:
+        """Captions skipped per detected language (empty without a language filter)."""
+        return self.language.skipped if self.language is not None else Counter()
 
     def _rule(self, rule: str, word: str, answer) -> bool:
         """Per-word answers of the rules below, computed once (words repeat across captions)."""
@@ -373,7 +436,10 @@ class SynsetExtractor:
         # corenet's caption_preprocessing: URL-unquote, "+" → space, then (in tokenize) HTML and whitespace clean-up
         if "%" in caption or "+" in caption:
             caption = urllib.parse.unquote(caption).replace("+", " ")
-        for tok in tokenize(caption.lower()):
+        tokens = tokenize(caption.lower())
+        if self.language is not None and self._foreign(all(map(self._known_token, tokens)), caption):
+            return []
+        for tok in tokens:
             key = self._corenet_word(tok)
             if key is not None and key not in out:
                 out.append(key)
@@ -383,7 +449,10 @@ class SynsetExtractor:
 
     def extract(self, caption: str) -> list[str]:
         """Synset keys of `caption`; never raises on any string (junk yields no labels)."""
-        if not isinstance(caption, str) or not caption.strip():
+        if not isinstance(caption, str):
+            return []
+        caption = caption[:MAX_CHARS]  # later steps cut too; this bounds the unquoting and the language check
+        if not caption.strip():
             return []
         if self.style == "corenet":
             return self._extract_corenet(caption)

@@ -196,6 +196,7 @@ class PartialCounts:
     captions: int = 0
     with_label: int = 0
     read: ReadStats = field(default_factory=ReadStats)
+    skipped_language: Counter = field(default_factory=Counter)  # captions the extractor's language filter skipped
 
     def merge(self, other: "PartialCounts") -> None:
         self.doc_freq.update(other.doc_freq)
@@ -208,6 +209,7 @@ class PartialCounts:
         self.captions += other.captions
         self.with_label += other.with_label
         self.read.merge(other.read)
+        self.skipped_language.update(other.skipped_language)
 
 
 _WORKER_EXTRACTOR = None
@@ -221,6 +223,7 @@ def _init_worker(labels: str, options: dict) -> None:
 
 
 def _add_captions(part: PartialCounts, ex, captions: list[str]) -> None:
+    before = Counter(getattr(ex, "skipped", None) or {})  # the extractor counts over its whole life
     for caption in captions:
         keys = ex.extract(caption)
         part.captions += 1
@@ -229,6 +232,7 @@ def _add_captions(part: PartialCounts, ex, captions: list[str]) -> None:
             part.doc_freq.update(keys)
             if part.signatures is not None:
                 part.signatures[tuple(sorted(keys))] += 1
+    part.skipped_language.update(Counter(getattr(ex, "skipped", None) or {}) - before)
 
 
 def _count_file(args: tuple[str, str | None]) -> PartialCounts:
@@ -416,5 +420,7 @@ def _vocabulary(counts: PartialCounts, ex, source, min_count: int, top_k: int | 
              "samples": counts.read.samples, "captions_with_label": counts.with_label,
              "captions_with_kept_label": covered, "unique_keys": len(counts.doc_freq),
              "skipped": counts.read.skipped}
+    if counts.skipped_language:  # absent when nothing was skipped, so English-only vocabularies read as before
+        stats["skipped_language"] = dict(sorted(counts.skipped_language.items()))
     return Vocabulary(labels=source.name, options=ex.options, keys=keys, counts=[c for _, c in kept],
                       names=[ex.name(k) for k in keys], glosses=glosses, num_captions=counts.captions, stats=stats)
