@@ -275,3 +275,21 @@ def test_run_vocabulary_errors_name_the_cause(tmp_path):
     empty.save(tmp_path / "v.json")
     with pytest.raises(VocabularyError, match=r"data.vocab=.*v.json has 0 classes \(built from 7 captions\)"):
         resolve_vocabulary(_cfg(f"data.vocab={tmp_path}/v.json"), tmp_path / "run", resuming=False, build=True)
+
+
+def test_a_megabyte_caption_is_tokenized_from_its_start():
+    """CLIP/SigLIP/LiT batches: a 1 MB one-word caption must not stall a worker (BPE is quadratic in a word's
+    length); the tokens are those of the caption's start, and ordinary captions are untouched."""
+    import time
+
+    import open_clip
+    import torch
+
+    from catlip.data.loader import CHARS_PER_TOKEN, tokenize_captions
+
+    huge = "x" * 1_000_000
+    t0 = time.perf_counter()
+    tokens = tokenize_captions([huge, "a photo of a dog"], 16)
+    assert time.perf_counter() - t0 < 5.0  # a hang guard (the whole caption took minutes), not a speed target
+    assert torch.equal(tokens[0], open_clip.tokenize([huge[:16 * CHARS_PER_TOKEN]], context_length=16)[0])
+    assert torch.equal(tokens[1], open_clip.tokenize(["a photo of a dog"], context_length=16)[0])

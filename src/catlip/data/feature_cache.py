@@ -253,9 +253,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         return self.source.describe(index)
 
     def __getitems__(self, spec) -> dict:
-        import open_clip
-
-        from catlip.data.loader import _sample_seed
+        from catlip.data.loader import _sample_seed, tokenize_captions
 
         part_of = getattr(self.source, "part_index", lambda i: 0)
         keep, texts, skipped, tried, bad, examples = [], [], Counter(), Counter(), Counter(), {}
@@ -272,7 +270,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
             texts.append(random.Random(_sample_seed(self.seed, spec.epoch, index)).choice(self.cache.captions[index]))
         dim = self.cache.features.shape[1]
         batch = {"image_features": self.cache.features[keep] if keep else torch.zeros(0, dim),
-                 "text": open_clip.tokenize(texts, context_length=self.context_length) if texts
+                 "text": tokenize_captions(texts, self.context_length) if texts
                  else torch.zeros(0, self.context_length, dtype=torch.int64),
                  "class": torch.full((len(keep),), -1, dtype=torch.int64),
                  "_skipped": dict(skipped), "_samples_after": spec.samples_after, "_epoch": spec.epoch,

@@ -252,8 +252,21 @@ def collate(rows, skipped: Counter, spec: BatchSpec, want_labels: bool, want_tex
     if want_text:
         import open_clip
 
-        batch["text"] = open_clip.tokenize([r[1] for r in rows], context_length=context_length)
+        batch["text"] = tokenize_captions([r[1] for r in rows], context_length)
     return batch
+
+
+CHARS_PER_TOKEN = 40  # above any CLIP BPE token's length: a caption cut here keeps all the tokens the model sees
+
+
+def tokenize_captions(captions: list[str], context_length: int):
+    """open_clip's tokens of each caption, read from its first ``context_length * CHARS_PER_TOKEN`` characters:
+    BPE merges cost the square of a word's length, so one 1 MB caption in a web shard would stall a worker for
+    seconds, and the context keeps only the first ``context_length`` tokens anyway."""
+    import open_clip
+
+    limit = context_length * CHARS_PER_TOKEN
+    return open_clip.tokenize([c[:limit] for c in captions], context_length=context_length)
 
 
 class TrainLoader:
