@@ -65,7 +65,20 @@ def labels_table(d: dict) -> list[str]:
             f"{tagger['nltk_perceptron']['noun_f1']:.3f}). Agreement with a paper-faithful NLTK noun pipeline: "
             f"precision {agree['ours_paper_vs_paper_nltk']['precision']:.3f}, recall "
             f"{agree['ours_paper_vs_paper_nltk']['recall']:.3f}; `--style corenet` reproduces the original code's "
-            f"labels (F1 {agree['ours_corenet_vs_corenet_reference']['f1']:.3f})."] + gold_table(d.get("gold"))
+            f"labels (F1 {agree['ours_corenet_vs_corenet_reference']['f1']:.3f})."] + language_line(d) + \
+        gold_table(d.get("gold"))
+
+
+def language_line(d: dict) -> list[str]:
+    """The caption language filter's cost and drops (synsets, ``languages=en``), when measured."""
+    f = d.get("language_filter")
+    if not f:
+        return []
+    return ["", f"Language filter (`method.label_options.languages={f['languages']}`, synsets): "
+            f"+{f['cost_us_per_caption']['warm']:.1f} µs per caption warm ({f['cost_us_per_caption']['cold']:.1f} "
+            f"cold); the detector is asked about {f['detector_asked_share']:.1%} of the captions (a word neither the "
+            f"tagger nor WordNet knows) at {f['detector_us_per_call']:.0f} µs a call; English captions dropped: "
+            f"{f['skipped']:,} of {d['captions']:,}."]
 
 
 def gold_table(g: dict | None) -> list[str]:
