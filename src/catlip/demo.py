@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from catlip.atomic import write_json
 from catlip.config import load_config
 
 # Mirrors configs/tiny_cpu.yaml (tests check they agree); defined here so an installed package runs the demo too.
@@ -205,7 +206,7 @@ def run_demo(*, data: str | None = None, steps: int | None = None, output: str =
             if data is None:
                 result[f"head_zero_shot_{key}"] = zs
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
-    (Path(run_dir) / "demo_result.json").write_text(json.dumps(result, indent=1))
+    write_json(Path(run_dir) / "demo_result.json", result, indent=1)
     print(format_result(result, vocab))
     return result
 

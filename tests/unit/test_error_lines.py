@@ -272,3 +272,26 @@ def test_a_coco_bbox_with_three_numbers_is_counted_not_a_traceback(tmp_path):
     _, target, notes = DenseDataset(open_detection(str(tmp_path / "instances.json")))[0]
     assert target["boxes"].tolist() == [[5, 5, 15, 15]] and torch.isfinite(target["boxes"]).all()
     assert notes == {"boxes without 4 coordinates": 2}
+
+
+def test_vocabulary_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """`catlip vocab build` / pre-training save the vocabulary through catlip.atomic: a full disk is a
+    VocabularyError and neither the file nor its temp remains."""
+    import errno
+
+    from catlip import atomic
+    from catlip.errors import VocabularyError
+    from catlip.labels.vocab import Vocabulary
+
+    vocab = Vocabulary(labels="words", keys=["dog", "cat"], counts=[3, 2], names=["dog", "cat"], glosses=["", ""],
+                       num_captions=4)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(VocabularyError, match="cannot write the vocabulary .*No space left on device"):
+        vocab.save(tmp_path / "vocab.json")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert Vocabulary.load(vocab.save(tmp_path / "vocab.json")).keys == ["dog", "cat"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,19 +123,14 @@ class Vocabulary:
                 "glosses": self.glosses}
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically (temp file + rename) so a crash never leaves a half-written vocabulary."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_json(), ensure_ascii=False, indent=1) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        """Write atomically (temp file + rename) so a crash never leaves a half-written vocabulary; a failed write
+        (a full disk) is a one-line VocabularyError."""
+        from catlip.atomic import write_json
+
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+            return write_json(path, self.to_json(), ensure_ascii=False, indent=1)
+        except OSError as err:
+            raise VocabularyError(f"cannot write the vocabulary {path}: {err.strerror or err}") from None
 
     @classmethod
     def from_json(cls, data, source: str = "vocabulary") -> "Vocabulary":

@@ -27,12 +27,8 @@ call from the file alone (also forcing ``custom_load=False``, so timm never hand
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..atomic import staged  # noqa: F401  (re-exported: openclip_export uses it from here)
 from ..errors import CheckpointError
 from .backbone import unwrap
 
@@ -126,56 +123,6 @@ def save_tensors(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
         if found is None:
             raise
         raise OSError(int(found[2]), found[1]) from None
-
-
-@contextmanager
-def staged(*targets: Path) -> Iterator[tuple[Path, ...]]:
-    """Temp paths beside ``targets``, renamed onto them together when the block succeeds.
-
-    On any failure (a full disk) every temp is removed, and so is a folder this call created, so a failed export
-    leaves neither a partial file nor a temp behind. Same folder: ``os.replace`` is then atomic.
-    """
-    created = _missing_parents(targets)
-    tmps = tuple(t.with_name(f".{t.name}.{os.getpid()}.tmp") for t in targets)
-    try:
-        for folder in reversed(created):
-            folder.mkdir(exist_ok=True)
-        yield tmps
-        for tmp, target in zip(tmps, targets):
-            os.chmod(tmp, _file_mode())  # safetensors creates its files readable by their owner only
-            os.replace(tmp, target)
-    except BaseException:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
-        for folder in created:
-            _remove_if_empty(folder)
-        raise
-
-
-def _missing_parents(targets: tuple[Path, ...]) -> list[Path]:
-    """The folders above ``targets`` that do not exist yet, deepest first."""
-    missing: list[Path] = []
-    for target in targets:
-        folder = target.parent
-        while not folder.exists() and folder not in missing:
-            missing.append(folder)
-            folder = folder.parent
-    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass  # not empty (or already gone): it holds something that is not ours
-
-
-@functools.cache
-def _file_mode() -> int:
-    """The mode ``open()`` gives a new file (0o666 less the umask, which can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | None = None,

@@ -11,7 +11,6 @@ the run appears in one rename, so a failed import leaves no file behind.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -81,6 +80,7 @@ def import_corenet(checkpoint: str | Path, output: str | Path, vocab: str | Path
 
 
 def _write_run(output: Path, cfg, model_state: dict, meta: dict, vocabulary) -> None:
+    from catlip.atomic import write_json
     from catlip.config import save_config
     from catlip.train.checkpoint import save_checkpoint
 
@@ -95,7 +95,7 @@ def _write_run(output: Path, cfg, model_state: dict, meta: dict, vocabulary) -> 
             vocab_path = vocabulary.save(tmp / "vocab.json")
         save_checkpoint(tmp / "checkpoints", 0, model_state=model_state, train_state={}, meta=meta,
                         vocab_path=vocab_path, keep=1)
-        (tmp / "import.json").write_text(json.dumps(meta["imported"], indent=1) + "\n")
+        write_json(tmp / "import.json", meta["imported"], indent=1)
         if output.exists():
             output.rmdir()  # empty (checked before): the rename needs the name free
         os.replace(tmp, output)
