@@ -245,3 +245,20 @@ def test_a_signal_checkpoints_at_the_step_boundary_and_resume_is_exact(tmp_path,
     assert all(torch.equal(oa[k]["exp_avg_sq"], ob[k]["exp_avg_sq"]) for k in oa)
     assert sa["samples_seen"] == sb["samples_seen"] == 32
     assert [m["loss"] for m in _metrics(split)] == [m["loss"] for m in _metrics(straight)]
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_whole_process_group_still_checkpoints(tmp_path):
+    """Schedulers (SLURM) signal the process group, data-loading workers included: they must not die before the
+    main process has written its checkpoint."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "pretrain", *TINY, "data.num_workers=1",
+                             "optim.steps=8", "train.ckpt_every=100", f"train.output_dir={out}"],
+                            env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_steps(out, proc, 2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    stopped = _metrics(out)[-1]["step"]
+    assert _checkpoints(out) == [f"step_{stopped:07d}"] and 2 <= stopped < 8

@@ -269,6 +269,16 @@ def tokenize_captions(captions: list[str], context_length: int):
     return open_clip.tokenize([c[:limit] for c in captions], context_length=context_length)
 
 
+def ignore_preemption_signals(_worker_id: int) -> None:
+    """Workers leave SIGTERM / SIGUSR1 to the main process: a scheduler signals the whole process group, and a
+    worker killed by it would end the run before the main process writes its pre-emption checkpoint. Workers still
+    stop when the loader shuts them down, and exit by themselves when the main process is gone."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class TrainLoader:
     """Endless stream of batches from ``start_sample`` on; ``stats`` counts every skipped sample by reason.
 
@@ -301,6 +311,7 @@ class TrainLoader:
             prefetch_factor=2 if self.num_workers else None, pin_memory=self.device.type == "cuda",
             # its own generator: creating the iterator must not consume the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.plan.seed),
+            worker_init_fn=ignore_preemption_signals,
         )
 
     def __iter__(self):
