@@ -289,7 +289,9 @@ def test_cli_text_mode_table_and_json(tiny_clip, tmp_path, monkeypatch, capsys):
     assert result["mode"] == "text" and result["templates"] == "openai" and result["num_templates"] == 80
     assert result["num_classes"] == 4 and result["test_images"] == 6 and result["classes_without_images"] == 1
     assert result["per_class_recall"][3] is None and 0.0 <= result["mean_per_class_recall"] <= 1.0
-    header, _, row = printed.strip().splitlines()[-3:]
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("method "))  # the per-class table follows
+    header, _, row = lines[start:start + 3]
     assert header.split() == ["method", "mode", "templates", "classnames", "num_classes", "test_images", "top1",
                               "top5", "mean_per_class_recall"]
     assert row.split()[:6] == ["clip", "text", "openai", "(80)", "dataset", "4"]

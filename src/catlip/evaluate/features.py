@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from catlip.evaluate.datasets import LabelledData, collate_skip
+from catlip.evaluate.progress import progress_bar
 
 
 class Encoder(nn.Module):
@@ -86,7 +86,7 @@ def extract_features(encoder: nn.Module, data: LabelledData, *, batch_size: int 
     loader = DataLoader(data.dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
     xs, ys, skipped = [], [], 0
     total = len(data) or None
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc=desc, unit="img", disable=not progress, leave=False)
     for batch in loader:
         skipped += batch["skipped"]
         bar.update(batch["skipped"])

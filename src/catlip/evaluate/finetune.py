@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from catlip.config import ConfigError, OptimConfig, from_dict, read_recipe
 from catlip.errors import DataError
@@ -26,6 +25,7 @@ from catlip.evaluate.features import default_device, extract_features
 from catlip.evaluate.linear_probe import balanced_subset
 from catlip.evaluate.metrics import topk_accuracy
 from catlip.evaluate.multilabel import multilabel_loss, multilabel_metrics
+from catlip.evaluate.progress import progress_bar
 
 
 @dataclass
@@ -149,7 +149,7 @@ def finetune(encoder: nn.Module, linear: nn.Linear, train: LabelledData, test: L
     groups = param_groups(model, cfg)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     history, step, skipped = [], 0, 0
-    bar = tqdm(total=total, desc="finetune", disable=not progress)
+    bar = progress_bar(total=total, desc="finetune", unit="step", disable=not progress)
     for epoch in range(cfg.epochs):
         if hasattr(train.dataset, "set_epoch"):
             train.dataset.set_epoch(epoch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -24,6 +25,7 @@ class EvalModel:
     method: nn.Module | None = None  # the whole method (CLIP towers for zero-shot)
     context_length: int = 77
     preprocess: Any = None  # catlip.data.transforms.Preprocess: the run's mean/std and resize (None: defaults)
+    loaded: dict | None = None  # checkpoint_path, checkpoint_step, checkpoint_steps (None: random-init floor)
 
     def __post_init__(self) -> None:
         from catlip.data.transforms import Preprocess
@@ -38,6 +40,15 @@ class EvalModel:
     def train_transform(self, scale_min: float = 0.25):
         """Probe / fine-tune augmentation (random resized crop + flip) with the run's mean/std."""
         return self.preprocess.finetune_transform(scale_min)
+
+    def describe(self) -> str:
+        """What the weights are: the checkpoint folder with its step of the run's steps, or the random floor."""
+        if self.loaded is None:
+            return f"none, {self.source} is the random-init floor (seeded random weights, nothing trained)"
+        from catlip.train.checkpoint import describe_checkpoint
+
+        info = self.loaded
+        return describe_checkpoint(info["checkpoint_path"], info["checkpoint_step"], info["checkpoint_steps"])
 
     def encoder(self) -> Encoder:
         return Encoder(self.backbone, self.head)
@@ -68,10 +79,34 @@ class EvalModel:
         return fc.weight.detach(), fc.bias.detach() if fc.bias is not None else None
 
 
-def load_eval_model(spec: str, image_size: int | None = None, ema: bool = False) -> EvalModel:
-    """A checkpoint (run dir or checkpoint dir) or ``random:NAME`` (a timm name or a pre-training recipe .yaml)."""
+def load_eval_model(spec: str, image_size: int | None = None, ema: bool = False, announce: bool = True
+                    ) -> EvalModel:
+    """A checkpoint (run dir or checkpoint dir) or ``random:NAME`` (a timm name or a pre-training recipe .yaml).
+
+    ``announce``: say on stderr which checkpoint was loaded (``checkpoint: RUN/checkpoints/step_N (step N of M)``),
+    so a number in a log can be traced to the weights, and a run stopped early shows it."""
+    model = _random_model(spec[len(RANDOM_PREFIX):], image_size) if spec.startswith(RANDOM_PREFIX) \
+        else _trained_model(spec, image_size, ema)
+    if announce:
+        from catlip.evaluate.progress import note
+
+        note(f"checkpoint: {model.describe()}")
+    return model
+
+
+def check_source(spec: str) -> None:
+    """A run folder that is not there is named as such before any work (not "no valid checkpoint")."""
     if spec.startswith(RANDOM_PREFIX):
-        return _random_model(spec[len(RANDOM_PREFIX):], image_size)
+        return
+    path = Path(spec)
+    if not path.exists() or not path.is_dir():
+        why = "does not exist" if not path.exists() else "is a file, not a folder"
+        raise CheckpointError(f"run folder {spec} {why}; give a run dir or checkpoint dir from `catlip pretrain`, "
+                              "or random:<timm name | recipe.yaml>")
+
+
+def _trained_model(spec: str, image_size: int | None, ema: bool) -> EvalModel:
+    check_source(spec)
     from catlip.train.checkpoint import load_pretrained
 
     pre = load_pretrained(spec, ema=ema)
@@ -83,8 +118,10 @@ def load_eval_model(spec: str, image_size: int | None = None, ema: bool = False)
     head = getattr(method, "head", None)
     from catlip.data.transforms import Preprocess
 
+    loaded = {"checkpoint_path": str(pre.path), "checkpoint_step": pre.meta.get("step"),
+              "checkpoint_steps": cfg.optim.steps}
     return EvalModel(spec, cfg.method.name, method.backbone, size, head, pre.vocab, method, cfg.data.context_length,
-                     Preprocess.of(cfg.data, size))
+                     Preprocess.of(cfg.data, size), loaded)
 
 
 def _random_model(name: str, image_size: int | None) -> EvalModel:

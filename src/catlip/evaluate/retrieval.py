@@ -100,11 +100,11 @@ def encode_captions(encode_text: Callable[[torch.Tensor], torch.Tensor], tokeniz
                     captions: Sequence[str], *, batch_size: int = 256, device: str | torch.device = "cpu",
                     progress: bool = False) -> torch.Tensor:
     """(n, E) float32 text embeddings on the CPU, ``batch_size`` captions per text-tower call."""
-    from tqdm.auto import tqdm
+    from catlip.evaluate.progress import progress_bar
 
     out = []
-    for start in tqdm(range(0, len(captions), batch_size), desc="captions", unit="batch", disable=not progress,
-                      leave=False):
+    batches = range(0, len(captions), batch_size)
+    for start in progress_bar(batches, desc="captions", unit="batch", disable=not progress, leave=False):
         tokens = tokenize(list(captions[start:start + batch_size])).to(device)
         out.append(encode_text(tokens).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)

@@ -63,7 +63,8 @@ def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None
     num_classes = train_data.num_classes
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size,
                               "train": train, "test": test, "num_classes": num_classes,
-                              "features": "raw" if raw_features else "standardized", "rows": []}
+                              "features": "raw" if raw_features else "standardized", "rows": [],
+                              **(model.loaded or {})}
     result.update(_unlisted(train=train_data, test=test_data))
     mapping = None
     if "transfer" in inits:
@@ -123,7 +124,7 @@ def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, 
             "test": test, "num_classes": train_data.num_classes, "weights_id": wid, "k": k,
             "temperature": temperature, "train_images": len(tr), "test_images": len(te),
             "skipped": {"train": tr.skipped, "test": te.skipped}, "rows": [row],
-            **_unlisted(train=train_data, test=test_data)}
+            **_unlisted(train=train_data, test=test_data), **(model.loaded or {})}
 
 
 def _pct(fraction: float) -> str:
@@ -152,7 +153,7 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
     names = resolve_classnames(classnames, test_data.classes.names)
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "mode": mode, "test": test,
                               "num_classes": test_data.num_classes, "classnames": names.source,
-                              **_unlisted(test=test_data)}
+                              "class_names": list(names.names), **_unlisted(test=test_data), **(model.loaded or {})}
     if mode == "head":
         own = test_data.classes.wnids
         target = test_data.classes if classnames is None else ClassList(
@@ -196,7 +197,7 @@ def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | N
                               allow_partial=allow_partial) if test else None
     result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "train": train, "test": test,
                               "num_classes": train_data.num_classes, "image_size": size,
-                              **_unlisted(train=train_data, test=test_data)}
+                              **_unlisted(train=train_data, test=test_data), **(model.loaded or {})}
     encoder = model.encoder()
     if cfg.init == "transfer":
         weight, bias, report = _coverage(model, train_data.classes, cfg.alpha, "init: transfer", Path(train).name)

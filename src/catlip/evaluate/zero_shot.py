@@ -31,9 +31,22 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict:
     would otherwise depend on how many such classes the list holds, and counted."""
     recall = per_class_accuracy(logits, targets, logits.shape[1])
     present = [r for r in recall if r == r]
+    counts = {"per_class_images": torch.bincount(targets, minlength=logits.shape[1]).tolist(),
+              "predictions_per_class": torch.bincount(logits.argmax(1), minlength=logits.shape[1]).tolist()}
     return {**topk_accuracy(logits, targets), "mean_per_class_recall": sum(present) / len(present) if present
             else float("nan"), "per_class_recall": [r if r == r else None for r in recall],
-            "classes_without_images": len(recall) - len(present)}
+            "classes_without_images": len(recall) - len(present), **counts}
+
+
+def dominant_class(predictions: Sequence[int], images: Sequence[int]) -> int | None:
+    """The class that more than half of the predictions fall in while it holds at most half of the images (a
+    classifier collapsed onto one class, e.g. by a strong label prior), else None. A class that truly holds most
+    of the images may take most of the predictions."""
+    total = sum(predictions)
+    if not total:
+        return None
+    top = max(range(len(predictions)), key=lambda c: predictions[c])
+    return top if 2 * predictions[top] > total and 2 * images[top] <= sum(images) else None
 
 
 def head_classifier(weight: torch.Tensor, bias: torch.Tensor | None, report: CoverageReport,

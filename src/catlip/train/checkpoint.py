@@ -360,6 +360,16 @@ class Pretrained:
     config: object
     vocab: object
     meta: dict
+    path: Path | None = None  # the checkpoint folder the weights came from
+
+    def describe(self) -> str:
+        """``RUN/checkpoints/step_0001200 (step 1200 of 1200)``: which checkpoint, and how far its run had got."""
+        return describe_checkpoint(self.path, self.meta.get("step"), self.config.optim.steps)
+
+
+def describe_checkpoint(path: Path | str | None, step: int | None, steps: int | None) -> str:
+    """A checkpoint folder with its step and the run's scheduled steps (``optim.steps`` of its recorded config)."""
+    return f"{path} (step {'?' if step is None else step}{f' of {steps}' if steps else ''})"
 
 
 def load_pretrained(path: str | Path, *, ema: bool = False) -> Pretrained:
@@ -388,4 +398,4 @@ def load_pretrained(path: str | Path, *, ema: bool = False) -> Pretrained:
         method.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{loaded.path}: weights do not fit the recorded config: {err}") from None
-    return Pretrained(method.eval(), cfg, vocab, loaded.meta)
+    return Pretrained(method.eval(), cfg, vocab, loaded.meta, loaded.path)

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from catlip.config import ConfigError, from_dict, read_recipe
 from catlip.evaluate.dense.data import (DenseData, DenseDataset, collate_det, det_eval_transform,
                                         det_train_transform, holdout, open_detection)
 from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
+from catlip.evaluate.progress import progress_bar
 from catlip.models.dense import SimpleFeaturePyramid
 
 PYRAMID_LEVELS = ["0", "1", "2", "3"]  # strides 4, 8, 16, 32: the levels RoIAlign reads
@@ -161,7 +161,7 @@ def evaluate_detector(model: nn.Module, data: DenseData, cfg: DetectConfig, devi
     ds = DenseDataset(data, det_eval_transform())
     loader = DataLoader(ds, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, collate_fn=collate_det)
     gts, dets, notes, skipped = [], [], Counter(), 0
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         notes.update(batch["notes"])
         skipped += batch["skipped"]
         if batch["image"] is None:
@@ -219,8 +219,9 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
                overrides: list[str] | None = None, holdout_n: int = 0, run_dir: str | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Load ``checkpoint`` (or ``random:...``), train Faster / Mask R-CNN on ``train_spec``, evaluate on test."""
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.model import check_source, load_eval_model
 
+    check_source(checkpoint)  # before opening the data
     cfg = load_detect_config(config, overrides)
     train_data, test_data = open_pair(train_spec, test_spec, classes, holdout_n, images, test_images)
     masks = _use_masks(cfg, train_data)
@@ -246,7 +247,7 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
             "test": test_data.spec if test_data else None, "num_classes": train_data.num_classes,
             "masks": masks, "train_images": len(train_data), "test_images": len(test_data) if test_data else 0,
             "skipped_at_open": {"train": dict(train_data.skipped), "test": dict(test_data.skipped) if test_data else {}},
-            **out, "model": model}
+            **out, **(loaded.loaded or {}), "model": model}
 
 
 def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: DetectConfig, masks: bool,

@@ -17,10 +17,10 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from catlip.config import ConfigError
 from catlip.errors import CheckpointError
+from catlip.evaluate.progress import progress_bar
 
 
 @dataclass
@@ -174,7 +174,8 @@ def train(job: Job, cfg: DenseTrainConfig, *, run_dir: str | Path | None = None,
     wrapped = wrap_model(model, "ddp", d)
     per_epoch = max(1, len(job.train_set) // (cfg.batch_size * d.world_size))
     notes = Counter(state["notes"])
-    bar = tqdm(total=cfg.epochs * per_epoch, initial=state["step"], desc=job.desc, disable=not progress or not d.is_main)
+    bar = progress_bar(total=cfg.epochs * per_epoch, initial=state["step"], desc=job.desc, unit="step",
+                       disable=not progress or not d.is_main)
     for epoch in range(state["epoch"], cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # everything random in this epoch follows (seed, epoch)
         wrapped.train()

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from catlip.config import ConfigError, from_dict, read_recipe
 from catlip.evaluate.dense.data import (IGNORE, DenseData, DenseDataset, collate_seg, holdout, open_segmentation,
                                         seg_eval_transform, seg_train_transform)
 from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
+from catlip.evaluate.progress import progress_bar
 from catlip.models.dense import feature_channels, last_feature_map
 
 
@@ -108,7 +108,7 @@ def evaluate_segmenter(model: nn.Module, data: DenseData, cfg: SegmentConfig, de
     loader = DataLoader(ds, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, collate_fn=collate_seg)
     conf = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
     notes, skipped, images = Counter(), 0, 0
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         notes.update(batch["notes"])
         skipped += batch["skipped"]
         if batch["image"] is None:
@@ -155,8 +155,9 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
                 config: str | None = None, overrides: list[str] | None = None, holdout_n: int = 0,
                 run_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Load ``checkpoint`` (or ``random:...``), train DeepLabv3 on ``train_spec``, evaluate on the test set."""
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.model import check_source, load_eval_model
 
+    check_source(checkpoint)  # before opening the data
     cfg = load_segment_config(config, overrides)
     train_data, test_data = open_pair(train_spec, test_spec, classes, holdout_n)
     torch.manual_seed(cfg.seed)  # the head's initial weights
@@ -176,7 +177,7 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
             "test": test_data.spec if test_data else None, "num_classes": train_data.num_classes,
             "train_images": len(train_data), "test_images": len(test_data) if test_data else 0,
             "skipped_at_open": {"train": dict(train_data.skipped), "test": dict(test_data.skipped) if test_data else {}},
-            **out, "model": model}
+            **out, **(loaded.loaded or {}), "model": model}
 
 
 def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: SegmentConfig, progress: bool,

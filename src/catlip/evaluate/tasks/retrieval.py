@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "mode_name": MODE_NAMES[mode].format(reduce=args.reduce, pmi=PMI_NAME if args.pmi else ""),
             "data": args.data,
             "images": sim.shape[0], "captions": sim.shape[1], "skipped": data["skipped"], **extra,
-            **recall_at_k(sim, owner, ks)}
+            **recall_at_k(sim, owner, ks), **(model.loaded or {})}
 
 
 def _read(args: argparse.Namespace, image_size: int) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         progress=not args.no_progress)
     if args.jsonl:
         _write_jsonl(result["images"], args.jsonl)
-    return result
+    return {**result, **(model.loaded or {})}
 
 
 def _write_jsonl(images: list[dict], path: str) -> None:

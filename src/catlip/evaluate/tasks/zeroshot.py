@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_coverage, print_table, print_unlisted
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,13 +45,69 @@ COLUMNS = ["method", "mode", "templates", "classnames", "num_classes", "test_ima
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     print_unlisted(result)
-    print_coverage(result)
+    if result.get("coverage"):
+        print(head_coverage(result["coverage"]))
     for warning in result.get("warnings", ()):
         print(f"warning: {warning}")
     absent = result.get("classes_without_images", 0)
     if absent:
         print(f"{absent} of {result['num_classes']} classes have no test image: left out of mean_per_class_recall")
     print_table([table_row(result)], COLUMNS)
+    print_per_class(result)
+    collapse = collapse_note(result, use_bias=not getattr(args, "no_bias", False))
+    if collapse:
+        print(collapse)
+
+
+def head_coverage(cov: dict[str, Any]) -> str:
+    """Which classes head zero-shot can score: those mapped to head rows; the others are scored -inf."""
+    counts = cov["counts"]
+    mapped = cov["num_classes"] - counts["random"]
+    kinds = ", ".join(f"{k} {counts[k]}" for k in ("exact", "similar", "averaged"))
+    source = f", {cov['labels']} labels" if cov.get("labels") else ""
+    line = (f"classes mapped to the head: {mapped} of {cov['num_classes']} ({kinds}; {cov['dataset'] or 'target'}"
+            f"{source}, alpha={cov['alpha']})")
+    unmapped = cov["unmapped"]
+    if unmapped:
+        shown = ", ".join(unmapped[:20]) + (f", ... (+{len(unmapped) - 20})" if len(unmapped) > 20 else "")
+        line += (f"\nunmapped classes (scored -inf: never predicted, their images count as errors): "
+                 f"{len(unmapped)}: {shown}")
+    return line
+
+
+PER_CLASS_SHOWN = 30  # more classes than this: the 10 lowest and 10 highest recalls (the JSON has them all)
+
+
+def print_per_class(result: dict[str, Any]) -> None:
+    """Recall of each class with its image and prediction counts: where the mean per-class recall comes from."""
+    names, recall = result.get("class_names"), result.get("per_class_recall")
+    if not names or recall is None:
+        return
+    rows = [{"class": n, "images": i, "predicted": p, "recall": "-" if r is None else f"{100 * r:.2f}"}
+            for n, i, p, r in zip(names, result["per_class_images"], result["predictions_per_class"], recall)]
+    title = "per-class recall"
+    if len(rows) > PER_CLASS_SHOWN:
+        ranked = sorted((r for r in rows if r["recall"] != "-"), key=lambda r: float(r["recall"]))
+        rows, title = ranked[:10] + ranked[-10:], f"per-class recall (the 10 lowest and 10 highest of {len(rows)})"
+    print(f"{title}:")
+    print_table(rows, ["class", "images", "predicted", "recall"])
+
+
+def collapse_note(result: dict[str, Any], use_bias: bool = True) -> str | None:
+    """One line when more than half of the predictions fall in one class that does not hold half the images."""
+    from catlip.evaluate.zero_shot import dominant_class
+
+    predicted, images = result.get("predictions_per_class"), result.get("per_class_images")
+    if not predicted:
+        return None
+    top = dominant_class(predicted, images)
+    if top is None:
+        return None
+    name = result["class_names"][top] if result.get("class_names") else f"class {top}"
+    hint = "; the head's bias is a label prior: try --no-bias" if result.get("mode") == "head" and use_bias else ""
+    return (f"note: {predicted[top]} of {sum(predicted)} predictions ({100 * predicted[top] / sum(predicted):.0f}%) "
+            f"fall in one class, {name!r}, which has {images[top]} of the {sum(images)} "
+            f"images: the classifier has collapsed onto it{hint}")
 
 
 def table_row(result: dict[str, Any]) -> dict[str, Any]:
