@@ -62,6 +62,10 @@ class RunInUseError(RunDirError):
     """Another live run holds ``train.output_dir`` (its lock file names the pid and host)."""
 
 
+class OutputError(CatlipError):
+    """A result file that cannot be written (a full disk, a read-only folder); nothing partial is left behind."""
+
+
 def one_line(err: BaseException) -> str:
     """The error's message on one line: its lines joined with "; " (a YAML parser's message spans several)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

@@ -295,3 +295,45 @@ def test_vocabulary_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monk
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     assert Vocabulary.load(vocab.save(tmp_path / "vocab.json")).keys == ["dog", "cat"]
+
+
+def _disk_full(monkeypatch):
+    import errno
+
+    from catlip import atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+
+
+def test_evaluation_results_on_a_full_disk_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
+    """Every evaluation command's -o JSON and `tag --jsonl` go through catlip.atomic: OutputError, no file."""
+    from catlip.errors import OutputError
+    from catlip.evaluate.run import write_json
+    from catlip.evaluate.tasks.tag import _write_jsonl
+
+    _disk_full(monkeypatch)
+    with pytest.raises(OutputError, match="cannot write .*result.json: No space left on device"):
+        write_json({"top1": 0.5}, str(tmp_path / "out" / "result.json"))
+    with pytest.raises(OutputError, match="tags.jsonl: No space left on device"):
+        _write_jsonl([{"image": "a.jpg", "tags": []}], str(tmp_path / "tags.jsonl"))
+    assert list(tmp_path.iterdir()) == []  # not even the folder write_json would have created
+
+
+def test_a_feature_cache_on_a_full_disk_costs_a_warning_not_the_run(tmp_path, monkeypatch, caplog):
+    from catlip.evaluate import features
+
+    import errno
+
+    from catlip.models import export
+
+    def full(tensors, path, metadata):
+        path.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    feats = features.Features(torch.ones(3, 2), torch.tensor([0, 1, 0]), 1)
+    monkeypatch.setattr(export, "save_tensors", full)
+    features._store(tmp_path / "features-x.safetensors", feats, {"data": "d", "weights": "w"})
+    assert list(tmp_path.iterdir()) == [] and "not written" in caplog.text

@@ -8,7 +8,7 @@ pooling, so Transfer Init weights apply to exactly these features.
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from catlip.evaluate.datasets import LabelledData, collate_skip
 from catlip.evaluate.progress import progress_bar
+
+log = logging.getLogger("catlip.evaluate")
 
 
 class Encoder(nn.Module):
@@ -122,7 +124,7 @@ def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Pat
     """
     if not cache_dir:
         return extract_features(encoder, data, **kwargs)
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     weights_id = weights_id or module_hash(encoder)
     key = hashlib.sha256(f"{weights_id}|{data.spec}|{transform_id}|{data.num_classes}|{data.multilabel}".encode())
@@ -134,9 +136,18 @@ def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Pat
         except Exception:  # a truncated cache file is recomputed, never trusted
             pass
     feats = extract_features(encoder, data, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"x": feats.x.contiguous(), "y": feats.y.contiguous(), "skipped": torch.tensor([feats.skipped])},
-              str(tmp), metadata={"data": data.spec, "weights": weights_id})
-    os.replace(tmp, path)
+    _store(path, feats, {"data": data.spec, "weights": weights_id})
     return feats
+
+
+def _store(path: Path, feats: Features, metadata: dict[str, str]) -> None:
+    """Write a cache entry atomically; a cache that cannot be written (a full disk) costs a warning, not the run."""
+    from catlip.atomic import staged
+    from catlip.models.export import save_tensors
+
+    tensors = {"x": feats.x.contiguous(), "y": feats.y.contiguous(), "skipped": torch.tensor([feats.skipped])}
+    try:
+        with staged(path) as (tmp,):
+            save_tensors(tensors, tmp, metadata)
+    except OSError as err:
+        log.warning("feature cache %s not written (%s); the features are used uncached", path, err.strerror or err)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from catlip.errors import CatlipError, CheckpointError
+from catlip.errors import CatlipError, CheckpointError, OutputError
 from catlip.evaluate.datasets import ClassList, LabelledData, open_labelled
 from catlip.evaluate.features import Features, cached_features, default_device
 from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
@@ -215,14 +214,15 @@ def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | N
 
 
 def _save_weights(model: nn.Module, path: str) -> None:
-    from safetensors.torch import save_file
+    from catlip.atomic import staged
+    from catlip.models.export import save_tensors
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.replace(tmp, target)
+    try:
+        with staged(Path(path)) as (tmp,):
+            save_tensors(state, tmp, {"format": "pt"})
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 # ---------------------------------------------------------------- output
@@ -246,13 +246,16 @@ def format_table(rows: list[dict], columns: Sequence[str]) -> str:
 
 
 def write_json(result: dict, path: str | None) -> None:
+    """The result as JSON at ``path`` (atomically: whole or not at all); a failed write is one line."""
     if not path:
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=_jsonable))
-    os.replace(tmp, target)
+    from catlip.atomic import write_text
+
+    text = json.dumps(result, indent=2, default=_jsonable)
+    try:
+        write_text(path, text)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def _jsonable(value: Any) -> Any:

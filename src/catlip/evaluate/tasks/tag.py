@@ -40,16 +40,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _write_jsonl(images: list[dict], path: str) -> None:
     import json
-    import os
-    from pathlib import Path
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for image in images:
-            fh.write(json.dumps(image, ensure_ascii=False) + "\n")
-    os.replace(tmp, target)
+    from catlip.atomic import write_text
+    from catlip.errors import OutputError
+
+    try:
+        write_text(path, "".join(json.dumps(image, ensure_ascii=False) + "\n" for image in images))
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def format_tag(tag: dict) -> str:
