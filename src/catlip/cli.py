@@ -144,6 +144,9 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                        "unknown keys are errors. Resume an interrupted run with train.resume=auto (its logs then "
                        "restart at the checkpoint's step). Under torchrun every process runs this same command.")
     p.add_argument("--config", "-c", default=None, help="recipe YAML (default: built-in defaults)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (every key, defaults filled in) as YAML and exit without "
+                   "training; `catlip config keys` lists the keys with their meaning")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.steps=2000 train.output_dir=runs/x")
     p.set_defaults(handler=_cmd_pretrain)
 
@@ -252,9 +255,35 @@ def _cmd_import_corenet(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from catlip.config import load_config
+    from catlip.config import dump_config, load_config, schedule_warnings
 
-    return _train(load_config(args.config, args.overrides))  # a ConfigError is a CatlipError: one line, exit 2
+    cfg = load_config(args.config, args.overrides)  # a ConfigError is a CatlipError: one line, exit 2
+    if not args.print_config:
+        return _train(cfg)
+    for warning in schedule_warnings(cfg):  # stderr: stdout stays a recipe that --config reads back
+        print(f"catlip: warning: {warning}", file=sys.stderr)
+    sys.stdout.write(dump_config(cfg))
+    return 0
+
+
+def _add_config_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="list the configuration keys of recipes (type, default, meaning)",
+                       description="Configuration of `catlip pretrain` / `catlip lit` recipes.")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    csub.required = True
+    k = csub.add_parser("keys", help="every key with its type, default and meaning (from catlip/config.py)",
+                        description="List every configuration key, generated from the dataclasses of "
+                        "catlip/config.py and their comments. `catlip pretrain --print-config` prints one "
+                        "resolved configuration.")
+    k.add_argument("--markdown", action="store_true", help="print docs/config.md (the same list as tables)")
+    k.set_defaults(handler=_cmd_config_keys)
+
+
+def _cmd_config_keys(args: argparse.Namespace) -> int:
+    from catlip import config_keys
+
+    sys.stdout.write(config_keys.markdown() if args.markdown else config_keys.format_keys())
+    return 0
 
 
 def _train(cfg) -> int:
@@ -295,13 +324,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     spec = export_backbone(trained.method, args.output, preprocess=Preprocess.of(trained.config.data))
     if args.output.endswith(".safetensors"):
         sidecar = args.output[: -len(".safetensors")] + ".json"
-        print(f"wrote {args.output} + {sidecar} (timm {spec['name']}, {spec['kwargs']}); load: cfg = json.load("
+        print(f"wrote {args.output} + {sidecar} (timm {timm_architecture(spec)}); load: cfg = json.load("
               f"open({sidecar!r})); timm.create_model(cfg['architecture'], pretrained=True, pretrained_cfg_overlay="
               f"dict(cfg['pretrained_cfg'], file={args.output!r}), **cfg['model_args'])")
     else:
-        print(f"wrote {args.output}/model.safetensors + config.json (timm {spec['name']}, {spec['kwargs']}); "
-              f"load: timm.create_model('local-dir:{args.output}', pretrained=True)")
+        folder = os.path.normpath(args.output)  # "out/" must not print as "out//model.safetensors"
+        print(f"wrote {os.path.join(folder, 'model.safetensors')} + config.json (timm {timm_architecture(spec)}); "
+              f"load: timm.create_model('local-dir:{folder}', pretrained=True)")
     return 0
+
+
+# timm kwargs that change how a model trains, not which network it is: left out of the announced architecture
+_TRAINING_ONLY_KWARGS = ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate",
+                         "patch_drop_rate")
+
+
+def timm_architecture(spec: dict) -> str:
+    """The timm name with the kwargs that override its architecture: a patch-8, 48 px export of
+    vit_tiny_patch16_224 reads ``vit_tiny_patch16_224(patch_size=8, img_size=48)``, not the bare name."""
+    args = ", ".join(f"{k}={v!r}" for k, v in spec["kwargs"].items() if k not in _TRAINING_ONLY_KWARGS)
+    return f"{spec['name']}({args})" if args else spec["name"]
 
 
 def _export_open_clip(trained, output: str) -> int:
@@ -314,6 +356,7 @@ def _export_open_clip(trained, output: str) -> int:
     out = export_open_clip(trained.method, output, image_size=data.image_size, context_length=data.context_length,
                            preprocess=pre)
     vision = out["model_cfg"]["vision_cfg"]
+    output = os.path.normpath(output)
     print(f"wrote {out['weights']} + {out['config']} + {out['model_config']} (open_clip CustomTextCLIP, ViT "
           f"width {vision['width']} x {vision['layers']} layers, patch {vision['patch_size']}, pool "
           f"{vision['pool_type']}); load: model, _, preprocess = open_clip.create_model_and_transforms("
@@ -447,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_labels_commands(sub)
     _add_train_commands(sub)
+    _add_config_commands(sub)
     _add_import_commands(sub)
     _add_evaluate_commands(sub)
     _add_analysis_commands(sub)

@@ -21,32 +21,37 @@ from catlip.errors import ConfigError  # noqa: F401  (defined in catlip.errors; 
 
 @dataclass
 class DataConfig:
+    """Training data: where images and captions come from, how they are read, augmented and batched."""
+
     # Sources: "synthetic", webdataset shards (paths, brace patterns, URLs), a CSV/TSV/JSONL manifest, or an
     # image folder with sidecar .txt captions. Several sources are read one after another.
     train: list[str] = field(default_factory=lambda: ["synthetic"])
-    synthetic_size: int = 2048
-    caption_keys: list[str] = field(default_factory=lambda: ["txt", "json"])
-    image_key: str = "jpg;jpeg;png;webp"
-    caption_column: str = "caption"
-    image_column: str = "image"
+    synthetic_size: int = 2048  # images in the embedded synthetic set (data.train=[synthetic])
+    caption_keys: list[str] = field(default_factory=lambda: ["txt", "json"])  # shard members holding the caption
+    image_key: str = "jpg;jpeg;png;webp"  # shard member extensions read as the image, `;`-separated
+    caption_column: str = "caption"  # caption field of CSV/TSV/JSONL manifests
+    image_column: str = "image"  # image path field of CSV/TSV/JSONL manifests
     vocab: str = ""  # path to a vocabulary JSON; empty = build one from the training captions first
     labels_file: str = ""  # pre-extracted labels (JSONL from `catlip labels`), optional
     vocab_min_count: int = V_TAU_DEFAULT  # V_tau: the paper's 500 (catlip.defaults); small recipes set their own
-    vocab_top_k: int = 0
-    image_size: int = 64
-    # Pixel normalisation and evaluation resize travel with the model: every command that reads a run feeds it
-    # what it was trained on, and exports write them into timm's pretrained_cfg. Defaults: CLIP's statistics;
-    # corenet's CatLIP models read [0, 1] pixels (mean 0, std 1) and evaluate at shorter side 232 -> crop 224.
+    vocab_top_k: int = 0  # keep at most this many of the most frequent labels in a built vocabulary (0 = all)
+    image_size: int = 64  # training resolution in pixels (square crops)
+    # Per-channel pixel mean (R, G, B). Mean, std and eval_resize travel with the model: every command that reads
+    # the run feeds it what it was trained on, and exports write them into timm's pretrained_cfg. Default: CLIP's;
+    # corenet's CatLIP models (catlip import corenet) read [0, 1] pixels: mean 0, std 1, eval_resize 232.
     mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
-    std: list[float] = field(default_factory=lambda: list(CLIP_STD))
+    std: list[float] = field(default_factory=lambda: list(CLIP_STD))  # per-channel pixel std (R, G, B)
     eval_resize: int = 0  # evaluation: shorter side to this, then the centre image_size crop (0 = image_size)
-    batch_size: int = 64
-    num_workers: int = 2
-    augment: str = "rrc_flip"  # none | rrc_flip | randaugment
-    rrc_scale_min: float = 0.4
+    batch_size: int = 64  # images per optimizer micro-step on each process
+    num_workers: int = 2  # DataLoader worker processes (also the processes counting captions for a vocabulary)
+    augment: str = "rrc_flip"  # none | rrc_flip (random-resized crop + flip) | randaugment
+    rrc_scale_min: float = 0.4  # smallest area fraction a random-resized crop keeps
     multiscale: bool = False  # CatLIP Appendix A variable-resolution, variable-batch sampler
+    # the resolutions the data.multiscale sampler draws from
     multiscale_sizes: list[int] = field(default_factory=lambda: [128, 160, 192, 224, 256, 288, 320])
     context_length: int = 77  # text tokens for CLIP / SigLIP
+    # not read by pre-training: every epoch is an exact permutation of the samples (data/sampler.py); kept so
+    # recipes that set it still load
     shuffle_buffer: int = 1000
     max_image_pixels: int = 89_478_485  # PIL's default; larger images are skipped as decompression bombs
     max_skip_fraction: float = 0.5  # warn when more of one data.train source is skipped (1 = never warn)
@@ -58,13 +63,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "vit_tiny_patch16_224"
+    """The networks: the timm image backbone, its classification head, and the text tower of two-tower methods."""
+
+    backbone: str = "vit_tiny_patch16_224"  # timm model name of the image backbone
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
     head_bias_init: float = 0.0  # CatLIP: a negative bias starts the sigmoid near the label prior
     # constant: every class starts at head_bias_init; prior: each class at its own caption frequency (log-odds
     # for sigmoid losses, log-frequency for softmax ones), read off the vocabulary counts (models/heads.py)
     head_bias: str = "constant"
-    drop_path_rate: float = 0.0
+    drop_path_rate: float = 0.0  # stochastic depth of the backbone's blocks (timm's drop_path_rate)
     # ViTs: patch (timm's p x p patch embedding) | conv (3x3 stride-2 convolutions) | corenet (the CatLIP paper's
     # 4x4/4 pad 1 -> BN -> GELU -> 2x2/2 -> BN -> GELU -> 2x2/2 stem, patch 16 only): models/stems.py
     stem: str = "patch"
@@ -75,32 +82,33 @@ class ModelConfig:
     # FLIP: fraction of patch tokens a ViT drops at random in each pre-training forward (CLS/register tokens are
     # kept); evaluation, probes, fine-tuning and exports always see every token. 0 disables.
     patch_drop: float = 0.0
-    grad_checkpointing: bool = False
-    # CLIP / SigLIP towers
-    embed_dim: int = 512
-    text_width: int = 512
-    text_layers: int = 12
-    text_heads: int = 8
-    init_logit_scale: float = 2.6592  # log(1 / 0.07)
-    init_logit_bias: float = -10.0  # SigLIP
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory, slower steps)
+    embed_dim: int = 512  # CLIP / SigLIP: width of the shared image-text embedding space
+    text_width: int = 512  # CLIP / SigLIP: width of the text transformer
+    text_layers: int = 12  # CLIP / SigLIP: depth of the text transformer
+    text_heads: int = 8  # CLIP / SigLIP: attention heads of the text transformer
+    init_logit_scale: float = 2.6592  # CLIP: initial log inverse temperature, log(1 / 0.07)
+    init_logit_bias: float = -10.0  # SigLIP: initial logit bias
     siglip_init_logit_scale: float = 2.302585  # log(10), the SigLIP paper's t' init (CLIP uses init_logit_scale)
 
 
 @dataclass
 class MethodConfig:
+    """The pre-training method, its label source and loss."""
+
     name: str = "catlip"  # a catlip.methods.registry entry: catlip | superclass | clip | siglip | superclip
     # label source (catlip.labels.registry: synsets | bpe | words); empty = the method's own (catlip: synsets,
     # superclass: bpe; clip/siglip take none). Any classification method trains with any label source.
     labels: str = ""
-    label_options: dict[str, Any] = field(default_factory=dict)  # extractor options, e.g. {lemmatize: true}
+    label_options: dict[str, Any] = field(default_factory=dict)  # extractor options, e.g. {languages: off} (synsets), {lemmatize: true} (words)
     loss: str = ""  # empty = the method's own (bce, idf_softmax, clip, siglip); ablations: bce, asl, soft_margin, two_way
     subword_stopwords: bool = False  # label source bpe: drop English stop-words before BPE
     proper_nouns: bool = False  # label source synsets: proper nouns become labels too
     idf_momentum: float = 0.0  # 0 = exact running document counts; m in (0,1): counts decay by m each step
     use_idf: bool = True  # SuperClass idf_softmax: IDF-weight the targets (False = plain L1-normalised multi-hot)
     superclip_weight: float = 1.0  # superclip: loss = clip + superclip_weight * classification (method.loss)
-    # LiT (`catlip lit`): a locked pre-trained image tower + a projection, and a text tower trained contrastively
-    image_tower: str = ""  # the pre-trained checkpoint folder whose backbone is locked (set by `catlip lit RUN`)
+    # LiT (`catlip lit`): the pre-trained checkpoint folder whose backbone is locked (set by `catlip lit RUN`)
+    image_tower: str = ""
     image_pool: str = "token"  # token: timm's pooling (CLS for ViTs) | avg: mean patch token (what SuperClass reads)
     unlocked_blocks: int = 0  # the last N transformer blocks (and the final norm) of the image tower train too
     # "" = run the locked tower on every augmented batch; "auto" (<output_dir>/feature_cache) or a folder: compute
@@ -110,33 +118,37 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    warmup_steps: int = 100
-    steps: int = 1000
-    min_lr_ratio: float = 0.0
-    grad_accum: int = 1
-    clip_grad: float = 1.0  # 0 disables
+    """AdamW and its learning-rate schedule: linear warmup, then cosine decay (train/optim.py)."""
+
+    lr: float = 1e-3  # peak learning rate, reached at the end of the warmup
+    weight_decay: float = 0.05  # AdamW decoupled weight decay (biases, norms and embeddings exempt)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW moment decay rates
+    eps: float = 1e-8  # AdamW denominator epsilon
+    warmup_steps: int = 100  # optimizer steps of linear warmup from 0 to optim.lr
+    steps: int = 1000  # total optimizer steps; the cosine decay ends here
+    min_lr_ratio: float = 0.0  # the cosine decays to optim.lr * min_lr_ratio
+    grad_accum: int = 1  # micro-batches accumulated into one optimizer step
+    clip_grad: float = 1.0  # clip the gradient norm to this (0 disables)
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/default"
-    seed: int = 0
+    """The run: output folder, precision, device, checkpoints, logs and resuming."""
+
+    output_dir: str = "runs/default"  # run folder: checkpoints, config.yaml, vocab.json, metrics.jsonl, logs
+    seed: int = 0  # seed of the initial weights, the sample order and augmentation
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on GPU, fp32 on CPU)
-    device: str = "auto"
-    compile: bool = False
-    ema_decay: float = 0.0  # 0 disables EMA
-    ckpt_every: int = 200
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the model (falls back to eager with one line if compiling fails)
+    ema_decay: float = 0.0  # decay of an exponential moving average of the weights (0 disables EMA)
+    ckpt_every: int = 200  # write a checkpoint every N optimizer steps (and always at the last step)
+    keep_checkpoints: int = 2  # how many of the newest checkpoints stay on disk
+    log_every: int = 10  # write a metrics record every N optimizer steps (and at the last step)
     distributed: str = "ddp"  # ddp | fsdp (used only under torchrun)
-    progress: bool = True
+    progress: bool = True  # show a progress bar
     resume: str = ""  # "" = fresh run, "auto" = newest valid checkpoint in output_dir if any, or a checkpoint path
     stop_after: int = 0  # stop this process after N optimizer steps (time-boxed jobs); the schedule keeps optim.steps
-    tensorboard: bool = True
+    tensorboard: bool = True  # write TensorBoard scalars to <output_dir>/tb
     # a run stops (one-line error, exit 2) once this many consecutive steps had a NaN/inf loss or gradient norm;
     # checked where the loop waits for the device anyway (log steps, checkpoints), so it may run up to
     # train.log_every steps more before stopping; no checkpoint with non-finite weights is ever written
@@ -147,6 +159,8 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """One run: a section per dataclass above."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -178,6 +192,9 @@ class Config:
                 raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
         if self.data.image_size <= 0 or self.optim.grad_accum <= 0:
             raise ConfigError("data.image_size and optim.grad_accum must be positive")
+        if self.train.ckpt_every <= 0 or self.train.log_every <= 0:  # the loop divides the step by them
+            raise ConfigError(f"train.ckpt_every and train.log_every must be positive, got {self.train.ckpt_every} "
+                              f"and {self.train.log_every}")
         check_preprocessing(self.data)
         check_numbers(self)
         if not 0.0 <= self.model.patch_drop < 1.0:
@@ -238,6 +255,33 @@ def check_numbers(cfg: Config) -> None:
                                     ("train.nonfinite_patience", t.nonfinite_patience, 1, True)):
         if not math.isfinite(value) or value < low or (value == low and not low_ok):
             raise ConfigError(f"{key} must be a finite number {'>=' if low_ok else '>'} {low}, got {value}")
+
+
+def schedule_warnings(cfg: Config) -> list[str]:
+    """Settings that run but do not do what they read as: one line each (the trainer prints them at start)."""
+    o, t = cfg.optim, cfg.train
+    out = []
+    if o.warmup_steps >= o.steps > 1:  # one step at the full rate (warmup 1) is what it reads as
+        out.append(_warmup_warning(o))
+    if t.stop_after > o.steps:
+        out.append(f"train.stop_after={t.stop_after} > optim.steps={o.steps} has no effect: the run ends at step "
+                   f"{o.steps} (train.stop_after only stops a run earlier)")
+    if o.min_lr_ratio > 1:
+        out.append(f"optim.min_lr_ratio={o.min_lr_ratio:g} > 1: after the warmup the learning rate rises from "
+                   f"optim.lr to {o.lr * o.min_lr_ratio:.3g} instead of decaying")
+    return out
+
+
+def _warmup_warning(o: OptimConfig) -> str:
+    # train/optim.py lr_at: warmup step i (0-based) uses lr * (i + 1) / warmup_steps, so the last step is the peak
+    peak = o.lr * o.steps / o.warmup_steps
+    if o.warmup_steps == o.steps:
+        what = f"reaches optim.lr={o.lr:g} only on the last step"
+    else:
+        share = o.steps / o.warmup_steps
+        what = f"never reaches optim.lr={o.lr:g}: it peaks at {peak:.3g} ({share:.0%}) on the last step"
+    return (f"optim.warmup_steps={o.warmup_steps} >= optim.steps={o.steps}: the learning rate rises for the whole "
+            f"run and {what}, with no cosine decay; lower optim.warmup_steps (e.g. to {o.steps // 10})")
 
 
 def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
@@ -353,5 +397,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return from_dict(read_recipe(path, overrides)).validate()
 
 
+def dump_config(cfg: Config) -> str:
+    """Every key of ``cfg`` as YAML, in the dataclasses' order; ``load_config`` of this text gives ``cfg`` back."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """The resolved config as YAML, written atomically (a run dir never holds half a config.yaml)."""
+    from catlip.atomic import write_text
+
+    write_text(path, dump_config(cfg))

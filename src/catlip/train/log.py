@@ -139,3 +139,64 @@ def plot_loss(metrics_file: Path, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+# Recipes whose text tower is sized to configs/tiny_cpu.yaml's image tower; the warning below points at them.
+MATCHED_RECIPES = {"siglip": "configs/siglip_tiny_cpu.yaml", "superclip": "configs/superclip_tiny_cpu.yaml",
+                   "lit": "configs/lit_tiny_cpu.yaml"}
+TEXT_TOWER_RATIO = 4  # a text tower this many times the image tower's size dominates each step
+
+
+def _count(modules, trainable: bool = False) -> int:
+    return sum(p.numel() for m in modules if m is not None for p in m.parameters()
+               if p.requires_grad or not trainable)
+
+
+def tower_parameters(method: torch.nn.Module) -> dict[str, int]:
+    """Parameter counts of a method's towers. The image tower is the backbone with its head and/or projection;
+    the text tower's token-embedding table is counted apart, since a lookup in it costs almost nothing per step."""
+    image = [getattr(method, "backbone", None), getattr(method, "head", None), getattr(method, "image_proj", None)]
+    counts = {"backbone": _count(image[:1]), "head": _count(image[1:2]), "projection": _count(image[2:]),
+              "image": _count(image), "image_trainable": _count(image, True)}
+    text = getattr(method, "text", None)
+    if text is not None:
+        table = getattr(text, "token_embedding", None)
+        counts["token_embedding"] = _count([table])
+        counts["text"] = _count([text]) - counts["token_embedding"]
+    return counts
+
+
+def millions(n: int) -> str:
+    """``n`` in millions with three significant digits, trailing zeros kept: 0.360 M, 6.32 M, 86.6 M."""
+    import math
+
+    x = n / 1e6
+    digits = max(0, 2 - math.floor(math.log10(x))) if x > 0 else 0
+    return f"{x:.{digits}f} M"
+
+
+def tower_summary(method: torch.nn.Module) -> str:
+    """The parameter counts printed at the start of every run."""
+    c = tower_parameters(method)
+    parts = [f"{name} {millions(c[name])}" for name in ("backbone", "head", "projection") if c[name]]
+    parts = parts if len(parts) > 1 else []
+    if c["image_trainable"] != c["image"]:
+        parts.append(f"{millions(c['image'] - c['image_trainable'])} locked")
+    line = f"image tower {millions(c['image'])} parameters" + (f" ({', '.join(parts)})" if parts else "")
+    if "text" in c:
+        line += f"; text tower {millions(c['text'])} (+ {millions(c['token_embedding'])} token embedding)"
+    return line
+
+
+def text_tower_warning(method: torch.nn.Module, cfg) -> str | None:
+    """A text tower many times the image tower dominates each step: speed and memory would then measure it, not
+    the method."""
+    c = tower_parameters(method)
+    if "text" not in c or c["text"] <= TEXT_TOWER_RATIO * c["image"]:
+        return None
+    m = cfg.model
+    recipe = MATCHED_RECIPES.get(cfg.method.name, "configs/clip_tiny_cpu.yaml")
+    return (f"the text tower ({m.text_layers} layers x {m.text_width} wide, {millions(c['text'])} without its token "
+            f"embedding) is {c['text'] / c['image']:.0f}x the image tower ({millions(c['image'])}): it dominates "
+            f"each step's time and memory, so a speed comparison measures the text tower, not the method; size it "
+            f"with model.text_width / model.text_layers, as the matched recipe {recipe} does")

@@ -4,7 +4,9 @@ Order of a run: run dir created and test-written (an unwritable ``train.output_d
 any work) → process group → leftovers of interrupted checkpoint writes removed → resume point (with
 ``train.resume=auto`` and every checkpoint damaged: an error naming each file) → vocabulary (checked against the
 checkpoint) → method, wrapper, optimizer, states → loader positioned at the exact next sample → logs cut back to
-the resumed step → steps → checkpoints → loss curve.
+the resumed step → steps → checkpoints → loss curve. On the way the run says what it is: settings that do not do
+what they read as (``config.schedule_warnings``, an oversized text tower) on stderr, its vocabulary and the
+parameter counts of its towers on stdout.
 
 Safety of a run (issue #19): rank 0 holds an exclusive lock on the run dir for the whole run (a second run on it is
 a one-line error naming the first one's pid and host); a resume prints every changed setting and refuses changes
@@ -28,14 +30,14 @@ from pathlib import Path
 
 import torch
 
-from catlip.config import save_config
+from catlip.config import save_config, schedule_warnings
 from catlip.errors import RunInUseError, TrainingDivergedError
 from catlip.train import checkpoint as ckpt
 from catlip.train import distributed as dd
-from catlip.train.log import RunLogger
+from catlip.train.log import RunLogger, text_tower_warning, tower_summary
 from catlip.train.optim import build_optimizer, lr_at, set_lr
 from catlip.train.step import NonFiniteWatch, to_device, train_step
-from catlip.train.vocab_setup import resolve_vocabulary
+from catlip.train.vocab_setup import describe_vocabulary, resolve_vocabulary, vocabulary_origin
 
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -249,6 +251,8 @@ def _setup(cfg, vocab, d: dd.Dist, run_dir: Path):
         if not given:
             vocab = resolve_vocabulary(cfg, run_dir, resuming=loaded is not None, build=True,
                                        progress=cfg.train.progress)
+            if vocab is not None:
+                _tell(d, describe_vocabulary(vocab, vocabulary_origin(cfg, run_dir, loaded is not None)))
         if loaded is not None:
             ckpt.check_compatible(loaded.meta, cfg.to_dict(), vocab.hash if vocab is not None else None)
         if vocab is not None:
@@ -337,6 +341,15 @@ def _say(d: dd.Dist, text: str) -> None:
         tqdm.write(text, file=sys.stderr)
 
 
+def _tell(d: dd.Dist, text: str) -> None:
+    """What the run is (its vocabulary, its towers): stdout, like the run dir at the end; warnings, progress and
+    errors go to stderr (_say)."""
+    if d.is_main:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stdout)
+
+
 def _loader(cfg, run: _Run, d: dd.Dist, vocab):
     """The training batches from the run's next sample on: images, or LiT's cached image features."""
     if cfg.method.feature_cache:
@@ -368,8 +381,14 @@ def pretrain(cfg, vocab=None) -> Path:
 def _train(cfg, vocab, d: dd.Dist, run_dir: Path, signals: _Signals) -> None:
     from catlip.data.loader import batch_size
 
+    for warning in schedule_warnings(cfg):
+        _say(d, f"catlip: warning: {warning}")
     vocab, loaded = _setup(cfg, vocab, d, run_dir)
     run = _Run(cfg, d, run_dir, vocab, loaded)
+    _tell(d, tower_summary(run.method))
+    oversized = text_tower_warning(run.method, cfg)
+    if oversized:
+        _say(d, f"catlip: warning: {oversized}")
     if loaded is not None:
         _say(d, f"resuming from {loaded.path} at step {run.step} (sample {run.samples})")
     loader = _loader(cfg, run, d, vocab)

@@ -103,3 +103,28 @@ def resolve_vocabulary(cfg, run_dir: Path, *, resuming: bool, build: bool, progr
     if (resuming or not build) and saved.exists():
         return _check_classes(check_label_source(Vocabulary.load(saved), cfg, str(saved)), str(saved))
     return build_run_vocabulary(cfg, progress=progress) if build else None
+
+
+def vocabulary_origin(cfg, run_dir: Path, resuming: bool) -> str:
+    """Where :func:`resolve_vocabulary` took the vocabulary from (the same branches, in the same order)."""
+    if cfg.data.vocab:
+        return f"read from data.vocab={cfg.data.vocab}"
+    if resuming and (run_dir / "vocab.json").exists():
+        return f"the run's own {run_dir / 'vocab.json'}"
+    source = run_label_source(cfg)[0]
+    if source is not None and source.closed_vocabulary is not None:
+        return f"fixed by label source {source.name}, not counted from the captions"
+    return f"built from the training captions (data.vocab_min_count={cfg.data.vocab_min_count})"
+
+
+def describe_vocabulary(vocab, origin: str, top: int = 8) -> str:
+    """One line, as the demo prints it: classes, where they come from, the most frequent names, caption coverage."""
+    if vocab.stats.get("full_bpe"):
+        return f"vocabulary: the whole CLIP BPE table, {len(vocab):,} classes (class id = BPE id), {origin}"
+    captions = f" from {vocab.num_captions:,} captions" if vocab.num_captions else ""
+    line = (f"vocabulary: {len(vocab):,} classes ({vocab.labels} labels){captions}, {origin}; most frequent: "
+            f"{', '.join(vocab.names[:top])}{', ...' if len(vocab) > top else ''}")
+    covered = vocab.stats.get("captions_with_kept_label")
+    if covered is not None and vocab.num_captions:
+        line += f"; {covered / vocab.num_captions:.1%} of the captions hold at least one of them"
+    return line
