@@ -317,6 +317,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "open_clip" and args.output.endswith(".safetensors"):  # before loading the run
         raise CliError("--format open_clip writes a folder (open_clip's local-dir: layout); give -o a folder name")
     trained = load_pretrained(args.checkpoint, ema=args.ema)
+    print(f"checkpoint: {trained.describe()}", file=sys.stderr)
     if args.format == "open_clip":
         return _export_open_clip(trained, args.output)
     from catlip.data.transforms import Preprocess

@@ -242,8 +242,10 @@ def test_classnames_wnid_comes_first(imported, shared_data, tmp_path):
 
 def test_export_of_the_imported_backbone_says_why_in_one_line(imported, tmp_path, capsys):
     assert main(["export", str(imported), "-o", str(tmp_path / "b.safetensors")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "timm cannot rebuild" in err and "model.stem=corenet" in err
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("checkpoint: ") and len(lines) == 2  # which weights, then the one-line error
+    err = lines[1]
+    assert err.startswith("catlip export: error:") and "timm cannot rebuild" in err and "model.stem=corenet" in err
     assert not (tmp_path / "b.safetensors").exists()
 
 
@@ -375,3 +377,12 @@ def test_read_state_refuses_a_non_state_dict(tmp_path):
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="no state dict inside"):
         corenet.read_state(tmp_path / "x.pt")
+
+
+def test_commands_name_the_imported_checkpoint(imported, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (232, 232), (90, 120, 30)).save(tmp_path / "p.png")
+    assert main(["tag", str(imported), str(tmp_path / "p.png"), "--top", "1", "--workers", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint: " in err and "(imported from corenet state_dict.pt)" in err

@@ -337,3 +337,11 @@ def test_a_feature_cache_on_a_full_disk_costs_a_warning_not_the_run(tmp_path, mo
     monkeypatch.setattr(export, "save_tensors", full)
     features._store(tmp_path / "features-x.safetensors", feats, {"data": "d", "weights": "w"})
     assert list(tmp_path.iterdir()) == [] and "not written" in caplog.text
+
+
+@pytest.mark.parametrize("argv", [["export", "{missing}", "-o", "{tmp}/b.safetensors"], ["lit", "{missing}"]])
+def test_a_missing_run_folder_is_named_by_export_and_lit(tmp_path, capsys, argv):
+    args = [a.format(missing=tmp_path / "no" / "run", tmp=tmp_path) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0], err

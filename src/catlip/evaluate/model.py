@@ -45,10 +45,7 @@ class EvalModel:
         """What the weights are: the checkpoint folder with its step of the run's steps, or the random floor."""
         if self.loaded is None:
             return f"none, {self.source} is the random-init floor (seeded random weights, nothing trained)"
-        from catlip.train.checkpoint import describe_checkpoint
-
-        info = self.loaded
-        return describe_checkpoint(info["checkpoint_path"], info["checkpoint_step"], info["checkpoint_steps"])
+        return self.loaded["checkpoint_description"]
 
     def encoder(self) -> Encoder:
         return Encoder(self.backbone, self.head)
@@ -119,7 +116,7 @@ def _trained_model(spec: str, image_size: int | None, ema: bool) -> EvalModel:
     from catlip.data.transforms import Preprocess
 
     loaded = {"checkpoint_path": str(pre.path), "checkpoint_step": pre.meta.get("step"),
-              "checkpoint_steps": cfg.optim.steps}
+              "checkpoint_steps": cfg.optim.steps, "checkpoint_description": pre.describe()}
     return EvalModel(spec, cfg.method.name, method.backbone, size, head, pre.vocab, method, cfg.data.context_length,
                      Preprocess.of(cfg.data, size), loaded)
 

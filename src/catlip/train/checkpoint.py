@@ -222,6 +222,11 @@ def find_checkpoint(path: Path, *, with_train_state: bool = True, required: bool
     ``latest`` is tried first; if it is broken the newest valid older checkpoint is used and a warning says so.
     """
     path = Path(path)
+    if not path.is_dir():
+        if not required:
+            return None
+        why = "does not exist" if not path.exists() else "is a file, not a folder"
+        raise CheckpointError(f"{path} {why}; give a run dir or one of its checkpoints/step_XXXXXXX folders")
     if (path / "meta.json").exists() or (path / "model.safetensors").exists():
         return load_checkpoint(path, with_train_state=with_train_state)
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -363,7 +368,11 @@ class Pretrained:
     path: Path | None = None  # the checkpoint folder the weights came from
 
     def describe(self) -> str:
-        """``RUN/checkpoints/step_0001200 (step 1200 of 1200)``: which checkpoint, and how far its run had got."""
+        """``RUN/checkpoints/step_0001200 (step 1200 of 1200)``: which checkpoint, and how far its run had got
+        (an imported model says where it came from instead)."""
+        imported = self.meta.get("imported")
+        if imported:
+            return f"{self.path} (imported from {imported.get('format')} {Path(imported.get('checkpoint', '')).name})"
         return describe_checkpoint(self.path, self.meta.get("step"), self.config.optim.steps)
 
 
