@@ -277,3 +277,29 @@ def test_segment_log_is_free_of_escapes_and_ends_with_labelled_tables(tiny, tmp_
     assert any(line.startswith("segment: done, 1/1 step in ") for line in lines)
     assert any(line.startswith("evaluate: done, 1/1 batch in ") for line in lines)
     assert any(line.split() == ["class", "IoU"] for line in lines[header:])
+
+
+@pytest.mark.parametrize("command", ["zeroshot", "knn", "probe", "tag"])
+def test_limit_evaluates_the_first_n_images(command, tiny, tmp_path):
+    shard, classes = tiny["data"], str(tiny["root"] / "classes.txt")
+    data = {"zeroshot": ["--test", shard], "knn": ["--train", shard, "--test", shard],
+            "probe": ["--train", shard, "--test", shard, "--no-knn", "--epochs", "1"], "tag": [shard]}[command]
+    extra = [] if command == "tag" else ["--classes", classes]
+    out = tmp_path / "r.json"
+    assert main([command, tiny["run"], *data, *extra, "--limit", "7", "--workers", "0", "--no-progress",
+                 "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (len(result["images"]) if command == "tag" else result["test_images"]) == 7
+
+
+def test_limit_must_be_positive(tiny, capsys):
+    assert main(["zeroshot", tiny["run"], "--test", tiny["data"], "--limit", "0"]) == 2
+    assert "--limit must be >= 1" in capsys.readouterr().err
+
+
+def test_retrieval_limit_keeps_the_first_captioned_images(tiny, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["retrieval", tiny["run"], "--data", tiny["data"], "--column", "labels", "--limit", "5",
+                 "--workers", "0", "--no-progress", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 5 and result["captions"] == 5

@@ -127,7 +127,9 @@ def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Pat
     from safetensors.torch import load_file
 
     weights_id = weights_id or module_hash(encoder)
-    key = hashlib.sha256(f"{weights_id}|{data.spec}|{transform_id}|{data.num_classes}|{data.multilabel}".encode())
+    limit = kwargs.get("limit")  # a capped extraction is another entry (absent from older keys: they stay valid)
+    key = hashlib.sha256(f"{weights_id}|{data.spec}|{transform_id}|{data.num_classes}|{data.multilabel}"
+                         f"{f'|limit={limit}' if limit else ''}".encode())
     path = Path(cache_dir) / f"features-{weights_id}-{key.hexdigest()[:16]}.safetensors"
     if path.is_file():
         try:

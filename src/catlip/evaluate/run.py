@@ -44,7 +44,7 @@ def _features(model: EvalModel, data: LabelledData, encoder: nn.Module, wid: str
     return cached_features(encoder, data, opts.get("cache_dir"), weights_id=wid, transform_id=f"eval{model.image_size}",
                            batch_size=opts.get("batch_size", 256), num_workers=opts.get("num_workers", 0),
                            device=opts.get("device", "auto"), progress=opts.get("progress", True),
-                           desc=f"features {Path(data.spec).name}")
+                           desc=f"features {Path(data.spec).name}", limit=opts.get("limit"))
 
 
 def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None, *,

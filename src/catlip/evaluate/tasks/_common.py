@@ -32,9 +32,22 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_limit(p: argparse.ArgumentParser, what: str = "images per split") -> None:
+    """``--limit N``: try a command on a few images first (the first N in the data's order)."""
+    p.add_argument("--limit", type=int, metavar="N", help=f"at most N {what} (the first ones; default: all)")
+
+
+def check_limit(args: argparse.Namespace) -> int | None:
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
+        raise CliError(f"--limit must be >= 1, got {limit}")
+    return limit
+
+
 def eval_opts(args: argparse.Namespace) -> dict:
     return {"batch_size": args.batch_size or 256, "num_workers": args.workers, "device": args.device,
-            "cache_dir": args.cache_dir, "progress": not args.no_progress, "allow_partial": args.allow_partial_classes}
+            "cache_dir": args.cache_dir, "progress": not args.no_progress, "allow_partial": args.allow_partial_classes,
+            "limit": check_limit(args)}
 
 
 def comma_list(text: str, kind: type, flag: str) -> list:

@@ -7,11 +7,12 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_table, print_unlisted
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, add_limit, eval_opts, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
+    add_limit(p)
     p.add_argument("--train", required=True, help=DATA_HELP + " (the neighbour bank)")
     p.add_argument("--test", required=True, help=DATA_HELP)
     p.add_argument("--k", type=int, default=20, help="neighbours (default 20)")

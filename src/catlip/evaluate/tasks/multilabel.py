@@ -10,11 +10,12 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, print_coverage, print_table, print_unlisted
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, add_limit, print_coverage, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
+    add_limit(p)
     p.add_argument("--train", required=True, help=DATA_HELP + "; labels: .json {\"labels\": [...]} or label|label")
     p.add_argument("--test", required=True, help=DATA_HELP)
     p.add_argument("--fractions", default="1", help="comma list of training-set fractions, e.g. 0.01,0.1,1")

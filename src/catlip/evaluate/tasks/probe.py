@@ -7,12 +7,13 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import (DATA_HELP, add_common, comma_list, eval_opts, print_coverage, print_table,
-                                           print_unlisted)
+from catlip.evaluate.tasks._common import (DATA_HELP, add_common, add_limit, comma_list, eval_opts, print_coverage,
+                                           print_table, print_unlisted)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
+    add_limit(p)
     p.add_argument("--train", required=True, help=DATA_HELP)
     p.add_argument("--test", required=True, help=DATA_HELP)
     p.add_argument("--fractions", default="1", help="comma list of training-set fractions, e.g. 0.01,0.1,1")

@@ -13,6 +13,7 @@ from typing import Any
 
 from catlip.errors import CliError, DataError
 from catlip.evaluate.tasks import Task
+from catlip.evaluate.tasks._common import add_limit, check_limit
 
 MODE_NAMES = {"text": "text tower (cosine of image and caption embeddings)",
               "head": "head caption scoring ({reduce} log-probability of the caption's labels{pmi})"}
@@ -47,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pmi", action="store_true",
                    help="head caption scoring: subtract each label's log mean probability over the evaluated images "
                    "(pointwise mutual information), so captions naming only frequent labels stop winning every image")
+    add_limit(p, "images (with their captions)")
     p.add_argument("--ks", default="1,5,10", help="comma list of K for Recall@K (default 1,5,10)")
 
 
@@ -82,7 +84,7 @@ def _read(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
     cfg = DataConfig(train=[args.data], caption_column=args.column or "caption", image_size=image_size)
     source = open_sources(cfg, seed=0, stats=Counter())
     captions = [_captions(source, i) for i in range(len(source))]
-    keep = [i for i, c in enumerate(captions) if c]
+    keep = [i for i, c in enumerate(captions) if c][:check_limit(args)]  # --limit: the first N captioned images
     if not keep:
         raise DataError(f"{args.data}: none of its {len(source):,} images has a caption; looked for: "
                         f"{source.looked_for()}")

@@ -8,6 +8,7 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
+from catlip.evaluate.tasks._common import add_limit, check_limit
 from catlip.evaluate.tasks.retrieval import add_model_options
 
 
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.0,
                    help="keep labels with at least this probability (CatLIP: per-label sigmoid; SuperClass: share "
                    "of a softmax over all tokens, so much smaller)")
+    add_limit(p, "images")
     p.add_argument("--jsonl", help='write one {"image", "tags"} JSON line per tagged image here')
 
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError("--top and --batch-size must be >= 1 and --threshold lie in [0, 1]")
     model = load_eval_model(args.checkpoint, args.image_size)
     require_head(model, "catlip tag")  # before listing thousands of images for a model that cannot tag
-    result = tag_images(model, list_images(args.images), top=args.top, threshold=args.threshold,
+    result = tag_images(model, list_images(args.images)[:check_limit(args)], top=args.top, threshold=args.threshold,
                         batch_size=args.batch_size, num_workers=args.workers, device=args.device,
                         progress=not args.no_progress)
     if args.jsonl:

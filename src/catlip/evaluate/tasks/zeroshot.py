@@ -9,13 +9,14 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, eval_opts, print_table, print_unlisted
+from catlip.evaluate.tasks._common import DATA_HELP, add_common, add_limit, eval_opts, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from catlip.methods.registry import ZERO_SHOT_MODES
 
     add_common(p)
+    add_limit(p)
     p.add_argument("--test", required=True, help=DATA_HELP)
     p.add_argument("--mode", default="auto", choices=("auto", *ZERO_SHOT_MODES),
                    help="auto: head for classification checkpoints (CatLIP, SuperClass), text tower for two-tower "
