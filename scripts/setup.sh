@@ -33,6 +33,10 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
 fi
 echo "[setup] installing catlip and its dependencies into .venv (first time: a few minutes)"
 "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-"$ROOT/.venv/bin/python" -c "import catlip, torch, torchvision, timm, open_clip, webdataset" \
+# CLIP_benchmark's metric functions, for the agreement test; --no-deps: its captioning extras (transformers,
+# pycocoevalcap) are not needed by the zero-shot and retrieval metrics and are large
+"$ROOT/.venv/bin/pip" install -q --disable-pip-version-check --no-deps "clip-benchmark==1.6.2" 2>&1 \
+  | grep -v "^WARNING: Location" || true
+"$ROOT/.venv/bin/python" -c "import catlip, torch, torchvision, timm, open_clip, webdataset, clip_benchmark.metrics.zeroshot_retrieval" \
   || { echo "[setup] install failed (see pip output above)" >&2; exit 1; }
 echo "$want" > "$stamp"
