@@ -19,6 +19,13 @@ tokens dropped (``model.patch_drop``, FLIP); rows with 0 go to ``train_step``, t
         --variants compile,grad_ckpt                              # + torch.compile and checkpointing rows
     .venv/bin/python benchmarks/train_step.py --backbones vit_tiny_patch16_224 --methods catlip --patch-drop 0.5 \
         --steps 1 --warmup 0 --no-loader --out /tmp/check.json    # a quick check that it runs
+    .venv/bin/python benchmarks/train_step.py --split --threads 1   # parts + fit for `catlip plan` (below)
+
+``--split`` (the measured input of ``catlip plan``, docs/scaling.md): per method (default catlip,clip) and batch
+size (``--batches``, the last one held out of the fit), the forward + backward time of the image tower, the text
+tower and the loss (with the classifier head) measured apart, the whole optimizer step, and the peak memory; then
+``catlip.plan.fit`` fits fixed + per-sample terms on the other batch sizes and the JSON
+(``train_step_split_<device>.json``) records them with the held-out batch's measured and predicted step time.
 """
 
 from __future__ import annotations
@@ -141,18 +148,20 @@ def _peak_for(name: str) -> float | None:
 
 
 def _run_worker(method: str, backbone: str, image_size: int, batch: int, args, patch_drop: float = 0.0,
-                variant: str = "") -> dict:
+                variant: str = "", split: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--method", method, "--backbone", backbone, "--image-size",
            str(image_size), "--batch", str(batch), "--steps", str(args.steps_for[backbone]), "--warmup",
            str(max(args.warmup, 2) if variant == "compile" else args.warmup), "--device", args.device,
            "--threads", str(args.threads or 0), "--patch-drop", str(patch_drop), "--variant", variant]
     if args.peak_tflops:
         cmd += ["--peak-tflops", str(args.peak_tflops)]
+    if split:
+        cmd += ["--split"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
-        return {"method": method, "backbone": backbone, "patch_drop": patch_drop, "variant": variant,
-                "error": proc.stderr.strip().splitlines()[-1:]}
+        return {"method": method, "backbone": backbone, "batch": batch, "patch_drop": patch_drop,
+                "variant": variant, "error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -229,6 +238,11 @@ def main() -> None:
                    help="also run each method (no token dropping) with these switches: compile (torch.compile'd "
                         "step, compile time in the warm-up), grad_ckpt (model.grad_checkpointing); rows go to "
                         "train_step_variants")
+    p.add_argument("--split", action="store_true",
+                   help="time image tower / text tower / loss apart at several --batches and fit the plan's terms")
+    p.add_argument("--batches", default="", metavar="B,B,...",
+                   help="with --split: batch sizes, the last held out of the fit (default cpu 8,16,32,64,48; "
+                        "cuda 32,64,128,256,192)")
     p.add_argument("--variant", default="", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
@@ -240,8 +254,10 @@ def main() -> None:
         args.patch_drop = float(args.patch_drop)
         args.warmup = 1 if args.warmup is None else args.warmup
         args.steps = 3 if args.steps is None else args.steps
-        print(json.dumps(worker(args)))
+        print(json.dumps(split_worker(args) if args.split else worker(args)))
         return
+    if args.split:
+        return split_main(args)
     out = Path(args.out) if args.out else RESULTS / f"train_step_{args.device}.json"
     if args.only_loader:
         result = json.loads(out.read_text()) if out.exists() else {}
@@ -307,6 +323,121 @@ def _selection(p: argparse.ArgumentParser, args, plan: list) -> tuple[list, list
     if unknown := sorted(set(backbones) - {b for b, _, _ in plan}):
         p.error(f"backbone(s) {', '.join(unknown)} not in the {args.device} plan ({', '.join(b for b, _, _ in plan)})")
     return [row for row in plan if not backbones or row[0] in backbones], methods or list(METHODS), drops
+
+
+def _parts(method, batch: dict) -> dict:
+    """Part name -> a callable running that part's forward + backward alone (the loss on features computed once,
+    outside the timing, so no tower is counted twice)."""
+    import torch
+
+    from catlip import losses
+
+    images = batch["image"]
+    if "text" not in method.inputs:  # classification: backbone, then the Linear head + loss
+        with torch.no_grad():
+            feats = method.features(images)
+        targets = method.targets(batch["label_ids"])
+        return {"image": lambda: method.features(images).float().sum().backward(),
+                "loss": lambda: method.classification_loss(method.head(feats.requires_grad_()), targets).backward()}
+    with torch.no_grad():
+        img, txt = method.encode_image(images), method.encode_text(batch["text"])
+    return {"image": lambda: method.encode_image(images).float().sum().backward(),
+            "text": lambda: method.encode_text(batch["text"]).float().sum().backward(),
+            "loss": lambda: losses.clip_loss(img.requires_grad_(), txt.requires_grad_(), method.scale()).backward()}
+
+
+def _timed_rounds(fns: dict, reps: int, sync) -> dict[str, list[float]]:
+    """Sorted seconds of each callable over ``reps`` rounds after an untimed one. Every round runs them all in
+    turn, so a change in the machine's load (it is shared) hits every part alike."""
+    times = {name: [] for name in fns}
+    for i in range(reps + 1):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            if i:
+                times[name].append(time.perf_counter() - t)
+    return {name: sorted(ts) for name, ts in times.items()}
+
+
+def _under(autocast, fn) -> None:
+    with autocast():
+        fn()
+
+
+def split_worker(args) -> dict:
+    """One (method, batch): each part's forward + backward, the whole step and the peak memory."""
+    import resource
+
+    import torch
+
+    from catlip.methods import build_method
+    from catlip.train.optim import build_optimizer
+    from catlip.train.step import train_step
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = _cfg(args.method, args.backbone, args.image_size, args.batch)
+    torch.manual_seed(0)
+    method = build_method(cfg, NUM_CLASSES[args.method]).to(device).train()
+    opt = build_optimizer(method, cfg.optim)
+    batch = _batch(args.method, args.batch, args.image_size, device)
+    if device.type == "cuda":
+        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+        sync = torch.cuda.synchronize
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        from contextlib import nullcontext as autocast
+
+        sync = lambda: None  # noqa: E731
+    def step():  # the trainer's step, under its own autocast; the parts' gradients are dropped first
+        method.zero_grad(set_to_none=True)
+        train_step(method, [batch], opt, autocast=autocast, clip_grad=1.0)
+
+    fns = {"step": step, **{k: (lambda fn=fn: _under(autocast, fn)) for k, fn in _parts(method, batch).items()}}
+    timed = _timed_rounds(fns, args.steps, sync)
+    steps = timed.pop("step")
+    res = {"method": args.method, "backbone": args.backbone, "batch": args.batch,
+           "params_m": round(sum(p.numel() for p in method.parameters()) / 1e6, 3),
+           # minimum over the rounds: on a shared machine the least disturbed one; the median beside it
+           "step_s": round(steps[0], 4), "step_s_median": round(steps[len(steps) // 2], 4),
+           "parts_s": {k: round(v[0], 4) for k, v in timed.items()}}
+    if device.type == "cuda":
+        res["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    else:
+        res["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return res
+
+
+def split_main(args) -> None:
+    """Run the split workers, fit fixed + per-sample terms, compare the held-out batch, write the JSON."""
+    from catlip.plan.fit import fit_split
+
+    import torch
+
+    batches = [int(b) for b in (args.batches or ("32,64,128,256,192" if args.device == "cuda"
+                                                  else "8,16,32,64,48")).split(",")]
+    backbone = args.backbones or ("vit_base_patch16_224" if args.device == "cuda" else "vit_tiny_patch16_224")
+    methods = [m for m in args.methods.split(",") if m] if args.methods != ",".join(METHODS) else ["catlip", "clip"]
+    args.steps_for = {backbone: args.steps or (10 if args.device == "cuda" else 3)}
+    args.warmup = 1 if args.warmup is None else args.warmup
+    load = os.getloadavg()
+    rows = []
+    for method in methods:
+        for b in batches:
+            rows.append(_run_worker(method, backbone, 224, b, args, split=True))
+            print(json.dumps(rows[-1]), flush=True)
+    result = {"device": _device_name(args.device), "torch": torch.__version__, "torch_threads": args.threads,
+              "backbone": backbone, "image_size": 224, "fit_batches": batches[:-1], "held_out_batch": batches[-1],
+              "load_average_at_start": load, "load_average_at_end": os.getloadavg(), "rows": rows,
+              **fit_split(rows, batches[:-1], batches[-1])}
+    out = Path(args.out) if args.out else RESULTS / f"train_step_split_{args.device}.json"
+    out.write_text(json.dumps(result, indent=1))
+    for method, h in result["held_out"].items():
+        print(f"{method}: batch {h['batch']} measured {h['measured_s']:.3f} s, predicted {h['predicted_s']:.3f} s "
+              f"({h['error']:+.1%})")
+    print(f"wrote {out}")
 
 
 def _device_name(device: str) -> str:
