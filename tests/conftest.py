@@ -20,6 +20,10 @@ def shared_data() -> Path:
 
 
 def pytest_configure(config):
+    # Commands cache features and shards in the user cache by default: tests get a fresh one of their own.
+    import tempfile
+
+    os.environ["CATLIP_CACHE"] = tempfile.mkdtemp(prefix="catlip-test-cache-")
     # Several workers share two cores; one intra-op thread keeps test timings stable and results deterministic.
     os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("CATLIP_TEST_THREADS", "1"))
     try:

@@ -499,6 +499,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TORCH_FREE = ("labels", "vocab", "config")  # commands that never import torch: nothing to wait for
+
+
+def _say_starting(args: argparse.Namespace) -> None:
+    """On a terminal, one line before torch is imported: on a loaded machine that import alone takes tens of
+    seconds, and a silent prompt reads as a hang. Logs and pipes do not get it (their first line stays the
+    command's own)."""
+    if args.command in TORCH_FREE or getattr(args, "print_config", False) or "torch" in sys.modules:
+        return
+    if sys.stderr.isatty():
+        print(f"catlip {args.command}: starting (loading PyTorch) ...", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -509,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*(args.overrides or []), *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _say_starting(args)
     try:
         return int(args.handler(args) or 0)
     except CatlipError as err:

@@ -20,3 +20,14 @@ V_TAU_DEFAULT = 500
 # mean 0 / std 1 instead (corenet feeds [0, 1] pixels).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def user_cache(kind: str):
+    """``$CATLIP_CACHE/<kind>``, else ``$XDG_CACHE_HOME/catlip/<kind>``, else ``~/.cache/catlip/<kind>``: where
+    frozen features (``features``) and decompressed or remote shards (``shards``, unless ``$CATLIP_SHARD_CACHE``)
+    are kept between commands."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("CATLIP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "catlip"
+    return Path(root) / kind

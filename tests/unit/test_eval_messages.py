@@ -303,3 +303,19 @@ def test_retrieval_limit_keeps_the_first_captioned_images(tiny, tmp_path):
                  "--workers", "0", "--no-progress", "-o", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 5 and result["captions"] == 5
+
+
+def test_features_are_cached_by_default_and_no_cache_keeps_none(tiny, tmp_path, monkeypatch):
+    """A second command on the same weights and data reads the first one's features from the user cache."""
+    import os
+
+    monkeypatch.setenv("CATLIP_CACHE", str(tmp_path / "cache"))
+    argv = ["zeroshot", tiny["run"], "--test", tiny["data"], "--workers", "0", "--no-progress"]
+    assert main([*argv, "--no-cache"]) == 0
+    assert not (tmp_path / "cache").exists()
+    assert main(argv) == 0
+    cached = sorted((tmp_path / "cache" / "features").glob("features-*.safetensors"))
+    assert len(cached) == 1
+    stamp = os.stat(cached[0]).st_mtime_ns
+    assert main(argv) == 0  # read back, not written again
+    assert os.stat(cached[0]).st_mtime_ns == stamp

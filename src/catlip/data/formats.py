@@ -353,8 +353,10 @@ def local_shard(url: str, cache_dir: str | Path) -> Path:
 
 
 def default_shard_cache() -> Path:
-    """``$CATLIP_SHARD_CACHE``, default ``~/.cache/catlip/shards``."""
-    return Path(os.environ.get("CATLIP_SHARD_CACHE", Path.home() / ".cache" / "catlip" / "shards"))
+    """``$CATLIP_SHARD_CACHE``, default the user cache's ``shards`` folder (``catlip.defaults.user_cache``)."""
+    from catlip.defaults import user_cache
+
+    return Path(os.environ.get("CATLIP_SHARD_CACHE") or user_cache("shards"))
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:

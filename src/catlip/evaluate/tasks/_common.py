@@ -27,7 +27,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data-loading processes (default: min(4, CPU cores))")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--cache-dir", help="cache frozen features here (keyed by weights and data)")
+    p.add_argument("--cache-dir", help="cache frozen features here, keyed by weights and data (default: the user "
+                   "cache, $CATLIP_CACHE or $XDG_CACHE_HOME/catlip/features)")
+    p.add_argument("--no-cache", action="store_true", help="compute features afresh and keep none")
     p.add_argument("--alpha", type=float, default=0.5, help="path-similarity threshold of the class mapping")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -44,9 +46,18 @@ def check_limit(args: argparse.Namespace) -> int | None:
     return limit
 
 
+def feature_cache(args: argparse.Namespace) -> str | None:
+    """Features are cached by default (a second command on the same weights and data reads them back)."""
+    if getattr(args, "no_cache", False):
+        return None
+    from catlip.defaults import user_cache
+
+    return args.cache_dir or str(user_cache("features"))
+
+
 def eval_opts(args: argparse.Namespace) -> dict:
     return {"batch_size": args.batch_size or 256, "num_workers": args.workers, "device": args.device,
-            "cache_dir": args.cache_dir, "progress": not args.no_progress, "allow_partial": args.allow_partial_classes,
+            "cache_dir": feature_cache(args), "progress": not args.no_progress, "allow_partial": args.allow_partial_classes,
             "limit": check_limit(args)}
 
 
