@@ -43,7 +43,8 @@ ENOSPC = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 
 def _one_line(err: str, command: str) -> str:
-    lines = err.strip("\n").splitlines()
+    """The error line, and nothing else on stderr but the line naming the checkpoint a command loaded."""
+    lines = [x for x in err.strip("\n").splitlines() if not x.startswith("checkpoint: ")]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"catlip {command}: error: "), err
     return lines[0]
