@@ -223,7 +223,7 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch):
-    from catlip.evaluate import progress
+    from catlip import progress
 
     from tqdm import tqdm
 
@@ -245,7 +245,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch):
 
 
 def test_plain_progress_iterates_like_tqdm(monkeypatch):
-    from catlip.evaluate import progress
+    from catlip import progress
 
     log = io.StringIO()
     assert list(progress.progress_bar(range(3), desc="captions", unit="batch", file=log)) == [0, 1, 2]

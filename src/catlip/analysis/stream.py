@@ -66,12 +66,12 @@ def _scan_job(job):
 
 def scan(files: list[str], options: ScanOptions, workers: int = 1, progress: bool = True) -> ScanResult:
     """Scan ``files`` with up to ``workers`` processes (in-process when 1), merging in input order."""
-    from tqdm import tqdm
+    from catlip.progress import progress_bar
 
     jobs = [(path, i, options) for i, path in enumerate(files)]
     total = CorpusStats(unlabelled_keep=options.unlabelled_keep, seed=options.seed)
     result = ScanResult(total)
-    bar = tqdm(total=len(jobs), unit="file", desc="analyze", disable=not progress)
+    bar = progress_bar(total=len(jobs), unit="file", desc="analyze", disable=not progress)
     workers = max(1, min(workers, len(jobs)))
     pool = None
     if workers > 1:

@@ -122,7 +122,7 @@ def _collate(rows):
 @torch.no_grad()
 def compute(method, source, data_cfg, *, device: torch.device, batch_size: int = 256, progress: bool = True):
     """(features, status, reasons, captions) of every sample of ``source`` through ``method.image_features``."""
-    from tqdm.auto import tqdm
+    from catlip.progress import progress_bar
 
     n, dim = len(source), int(method.image_proj.in_features)
     features, status = torch.zeros(n, dim), torch.zeros(n, dtype=torch.int64)
@@ -133,7 +133,7 @@ def compute(method, source, data_cfg, *, device: torch.device, batch_size: int =
                                          collate_fn=_collate)
     was_training = method.training
     method.eval()
-    bar = tqdm(total=n, desc="feature cache", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc="feature cache", unit="img", disable=not progress, leave=False)
     for rows in loader:
         good = [r for r in rows if r[1] is not None]
         for i, _, caps, why in rows:

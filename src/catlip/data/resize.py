@@ -258,7 +258,7 @@ def resize_shards(inputs: list[str], out: str | Path, max_side: int, *, quality:
     done), "totals" (over every finished shard in the manifest)}``. A shard that fails is in ``results`` with
     its ``error`` and is retried on the next run.
     """
-    from tqdm.auto import tqdm
+    from catlip.progress import progress_bar
 
     shards, out = shard_inputs(inputs), Path(out)
     _check(shards, out, max_side, quality, workers)
@@ -272,7 +272,7 @@ def resize_shards(inputs: list[str], out: str | Path, max_side: int, *, quality:
     pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) if workers > 1 and len(jobs) > 1 else None
     try:
         done = pool.imap_unordered(_job, jobs) if pool else map(_job, jobs)
-        bar = tqdm(total=len(jobs), unit="shard", desc="resize", disable=not progress)
+        bar = progress_bar(total=len(jobs), unit="shard", desc="resize", disable=not progress)
         for result in done:
             results.append(result)
             manifest["shards"][result.shard] = asdict(result)

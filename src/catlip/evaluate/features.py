@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from catlip.evaluate.datasets import LabelledData, collate_skip
-from catlip.evaluate.progress import progress_bar
+from catlip.progress import progress_bar
 
 log = logging.getLogger("catlip.evaluate")
 

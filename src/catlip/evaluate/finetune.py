@@ -25,7 +25,7 @@ from catlip.evaluate.features import default_device, extract_features
 from catlip.evaluate.linear_probe import balanced_subset
 from catlip.evaluate.metrics import topk_accuracy
 from catlip.evaluate.multilabel import multilabel_loss, multilabel_metrics
-from catlip.evaluate.progress import progress_bar
+from catlip.progress import progress_bar
 
 
 @dataclass

@@ -85,7 +85,7 @@ def load_eval_model(spec: str, image_size: int | None = None, ema: bool = False,
     model = _random_model(spec[len(RANDOM_PREFIX):], image_size) if spec.startswith(RANDOM_PREFIX) \
         else _trained_model(spec, image_size, ema)
     if announce:
-        from catlip.evaluate.progress import note
+        from catlip.progress import note
 
         note(f"checkpoint: {model.describe()}")
     return model

@@ -100,7 +100,7 @@ def encode_captions(encode_text: Callable[[torch.Tensor], torch.Tensor], tokeniz
                     captions: Sequence[str], *, batch_size: int = 256, device: str | torch.device = "cpu",
                     progress: bool = False) -> torch.Tensor:
     """(n, E) float32 text embeddings on the CPU, ``batch_size`` captions per text-tower call."""
-    from catlip.evaluate.progress import progress_bar
+    from catlip.progress import progress_bar
 
     out = []
     batches = range(0, len(captions), batch_size)

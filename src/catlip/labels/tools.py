@@ -36,7 +36,7 @@ def label_file(src: str | Path, dst: str | Path | None, method: str, options: di
 
     `dst` is written atomically: a failed run (a full disk, a bad input) leaves no partial file and no temp.
     """
-    from tqdm import tqdm
+    from catlip.progress import progress_bar
 
     ex = get_extractor(method, **options)
     stats = ReadStats()
@@ -45,7 +45,7 @@ def label_file(src: str | Path, dst: str | Path | None, method: str, options: di
         return _label_to_stdout(_label_lines(ex, samples)), stats
     n = 0
     with _atomic_text(Path(dst)) as out:
-        for count, text in _label_lines(ex, tqdm(samples, unit=" samples", desc="labelling", disable=not progress)):
+        for count, text in _label_lines(ex, progress_bar(samples, unit=" samples", desc="labelling", disable=not progress)):
             with _writing(str(dst)):  # the write only: an OSError of the input is the reader's to report
                 out.write(text)
             n += count

@@ -333,19 +333,9 @@ def count_keys(paths: list[str | Path], labels: str, options: dict, *, workers: 
 
 
 def _progress(total: int, enabled: bool, *, unit: str, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        enabled = False
-    if not enabled:
-        class _Null:
-            def update(self, n):
-                pass
+    from catlip.progress import progress_bar
 
-            def close(self):
-                pass
-        return _Null()
-    return tqdm(total=total, unit=unit, desc=desc)
+    return progress_bar(total=total, unit=unit, desc=desc, disable=not enabled)
 
 
 def prune(doc_freq: Counter, min_count: int = 1, top_k: int | None = None) -> list[tuple[str, int]]:

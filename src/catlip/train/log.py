@@ -40,9 +40,10 @@ class RunLogger:
         truncate_metrics(run_dir / "metrics.jsonl", start_step)
         self.file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - kept open for the run
         if progress:
-            from tqdm.auto import tqdm
+            from catlip.progress import progress_bar
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True)
+            # a bar on a terminal; in a log, plain periodic lines (no carriage returns between the run's messages)
+            self.bar = progress_bar(total=total_steps, initial=start_step, desc="pretrain", unit="step")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

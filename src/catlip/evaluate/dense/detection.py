@@ -27,7 +27,7 @@ from catlip.config import ConfigError, from_dict, read_recipe
 from catlip.evaluate.dense.data import (DenseData, DenseDataset, collate_det, det_eval_transform,
                                         det_train_transform, holdout, open_detection)
 from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
-from catlip.evaluate.progress import progress_bar
+from catlip.progress import progress_bar
 from catlip.models.dense import SimpleFeaturePyramid
 
 PYRAMID_LEVELS = ["0", "1", "2", "3"]  # strides 4, 8, 16, 32: the levels RoIAlign reads

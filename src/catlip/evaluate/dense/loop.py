@@ -20,7 +20,7 @@ from torch import nn
 
 from catlip.config import ConfigError
 from catlip.errors import CheckpointError
-from catlip.evaluate.progress import progress_bar
+from catlip.progress import progress_bar
 
 
 @dataclass

@@ -25,7 +25,7 @@ from catlip.config import ConfigError, from_dict, read_recipe
 from catlip.evaluate.dense.data import (IGNORE, DenseData, DenseDataset, collate_seg, holdout, open_segmentation,
                                         seg_eval_transform, seg_train_transform)
 from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
-from catlip.evaluate.progress import progress_bar
+from catlip.progress import progress_bar
 from catlip.models.dense import feature_channels, last_feature_map
 
 

@@ -1,4 +1,4 @@
-"""Progress for the evaluation commands: tqdm bars on a terminal, plain lines in pipes and logs.
+"""Progress for long commands (pre-training, evaluation): tqdm bars on a terminal, plain lines in pipes and logs.
 
 A tqdm bar redraws itself with carriage returns and, when bars are nested (segment's epochs around its test
 passes), cursor-up escapes; written to a file or a pipe these become one unreadable line that result tables get
@@ -75,6 +75,9 @@ class PlainProgress:
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
 
     def close(self) -> None:
         if self.closed:

@@ -1,0 +1,82 @@
+"""Device and interconnect presets of `catlip plan` (vendors' data-sheet figures; every one can be overridden)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from catlip.errors import CliError
+
+
+@dataclass(frozen=True)
+class Link:
+    """Per-GPU bandwidth one way (GB/s, 1e9 bytes) and the latency of one hop of a ring (microseconds)."""
+
+    name: str
+    gb_per_s: float
+    latency_us: float
+
+
+@dataclass(frozen=True)
+class Device:
+    """A GPU: dense bf16 peak, memory, HBM bandwidth, GPUs per node and the links inside and between nodes."""
+
+    name: str
+    peak_tflops: float | None  # None: "the calibration's own device", time taken as measured
+    memory_mib: float
+    hbm_tb_per_s: float
+    per_node: int
+    intra: Link
+    inter: Link
+
+    def link(self, gpus: int) -> Link:
+        """The link a ring over ``gpus`` GPUs is limited by: NVLink inside one node, else the node's network."""
+        return self.intra if gpus <= self.per_node else self.inter
+
+
+# NVLink: A100 600 GB/s and H100 900 GB/s both directions together, per GPU. InfiniBand: one NIC per GPU
+# (DGX A100: HDR 200 Gb/s; DGX H100: NDR 400 Gb/s). Latencies are typical per-hop figures, not data-sheet values.
+LINKS = {
+    "nvlink3": Link("nvlink3", 300.0, 3.0),
+    "nvlink4": Link("nvlink4", 450.0, 3.0),
+    "ib-hdr": Link("ib-hdr", 25.0, 5.0),
+    "ib-ndr": Link("ib-ndr", 50.0, 5.0),
+    "ib-xdr": Link("ib-xdr", 100.0, 5.0),
+    "ethernet-100g": Link("ethernet-100g", 12.5, 15.0),
+}
+
+GPUS = {
+    "a100-40gb": Device("A100-SXM4-40GB", 312.0, 40960, 1.555, 8, LINKS["nvlink3"], LINKS["ib-hdr"]),
+    "a100-80gb": Device("A100-SXM4-80GB", 312.0, 81920, 2.039, 8, LINKS["nvlink3"], LINKS["ib-hdr"]),
+    "h100-80gb": Device("H100-SXM5-80GB", 989.0, 81559, 3.35, 8, LINKS["nvlink4"], LINKS["ib-ndr"]),
+    "h200": Device("H200-SXM-141GB", 989.0, 143771, 4.8, 8, LINKS["nvlink4"], LINKS["ib-ndr"]),
+    "measured": Device("the calibration's device", None, math.inf, math.inf, 1, LINKS["nvlink3"], LINKS["ib-hdr"]),
+}
+
+# what the allocator, CUDA context and NCCL buffers leave of a GPU's memory for tensors
+USABLE_MEMORY = 0.92
+
+
+def get_device(name: str, *, inter: str | None = None, bandwidth_gb_s: float | None = None,
+               latency_us: float | None = None, memory_gib: float | None = None) -> Device:
+    """Preset ``name`` with the inter-node link, its bandwidth / latency or the memory overridden."""
+    if name not in GPUS:
+        raise CliError(f"unknown --gpu {name!r}; choose from {', '.join(GPUS)}")
+    dev = GPUS[name]
+    if inter is not None:
+        if inter not in LINKS:
+            raise CliError(f"unknown --link {inter!r}; choose from {', '.join(LINKS)}")
+        dev = replace(dev, inter=LINKS[inter])
+    for value, flag in ((bandwidth_gb_s, "--bandwidth-gbs"), (memory_gib, "--memory-gib")):
+        if value is not None and not value > 0:
+            raise CliError(f"{flag} must be > 0, got {value}")
+    if latency_us is not None and not latency_us >= 0:
+        raise CliError(f"--latency-us must be >= 0, got {latency_us}")
+    if bandwidth_gb_s is not None or latency_us is not None:  # an override applies to every hop of the ring
+        links = [replace(lk, gb_per_s=bandwidth_gb_s or lk.gb_per_s,
+                         latency_us=lk.latency_us if latency_us is None else latency_us)
+                 for lk in (dev.intra, dev.inter)]
+        dev = replace(dev, intra=links[0], inter=links[1])
+    if memory_gib is not None:
+        dev = replace(dev, memory_mib=memory_gib * 1024)
+    return dev
