@@ -475,6 +475,15 @@ def _cmd_shards_resize(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in summary["results"]) else 0
 
 
+# ---------------------------------------------------------------- plan (owner: plan stage)
+
+
+def _add_plan_commands(sub: argparse._SubParsersAction) -> None:
+    from catlip.plan.cli import add_parser  # argparse + catlip.errors only: no torch
+
+    add_parser(sub)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -496,10 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_commands(sub)
     _add_analysis_commands(sub)
     _add_shards_commands(sub)
+    _add_plan_commands(sub)
     return parser
 
 
-TORCH_FREE = ("labels", "vocab", "config")  # commands that never import torch: nothing to wait for
+TORCH_FREE = ("labels", "vocab", "config", "plan")  # commands that never import torch: nothing to wait for
 
 
 def _say_starting(args: argparse.Namespace) -> None:

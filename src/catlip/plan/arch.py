@@ -70,15 +70,15 @@ def text_tower() -> Tower:
 
 
 def towers(method: str, backbone: str) -> dict[str, Tower]:
-    """The towers a method trains: {"image": ...} (+ {"text": ...} for the contrastive methods)."""
-    if method == "catlip":
-        return {"image": vit(backbone, classes=CATLIP_CLASSES)}
-    if method in ("clip", "siglip"):
+    """The towers a method trains, by its registry entry: {"image": ...} with a classification head for a
+    label-classification method, {"image": ..., "text": ...} for a two-tower (contrastive) one."""
+    if is_contrastive(method):
         return {"image": vit(backbone, proj_dim=TEXT["embed_dim"]), "text": text_tower()}
-    from catlip.errors import CliError
-
-    raise CliError(f"catlip plan models the methods catlip, clip and siglip; got {method!r}")
+    return {"image": vit(backbone, classes=CATLIP_CLASSES)}
 
 
 def is_contrastive(method: str) -> bool:
-    return method in ("clip", "siglip")
+    """Whether the method trains a text tower (CLIP, SigLIP): the methods registry says, not its name."""
+    from catlip.methods.registry import get  # torch-free: builders are imported only when called
+
+    return get(method).uses_text

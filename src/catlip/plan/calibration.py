@@ -52,10 +52,13 @@ def _peak_mem(row: dict) -> float:
     return row["peak_mem_mb"] if "peak_mem_mb" in row else row["peak_rss_mb"]
 
 
+MEASURED = ("catlip", "clip")  # the methods whose train_step rows calibrate the planner (one of each family)
+
+
 def _from_rows(data: dict, backbone: str) -> dict[str, Calibration]:
     out = {}
     for row in data["train_step"]:
-        if "error" in row or row.get("backbone", backbone) != backbone or row["method"] not in ("catlip", "clip"):
+        if "error" in row or row.get("backbone", backbone) != backbone or row["method"] not in MEASURED:
             continue
         params = sum(t.params for t in towers(row["method"], backbone).values())
         static = params * STATIC_BYTES_PER_PARAM / MIB
@@ -87,7 +90,7 @@ def load(path: str | None = None) -> dict[str, Calibration]:
     if "fit" in data:
         return _from_split(data)
     if "train_step" in data:
-        backbone = next((r["backbone"] for r in data["train_step"] if r.get("method") == "catlip"),
+        backbone = next((r["backbone"] for r in data["train_step"] if r.get("method") == MEASURED[0]),
                         "vit_base_patch16_224")
         return _from_rows(data, backbone)
     raise CliError(f"--measured {path} is neither a train_step_<device>.json nor a --split result")

@@ -1,0 +1,163 @@
+"""`catlip plan`: analytic sizes against real models, the collective model, the fits, and the command itself."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catlip.plan import comm, fit
+from catlip.plan.arch import towers
+from catlip.plan.cli import main
+from catlip.plan.devices import Link
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _plan(capsys, *argv) -> dict:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("method", ["catlip", "clip"])
+def test_analytic_parameters_match_the_built_tiny_models(method):
+    from catlip.config import load_config
+    from catlip.methods import build_method
+
+    cfg = load_config(None, [f"method.name={method}", "model.backbone=vit_tiny_patch16_224", "data.image_size=224",
+                             "data.context_length=77"])
+    built = sum(p.numel() for p in build_method(cfg, 24320).parameters())
+    analytic = sum(t.params for t in towers(method, "vit_tiny_patch16_224").values())
+    assert abs(analytic - built) <= 2  # CLIP's logit scale (and SigLIP's bias) are the only scalars not counted
+
+
+def test_analytic_flops_match_the_counted_flops_of_the_h100_run():
+    rows = {r["method"]: r for r in json.loads((ROOT / "benchmarks/results/train_step_cuda.json").read_text())
+            ["train_step"]}
+    for method in ("catlip", "clip"):
+        analytic = sum(t.train_flops for t in towers(method, "vit_base_patch16_224").values()) * 256 / 1e12
+        assert analytic == pytest.approx(rows[method]["tflops_per_step"], rel=0.01)
+
+
+def test_ring_collective_times():
+    link = Link("x", 10.0, 5.0)  # 10 GB/s, 5 us per hop
+    assert comm.all_reduce_s(1e9, 1, link) == 0.0
+    assert comm.all_reduce_s(1e9, 4, link) == pytest.approx(2 * 3 / 4 * 0.1 + 6 * 5e-6)
+    assert comm.all_gather_s(1e9, 4, link) == pytest.approx(3 / 4 * 0.1 + 3 * 5e-6)
+
+
+def test_fit_link_recovers_bandwidth_and_latency_from_model_points():
+    true = Link("true", 2.5, 40.0)
+    points = [(kind, nbytes, n, (comm.all_reduce_s if kind == "all_reduce" else comm.all_gather_s)(nbytes, n, true))
+              for kind in ("all_reduce", "all_gather") for nbytes in (2**16, 2**20, 2**24) for n in (2, 4)]
+    got = comm.fit_link(points)
+    assert got.gb_per_s == pytest.approx(2.5, rel=1e-6) and got.latency_us == pytest.approx(40.0, rel=1e-6)
+
+
+def _row(method, batch, fixed, per_sample):
+    step = fixed + per_sample * batch
+    return {"method": method, "batch": batch, "step_s": step, "peak_mem_mb": 1000 + 10 * batch,
+            "parts_s": {"image": 0.6 * per_sample * batch, "loss": 0.1 * per_sample * batch + 0.01}}
+
+
+def test_fit_split_predicts_a_held_out_batch_and_splits_the_parts():
+    rows = [_row("catlip", b, 0.3, 0.05) for b in (4, 8, 16, 24)]
+    result = fit.fit_split(rows, [4, 8, 16], 24)
+    f = result["fit"]["catlip"]
+    assert f["image"]["per_sample_s"] == pytest.approx(0.03) and f["loss"]["fixed_s"] == pytest.approx(0.01)
+    assert f["other"]["fixed_s"] == pytest.approx(0.29) and f["memory"]["per_sample_mb"] == pytest.approx(10)
+    assert result["held_out"]["catlip"]["predicted_s"] == pytest.approx(0.3 + 0.05 * 24, abs=1e-4)
+    with pytest.raises(ValueError):
+        fit.linear_fit([4, 4], [1.0, 2.0])
+
+
+def test_plan_on_a_tiny_backbone(capsys):
+    out = _plan(capsys, "--backbone", "vit_tiny_patch16_224", "--global-batch", "64", "--gpus", "1,2,8",
+                "--gpu", "a100-80gb", "--samples", "6400")
+    plans = {(p["method"], p["gpus"]): p for p in out["plans"]}
+    assert set(plans) == {(m, n) for m in ("catlip", "clip") for n in (1, 2, 8)}
+    one, eight = plans[("clip", 1)], plans[("clip", 8)]
+    assert one["per_gpu_batch"] == 64 and eight["per_gpu_batch"] == 8 and one["steps_per_epoch"] == 100
+    assert one["terms_s"]["all_reduce"] == 0 and one["terms_s"]["all_gather"] == 0
+    assert eight["terms_s"]["all_reduce"] > 0 and eight["terms_s"]["all_gather"] > 0
+    assert plans[("catlip", 8)]["terms_s"]["all_gather"] == 0 and plans[("catlip", 8)]["terms_s"]["loss"] == 0
+    for p in out["plans"]:
+        assert p["gpu_hours"] == pytest.approx(p["steps_per_epoch"] * p["step_s"] * p["gpus"] / 3600)
+        assert p["step_s"] == pytest.approx(sum(p["terms_s"].values()))
+        assert p["dominant"] == max(p["terms_s"], key=p["terms_s"].get)
+        assert 0 < p["per_gpu_batch"] <= p["max_batch"] < p["max_batch_ckpt"]
+    # tiny compute is the ViT-B/16 H100 measurement scaled by the FLOP and peak ratios
+    base = towers("catlip", "vit_base_patch16_224")["image"].train_flops
+    tiny = towers("catlip", "vit_tiny_patch16_224")["image"].train_flops
+    expected = 0.107 / 256 * 64 * tiny / base * 989 / 312
+    assert plans[("catlip", 1)]["terms_s"]["compute"] == pytest.approx(expected)
+    ratio = {r["gpus"]: r["gpu_hours_ratio"] for r in out["ratios"]}
+    assert ratio[1] == pytest.approx(plans[("clip", 1)]["gpu_hours"] / plans[("catlip", 1)]["gpu_hours"])
+    assert ratio[1] > 1  # CLIP's text tower costs more than CatLIP's head
+
+
+def test_the_single_h100_point_reproduces_the_committed_measurement(capsys):
+    out = _plan(capsys, "--gpu", "h100-80gb", "--gpus", "1", "--global-batch", "256")
+    p = {r["method"]: r for r in out["plans"]}
+    assert p["catlip"]["images_per_s_per_gpu"] / p["clip"]["images_per_s_per_gpu"] == pytest.approx(1.40, abs=0.005)
+    assert p["catlip"]["memory_gib"] / p["clip"]["memory_gib"] == pytest.approx(0.81, abs=0.005)
+
+
+def test_table_6b_configurations_fit_and_checkpointing_is_costed(capsys):
+    out = _plan(capsys)  # the defaults are the paper's: ViT-B/16, 65,536, 64 and 256 A100-80GB, 1.3e9
+    p = {(r["method"], r["gpus"]): r for r in out["plans"]}
+    assert not p[("catlip", 64)]["grad_checkpointing"] and p[("catlip", 64)]["max_batch"] >= 1024
+    assert p[("clip", 64)]["grad_checkpointing"]  # 1,024 CLIP images need checkpointing on 80 GB
+    assert p[("clip", 256)]["terms_s"]["loss"] > 0
+    cheapest = next(r for r in out["ratios"] if "cheapest" in str(r["gpus"]))
+    paired = next(r for r in out["ratios"] if "paired" in str(r["gpus"]))
+    assert cheapest["gpu_hours_ratio"] == pytest.approx(p[("clip", 256)]["gpu_hours"] / p[("catlip", 64)]["gpu_hours"])
+    assert paired["gpu_hours_ratio"] == cheapest["gpu_hours_ratio"]
+    slow = _plan(capsys, "--bandwidth-gbs", "1.5")  # a slow network makes the all-reduce dominate
+    assert next(r for r in slow["ratios"] if "cheapest" in str(r["gpus"]))["gpu_hours_ratio"] > cheapest[
+        "gpu_hours_ratio"]
+    assert {r["dominant"] for r in slow["plans"] if r["gpus"] == 256} == {"all_reduce"}
+    whole = _plan(capsys, "--clip-logits", "global", "--gpus", "256")  # G x G logits on every rank
+    assert whole["plans"][1]["terms_s"]["loss"] > 50 * p[("clip", 256)]["terms_s"]["loss"]
+
+
+def test_a_split_calibration_on_its_own_device_gives_back_its_fit(tmp_path, capsys):
+    rows = [_row("catlip", b, 0.3, 0.05) for b in (4, 8, 16, 24)]
+    data = {"device": "CPU: test", "backbone": "vit_tiny_patch16_224", "held_out_batch": 24,
+            **fit.fit_split(rows, [4, 8, 16], 24)}
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(data))
+    out = _plan(capsys, "--measured", str(path), "--gpu", "measured", "--methods", "catlip", "--gpus", "1",
+                "--global-batch", "24", "--backbone", "vit_tiny_patch16_224")
+    assert out["plans"][0]["step_s"] == pytest.approx(fit.predict_step(data["fit"]["catlip"], 24))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gpus", "0"], "GPU counts >= 1"),
+    (["--gpu", "v100"], "unknown --gpu 'v100'"),
+    (["--backbone", "resnet50"], "got 'resnet50'"),
+    (["--gpus", "8"], "does not fit"),
+    (["--gpus", "3"], "does not split evenly"),
+    (["--methods", "catlip,superclass"], "catlip, clip and siglip"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("catlip plan: error: ") and message in err and "\n" not in err
+
+
+def test_registering_the_command_imports_no_torch():
+    code = ("import argparse, sys; from catlip.plan.cli import add_parser; p = argparse.ArgumentParser(); "
+            "add_parser(p.add_subparsers()); p.parse_args(['plan']); assert 'torch' not in sys.modules, 'torch'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gpu_hours_scale_with_samples(capsys):
+    a = _plan(capsys, "--samples", "1.3e9")["plans"][0]
+    b = _plan(capsys, "--samples", "2.6e9")["plans"][0]
+    assert b["gpu_hours"] / a["gpu_hours"] == pytest.approx(math.ceil(2.6e9 / 65536) / math.ceil(1.3e9 / 65536))
