@@ -17,6 +17,15 @@ from catlip.defaults import V_TAU_DEFAULT
 from catlip.errors import CatlipError, CliError, one_line  # noqa: F401  (CliError: also imported from here)
 
 
+def _group(sub: argparse._SubParsersAction, name: str, help: str, description: str,
+           metavar: str = "SUBCOMMAND") -> argparse._SubParsersAction:
+    """A command made of subcommands (`catlip vocab build`, `catlip import corenet`): one of them is required."""
+    p = sub.add_parser(name, help=help, description=description)
+    group = p.add_subparsers(dest=f"{name}_command", metavar=metavar)
+    group.required = True
+    return group
+
+
 # ---------------------------------------------------------------- labels / vocab (owner: labels stage)
 
 
@@ -115,9 +124,7 @@ def _add_labels_commands(sub: argparse._SubParsersAction) -> None:
     _add_extractor_flags(p)
     p.set_defaults(handler=_cmd_labels)
 
-    v = sub.add_parser("vocab", help="build or inspect a label vocabulary", description="Label vocabularies.")
-    vsub = v.add_subparsers(dest="vocab_command", metavar="SUBCOMMAND")
-    vsub.required = True
+    vsub = _group(sub, "vocab", "build or inspect a label vocabulary", "Label vocabularies.")
     b = vsub.add_parser("build", help="count labels over caption files/shards and keep the frequent ones",
                         description="Count, per label key, the captions containing it (in parallel over files), "
                         "prune by --min-count (the paper's V_tau) and/or --top-k, and save a versioned JSON.")
@@ -210,10 +217,8 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_import_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="turn a released pre-trained model into a catlip run (CatLIP's corenet files)",
-                       description="Import pre-trained models published outside catlip as ordinary catlip runs.")
-    isub = p.add_subparsers(dest="import_command", metavar="FORMAT")
-    isub.required = True
+    isub = _group(sub, "import", "turn a released pre-trained model into a catlip run (CatLIP's corenet files)",
+                  "Import pre-trained models published outside catlip as ordinary catlip runs.", metavar="FORMAT")
     c = isub.add_parser(
         "corenet", help="a CatLIP ViT checkpoint of corenet (the paper's released ViT-B/L/H) + its vocabulary",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -267,10 +272,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _add_config_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="list the configuration keys of recipes (type, default, meaning)",
-                       description="Configuration of `catlip pretrain` / `catlip lit` recipes.")
-    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    csub.required = True
+    csub = _group(sub, "config", "list the configuration keys of recipes (type, default, meaning)",
+                  "Configuration of `catlip pretrain` / `catlip lit` recipes.")
     k = csub.add_parser("keys", help="every key with its type, default and meaning (from catlip/config.py)",
                         description="List every configuration key, generated from the dataclasses of "
                         "catlip/config.py and their comments. `catlip pretrain --print-config` prints one "
@@ -446,10 +449,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_shards_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("shards", help="pre-process webdataset shards (resize the images)",
-                       description="Tools that rewrite webdataset .tar shards.")
-    ssub = p.add_subparsers(dest="shards_command", metavar="SUBCOMMAND")
-    ssub.required = True
+    ssub = _group(sub, "shards", "pre-process webdataset shards (resize the images)",
+                  "Tools that rewrite webdataset .tar shards.")
     r = ssub.add_parser("resize", help="rewrite shards with every image's longer side at most --max-side",
                         description="Rewrite webdataset shards (one output shard per input, same file and member "
                         "names, same order) with each image member scaled down so its longer side is at most "

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
+from tiny import metrics, pretrain_cli, pretrain_run  # tests/tiny.py
 
 from catlip.cli import main
-from catlip.config import load_config
 from catlip.train import loop
-from catlip.train.loop import pretrain
 
 TINY = [
     "model.backbone=vit_tiny_patch16_224",
@@ -26,15 +24,14 @@ TINY = [
 
 
 def _run(out, *extra):
-    return pretrain(load_config(None, [*TINY, f"train.output_dir={out}", *extra]))
+    return pretrain_run(TINY, out, *extra)
 
 
 def _cli(out, *extra) -> int:
-    return main(["pretrain", *TINY, f"train.output_dir={out}", *extra])
+    return pretrain_cli(TINY, out, *extra)
 
 
-def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+_metrics = metrics
 
 
 def _one_line_error(capsys) -> str:

@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import metrics, pretrain_cli, pretrain_run  # tests/tiny.py
 import torch
 from safetensors.torch import load_file, save_file
 
 import catlip
 from catlip.cli import main
-from catlip.config import load_config
 from catlip.errors import CheckpointError
 from catlip.train.checkpoint import LOCK_NAME, load_pretrained
-from catlip.train.loop import pretrain
 from catlip.train.step import NonFiniteWatch
 
 SRC = Path(catlip.__file__).resolve().parents[1]  # subprocesses import the catlip under test
@@ -42,15 +41,14 @@ DIVERGING = ["optim.lr=1e10", "optim.warmup_steps=0", "optim.steps=8"]
 
 
 def _run(out, *extra):
-    return pretrain(load_config(None, [*TINY, f"train.output_dir={out}", *extra]))
+    return pretrain_run(TINY, out, *extra)
 
 
 def _cli(out, *extra) -> int:
-    return main(["pretrain", *TINY, f"train.output_dir={out}", *extra])
+    return pretrain_cli(TINY, out, *extra)
 
 
-def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+_metrics = metrics
 
 
 def _error_line(capsys) -> str:

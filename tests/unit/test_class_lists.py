@@ -19,13 +19,7 @@ from catlip.evaluate.class_files import read_class_file
 from catlip.evaluate.datasets import eval_transform, load_classes, open_labelled
 from catlip.evaluate.templates import read_classnames_file, resolve_classnames
 
-TINY = """
-model:
-  backbone: vit_tiny_patch16_224
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-data:
-  image_size: 32
-"""
+from tiny import TINY_VIT as TINY  # noqa: E402  (tests/tiny.py)
 COMMON = ["--workers", "0", "--no-progress", "--batch-size", "64"]
 
 

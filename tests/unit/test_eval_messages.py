@@ -20,13 +20,7 @@ from shards import write_tar  # tests/shards.py
 
 from catlip.cli import main
 
-TINY = """
-model:
-  backbone: vit_tiny_patch16_224
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-data:
-  image_size: 32
-"""
+from tiny import TINY_VIT as TINY  # noqa: E402  (tests/tiny.py)
 KINDS = 3  # ball, box, car: synsets of the synthetic captions
 PER_CLASS = 4
 COMMON = ["--workers", "0", "--no-progress"]

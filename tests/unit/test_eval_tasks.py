@@ -18,13 +18,7 @@ from catlip.cli import build_parser, main
 from catlip.errors import CliError
 from catlip.evaluate import tasks as registry
 
-TINY = """
-model:
-  backbone: vit_tiny_patch16_224
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-data:
-  image_size: 32
-"""
+from tiny import TINY_VIT as TINY  # noqa: E402  (tests/tiny.py)
 KINDS = 3  # ball, box, car: synsets of the synthetic captions
 COMMON = ["--workers", "0", "--no-progress", "--batch-size", "32"]
 

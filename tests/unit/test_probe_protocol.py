@@ -16,13 +16,7 @@ from catlip.evaluate.datasets import open_labelled
 from catlip.evaluate.linear_probe import standardize, standardized_init
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-TINY = """
-model:
-  backbone: vit_tiny_patch16_224
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-data:
-  image_size: 32
-"""
+from tiny import TINY_VIT as TINY  # noqa: E402  (tests/tiny.py)
 KINDS = ("ball", "box", "car")  # synthetic labels 0..2
 EPOCHS = 3
 
