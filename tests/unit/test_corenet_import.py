@@ -386,3 +386,9 @@ def test_commands_name_the_imported_checkpoint(imported, tmp_path, capsys):
     assert main(["tag", str(imported), str(tmp_path / "p.png"), "--top", "1", "--workers", "0", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "checkpoint: " in err and "(imported from corenet state_dict.pt)" in err
+
+
+def test_vocab_show_of_an_imported_vocabulary_names_where_its_counts_come_from(imported, capsys):
+    assert main(["vocab", "show", str(imported / "vocab.json"), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "counts from vocab_sample.pkl, caption total unknown" in out and "52,418,327" in out

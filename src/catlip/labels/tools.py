@@ -134,7 +134,12 @@ def build_and_save(inputs: list[str], output: str, method: str, options: dict, *
 
 def format_vocab(vocab: Vocabulary, top: int = 20) -> str:
     """Header plus the `top` most frequent classes as a table."""
-    share = f"{vocab.num_captions:,} captions" if vocab.num_captions else "no caption counts"
+    if vocab.num_captions:
+        share = f"{vocab.num_captions:,} captions"
+    elif any(vocab.counts):  # an imported vocabulary (catlip import corenet): counts, but no caption total
+        share = f"counts from {vocab.stats.get('imported_from', 'elsewhere')}, caption total unknown"
+    else:
+        share = "no caption counts"
     lines = [f"{vocab.method} vocabulary: {len(vocab):,} classes, {share}, options {vocab.options}, "
              f"hash {vocab.hash}",
              f"{'id':>6}  {'key':>10}  {'count':>9}  name — gloss"]
