@@ -166,6 +166,9 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                        "method.feature_cache=auto computes the locked tower's features once and trains at text speed.")
     p.add_argument("run", metavar="RUN", help="pre-training run dir (CatLIP, SuperClass, CLIP, ...) or checkpoint dir")
     p.add_argument("--config", "-c", default=None, help="LiT recipe YAML, e.g. configs/lit_tiny_cpu.yaml")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved LiT configuration (the tower's architecture and preprocessing copied "
+                   "in) as YAML and exit without training")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. train.output_dir=runs/lit method.feature_cache=auto method.unlocked_blocks=1")
     p.set_defaults(handler=_cmd_lit)
@@ -260,12 +263,17 @@ def _cmd_import_corenet(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from catlip.config import dump_config, load_config, schedule_warnings
+    from catlip.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # a ConfigError is a CatlipError: one line, exit 2
-    if not args.print_config:
-        return _train(cfg)
-    for warning in schedule_warnings(cfg):  # stderr: stdout stays a recipe that --config reads back
+    return _print_config(cfg) if args.print_config else _train(cfg)
+
+
+def _print_config(cfg) -> int:
+    """The resolved config as YAML on stdout (a recipe `--config` reads back); warnings on stderr."""
+    from catlip.config import dump_config, schedule_warnings
+
+    for warning in schedule_warnings(cfg):
         print(f"catlip: warning: {warning}", file=sys.stderr)
     sys.stdout.write(dump_config(cfg))
     return 0
@@ -302,7 +310,8 @@ def _train(cfg) -> int:
 def _cmd_lit(args: argparse.Namespace) -> int:
     from catlip.train.lit import lit_config
 
-    return _train(lit_config(args.run, args.config, args.overrides))
+    cfg = lit_config(args.run, args.config, args.overrides)
+    return _print_config(cfg) if args.print_config else _train(cfg)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

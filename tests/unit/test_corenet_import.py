@@ -392,3 +392,16 @@ def test_vocab_show_of_an_imported_vocabulary_names_where_its_counts_come_from(i
     assert main(["vocab", "show", str(imported / "vocab.json"), "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "counts from vocab_sample.pkl, caption total unknown" in out and "52,418,327" in out
+
+
+def test_lit_print_config_shows_the_towers_copied_settings(imported, tmp_path, capsys):
+    """`catlip lit RUN --print-config`: the imported tower's architecture and preprocessing, nothing trained."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    assert main(["lit", str(imported), "--config", str(root / "configs" / "lit_tiny_cpu.yaml"), "--print-config",
+                 f"train.output_dir={tmp_path / 'lit'}"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["stem"] == "corenet" and cfg["model"]["pos_resize"] == "stretch"
+    assert cfg["data"]["mean"] == [0.0, 0.0, 0.0] and cfg["data"]["eval_resize"] == 232
+    assert cfg["method"]["image_tower"].endswith("step_0000000") and not (tmp_path / "lit").exists()
