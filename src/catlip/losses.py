@@ -165,3 +165,6 @@ CLASSIFICATION_LOSSES = {
     "soft_margin": soft_margin,
     "two_way": two_way,
 }
+# Losses whose head defines one distribution over the vocabulary (softmax over classes): its prior bias is a
+# log-share, its scores are read as softmax probabilities (tagging). The others score each class on its own.
+SOFTMAX_LOSSES = ("idf_softmax",)

@@ -180,3 +180,15 @@ def test_binary_losses_accept_bool_targets(batch):
     logits, targets = batch
     for fn in (losses.bce, losses.asl, losses.soft_margin, losses.two_way):
         assert fn(logits, targets.bool()).item() == pytest.approx(fn(logits, targets).item(), rel=1e-6)
+
+
+def test_softmax_losses_are_registered_classification_losses():
+    """One list says which heads are softmax heads (prior bias as log-share, tags as softmax probabilities); every
+    name in it must be a real loss (a stray "softmax" once stood in the trainer's own copy of the list)."""
+    from catlip import losses
+    from catlip.evaluate import tagging
+    from catlip.methods.registry import METHODS
+
+    assert set(losses.SOFTMAX_LOSSES) <= set(losses.CLASSIFICATION_LOSSES)
+    assert tagging.SOFTMAX_LOSSES is losses.SOFTMAX_LOSSES
+    assert {m.default_loss for m in METHODS.values() if m.uses_labels} & set(losses.SOFTMAX_LOSSES) == {"idf_softmax"}

@@ -25,8 +25,7 @@ from torch.utils.data import Dataset
 from catlip.data import formats
 from catlip.data.images import decode_rgb
 from catlip.errors import CatlipError, CheckpointError, DataError
-
-SOFTMAX_LOSSES = ("idf_softmax",)  # heads trained with these losses define one distribution over the vocabulary
+from catlip.losses import SOFTMAX_LOSSES  # heads trained with these define one distribution over the vocabulary
 
 
 # ---------------------------------------------------------------- inputs

@@ -106,7 +106,9 @@ def _set_prior_bias(method, vocab, name: str) -> None:
         raise ConfigError(f"model.head_bias=prior needs a classification head and a vocabulary with caption counts "
                           f"({name} has {'no head' if head is None else 'no counts: give data.vocab from `catlip vocab build`, e.g. '})"
                           + ("" if head is None else "--labels bpe --min-count 1 for SuperClass)"))
-    softmax = getattr(method, "loss_name", "") in ("idf_softmax", "softmax")
+    from catlip.losses import SOFTMAX_LOSSES
+
+    softmax = getattr(method, "loss_name", "") in SOFTMAX_LOSSES
     with torch.no_grad():
         head.fc.bias.copy_(class_prior_bias(vocab.counts, vocab.num_captions, softmax))
 
