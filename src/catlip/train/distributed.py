@@ -111,4 +111,7 @@ def barrier(d: Dist) -> None:
 
 def cleanup(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
+        # every rank tears the group down together: a rank that destroys it while another is still finishing
+        # (rank 0 writes the loss plot) can abort in gloo's transport threads at exit
+        dist.barrier()
         dist.destroy_process_group()
