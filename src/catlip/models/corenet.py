@@ -157,13 +157,6 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     return obj, where
 
 
-def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
-    """A one-line error naming the first tensor with NaN or inf values."""
-    for key, value in state.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise CheckpointError(f"{source}: tensor {key} holds NaN or inf values; refusing to use these weights")
-
-
 def architecture(state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
     """Width, depth, heads, MLP ratio, classes and position grid of a corenet CatLIP ViT state dict."""
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"transformer\.(\d+)\.", k))}

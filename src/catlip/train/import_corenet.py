@@ -53,11 +53,13 @@ def import_corenet(checkpoint: str | Path, output: str | Path, vocab: str | Path
     """Convert, check and write; returns a summary (architecture, vocabulary, dropped tensors, paths)."""
     from catlip.methods import build_method
     from catlip.models import corenet
-    from catlip.train.checkpoint import code_version
+    from catlip.train.checkpoint import code_version, first_nonfinite
 
     checkpoint, output = Path(checkpoint), _target(Path(output))
     state, where = corenet.read_state(checkpoint)
-    corenet.check_finite(state, str(checkpoint))
+    bad = first_nonfinite(state)  # the trainer's own check of the weights it saves and loads
+    if bad is not None:
+        raise CheckpointError(f"{checkpoint}: tensor {bad} holds NaN or inf values; refusing to use these weights")
     arch = corenet.architecture(state, str(checkpoint))
     converted, dropped = corenet.to_catlip(state)
     cfg = corenet_config(arch, output)
