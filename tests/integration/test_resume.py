@@ -39,6 +39,11 @@ class StubVocab:
     def encode(self, keys):
         return [self.keys.index(k) for k in keys if k in self.keys]
 
+    def extractor(self):  # the loader asks its vocabulary for the extractor, as Vocabulary answers
+        from catlip.labels import get_extractor
+
+        return get_extractor(self.method, **self.options)
+
     def save(self, path):
         path.write_text(json.dumps({"keys": self.keys}))
 

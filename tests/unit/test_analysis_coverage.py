@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from catlip.analysis.coverage import best_matches, coverage_curve, samples_per_target
+from catlip.analysis.coverage import coverage_curve, samples_per_target
+from catlip.labels.corpus_index import best_matches
 from catlip.analysis.targets import load_targets, resolve_name
 
 try:

@@ -39,6 +39,11 @@ class CharVocab:
     def encode(self, keys):
         return [self.keys.index(k) for k in keys if k in self.keys]
 
+    def extractor(self):  # the loader asks its vocabulary for the extractor, as catlip.labels.Vocabulary answers
+        from catlip.labels import get_extractor
+
+        return get_extractor(self.method, **self.options)
+
 
 def _jpeg(color=(200, 10, 10), size=(24, 20)) -> bytes:
     buf = io.BytesIO()

@@ -202,3 +202,76 @@ def test_nothing_in_the_package_imports_the_cli():
                  for target, names, line in _imports(ast.parse(path.read_text()), module, is_pkg, top_level_only=False)
                  if target == "catlip.cli" or (target == "catlip" and "cli" in names)]
     assert not offenders, f"import catlip.cli from inside the package (use catlip.errors): {offenders}"
+
+
+# The declared layer order, bottom first (docs/design.md "Layers"). A module may import its own layer and the layers
+# below it, at top level or inside a function: lazy imports are for start-up time, never a way around the direction.
+LAYERS = (
+    ("catlip", "catlip.errors", "catlip.atomic", "catlip.progress", "catlip.defaults", "catlip.runtime"),
+    ("catlip.config",),
+    ("catlip.data",),
+    ("catlip.labels",),
+    ("catlip.models",),
+    ("catlip.losses",),
+    ("catlip.methods",),
+    ("catlip.train",),
+    ("catlip.evaluate",),
+    ("catlip.analysis",),
+    ("catlip.plan",),
+    ("catlip.config_keys", "catlip.demo"),
+    ("catlip.cli", "catlip.__main__"),
+)
+
+# Upward imports not yet removed (issue 22). The list may only shrink: a new upward import fails the test, and so
+# does an entry here that no longer occurs (delete it).
+KNOWN_UPWARD: set[str] = {
+    "catlip.config -> catlip.methods.registry",
+    "catlip.data.feature_cache -> catlip.evaluate.features",
+    "catlip.data.feature_cache -> catlip.train.distributed",
+    "catlip.methods.lit -> catlip.train.checkpoint",
+}
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the longest prefix of ``module`` that names a layer member."""
+    best, index = "", None
+    for i, members in enumerate(LAYERS):
+        for member in members:
+            if (module == member or module.startswith(member + ".")) and len(member) > len(best):
+                best, index = member, i
+    if index is None:
+        raise AssertionError(f"{module} belongs to no layer: add it to LAYERS in tests/unit/test_imports.py")
+    return index
+
+
+def upward_imports() -> list[str]:
+    """``importer -> imported`` for every catlip import (any depth in the file) that points up the layer order."""
+    found = []
+    for module, (path, is_pkg) in MODULES.items():
+        for target, names, _ in _imports(ast.parse(path.read_text()), module, is_pkg, top_level_only=False):
+            if target != "catlip" and not target.startswith("catlip."):
+                continue
+            subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
+            for imported in subs or [target]:
+                if layer_of(imported) > layer_of(module):
+                    found.append(f"{module} -> {imported}")
+    return sorted(set(found))
+
+
+def test_every_module_has_a_layer():
+    assert all(layer_of(m) >= 0 for m in MODULES)
+
+
+def test_imports_point_down_the_layer_order():
+    found = set(upward_imports())
+    new, gone = sorted(found - KNOWN_UPWARD), sorted(KNOWN_UPWARD - found)
+    assert not new, "imports that point up the layer order (docs/design.md, Layers):\n" + "\n".join(new)
+    assert not gone, "no longer upward, delete from KNOWN_UPWARD:\n" + "\n".join(gone)
+
+
+def test_layer_check_sees_an_upward_import_inside_a_function():
+    tree = ast.parse("def f():\n    from catlip.train.checkpoint import find_checkpoint\n")
+    targets = [t for t, _, _ in _imports(tree, "catlip.data.loader", False, top_level_only=False)]
+    assert targets == ["catlip.train.checkpoint"]
+    assert layer_of("catlip.train.checkpoint") > layer_of("catlip.data.loader")
+    assert layer_of("catlip.labels.registry") < layer_of("catlip.methods.registry")

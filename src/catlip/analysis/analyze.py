@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Sequence
 
 from catlip.analysis import plots
-from catlip.analysis.coverage import DEFAULT_ALPHAS, best_matches, coverage_curve, samples_per_target
+from catlip.analysis.coverage import DEFAULT_ALPHAS, coverage_curve, samples_per_target
+from catlip.labels.corpus_index import best_matches
 from catlip.analysis.report import write_html, write_json
 from catlip.analysis.stats import DEFAULT_TAUS, CorpusStats, growth_curve, rank_counts, top_keys, vtau_curve
 from catlip.analysis.stream import ScanOptions, scan

@@ -138,9 +138,7 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def _labels(self, caption: str) -> list[int]:
         if self._extractor is None:  # built lazily, inside each worker process
-            from catlip.labels import get_extractor
-
-            self._extractor = get_extractor(self.vocab.method, **dict(self.vocab.options))
+            self._extractor = self.vocab.extractor()  # the labels layer's object: the data layer imports no labels
             self._known = _read_labels_file(self.cfg.labels_file) if self.cfg.labels_file else {}
         keys = self._known.get(caption)
         return self.vocab.encode(keys if keys is not None else self._extractor.extract(caption))
@@ -457,7 +455,7 @@ def _device(cfg, device) -> torch.device:
         return torch.device(device)
     import os
 
-    from catlip.train.distributed import pick_device
+    from catlip.runtime import pick_device
 
     return pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
 

@@ -149,7 +149,7 @@ class SynsetMapper(Mapper):
 
     def _similar(self, target: str) -> tuple[str, float] | None:
         if self._index is None:
-            from catlip.analysis.coverage import CorpusIndex
+            from catlip.labels.corpus_index import CorpusIndex
 
             counts = getattr(self.vocab, "counts", None)
             keys = list(self.vocab.keys)

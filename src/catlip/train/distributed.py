@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from catlip.errors import ConfigError
+from catlip.runtime import pick_device
 
 
 @dataclass(frozen=True)
@@ -29,19 +29,6 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda, but torch sees no CUDA device; use cpu or auto")
-        return torch.device("cuda", local_rank)
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
 
 
 def init_distributed(device_name: str = "auto") -> Dist:
