@@ -23,28 +23,27 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def plot_long_tail(rank_counts: list, path: Path) -> str:
+def _curve(points: list, path: Path, plot: str, xlabel: str, ylabel: str, title: str, **style) -> str:
+    """One log-axis line (``plot``: the Axes method, loglog or semilogx) of (x, y) points, or the no-data panel."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    if rank_counts:
-        ranks, counts = zip(*rank_counts)
-        ax.loglog(ranks, counts, marker=".", lw=1)
+    if points and points[-1][1] > 0:
+        xs, ys = zip(*points)
+        getattr(ax, plot)(xs, ys, **style)
     else:
         _no_data(ax)
-    ax.set(xlabel="synset rank", ylabel="captions containing the synset", title="Synset frequency (long tail)")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_long_tail(rank_counts: list, path: Path) -> str:
+    return _curve(rank_counts, path, "loglog", "synset rank", "captions containing the synset",
+                  "Synset frequency (long tail)", marker=".", lw=1)
 
 
 def plot_growth(points: list, path: Path) -> str:
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    if points and points[-1][1] > 0:
-        seen, unique = zip(*points)
-        ax.semilogx(seen, unique, marker="o", ms=3)
-    else:
-        _no_data(ax)
-    ax.set(xlabel="captions seen", ylabel="unique synsets", title="Unique synsets vs captions seen")
-    ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
+    return _curve(points, path, "semilogx", "captions seen", "unique synsets", "Unique synsets vs captions seen",
+                  marker="o", ms=3)
 
 
 def plot_vtau(rows: list, path: Path) -> str:
