@@ -263,7 +263,7 @@ def _cmd_import_corenet(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from catlip.config import load_config
+    from catlip.methods.registry import load_config
 
     cfg = load_config(args.config, args.overrides)  # a ConfigError is a CatlipError: one line, exit 2
     return _print_config(cfg) if args.print_config else _train(cfg)

@@ -171,9 +171,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self) -> Config:
-        from catlip.methods.registry import resolve
-
-        resolve(self.method)  # method, label source, label options and loss against the registries
+        """The schema's checks. The method registry checks names and each method's own rules on top
+        (``catlip.methods.registry.validate_config``), since a layer below the methods cannot ask them."""
         if self.optim.steps <= 0:
             raise ConfigError("optim.steps must be positive")
         if self.data.batch_size <= 0:
@@ -202,30 +201,7 @@ class Config:
         if "patch_drop_rate" in self.model.backbone_kwargs:
             # one switch only: model.patch_drop is left out of exports and evaluation, a raw timm kwarg would not be
             raise ConfigError("set model.patch_drop instead of model.backbone_kwargs.patch_drop_rate")
-        self._validate_image_tower()
         return self
-
-    def _validate_image_tower(self) -> None:
-        from catlip.methods.registry import get
-
-        m = self.method
-        if not get(m.name).needs_image_tower:
-            if m.image_tower or m.feature_cache or m.unlocked_blocks:
-                raise ConfigError("method.image_tower, method.feature_cache and method.unlocked_blocks belong to "
-                                  f"a locked-image method (method.name=lit: `catlip lit RUN`), not {m.name}")
-            return
-        if not m.image_tower:
-            raise ConfigError(f"method.name={m.name} needs method.image_tower (a pre-trained run); start it with "
-                              "`catlip lit RUN --config configs/lit_tiny_cpu.yaml`")
-        if m.unlocked_blocks < 0:
-            raise ConfigError(f"method.unlocked_blocks must be >= 0, got {m.unlocked_blocks}")
-        if m.feature_cache and m.unlocked_blocks:
-            raise ConfigError("method.feature_cache needs a fully locked image tower (method.unlocked_blocks=0): "
-                              "the features of trainable blocks change every step; set method.feature_cache= "
-                              "(empty) to train the unlocked blocks")
-        if self.model.patch_drop and not m.unlocked_blocks:
-            raise ConfigError("model.patch_drop has no effect on a locked image tower (it runs in eval mode); "
-                              "set it to 0")
 
 
 def check_preprocessing(data: DataConfig) -> None:
@@ -393,7 +369,8 @@ def read_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Recipe file (optional) + overrides -> validated Config."""
+    """Recipe file (optional) + overrides -> Config checked against the schema. A config to train with also needs
+    the method registry's checks: ``catlip.methods.registry.load_config`` is this plus those."""
     return from_dict(read_recipe(path, overrides)).validate()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from catlip.atomic import write_json
-from catlip.config import load_config
+from catlip.methods.registry import load_config
 
 # Mirrors configs/tiny_cpu.yaml (tests check they agree); defined here so an installed package runs the demo too.
 DEMO_OVERRIDES = [

@@ -1,6 +1,7 @@
 import pytest
 
-from catlip.config import ConfigError, load_config
+from catlip.config import ConfigError
+from catlip.methods.registry import load_config
 
 
 def test_overrides_are_typed(tmp_path):

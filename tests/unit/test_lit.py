@@ -145,10 +145,10 @@ def test_lit_resume_is_exact_with_and_without_the_cache(lit, tmp_path, capsys):
 
 
 def test_the_feature_cache_is_rebuilt_when_weights_or_data_change(lit, tmp_path, capsys):
-    from catlip.data.feature_cache import open_feature_cache
+    from catlip.train.feature_cache import open_feature_cache
     from catlip.data.sources import open_sources
     from catlip.methods import build_method
-    from catlip.methods.lit import load_image_tower
+    from catlip.train.lit import load_image_tower
 
     cfg = _lit_cfg(lit["source"], lit["root"], [f"train.output_dir={tmp_path}"])
     method = build_method(cfg, 0)
@@ -190,10 +190,10 @@ def test_the_feature_cache_is_rebuilt_when_weights_or_data_change(lit, tmp_path,
 def test_one_cache_folder_keeps_an_entry_per_data_set(lit, tmp_path, capsys):
     from collections import Counter
 
-    from catlip.data.feature_cache import open_feature_cache
+    from catlip.train.feature_cache import open_feature_cache
     from catlip.data.sources import open_sources
     from catlip.methods import build_method
-    from catlip.methods.lit import load_image_tower
+    from catlip.train.lit import load_image_tower
 
     cfg = _lit_cfg(lit["source"], lit["root"], [f"train.output_dir={tmp_path}"])
     other = _lit_cfg(lit["source"], lit["root"], [f"data.train=[{lit['root'] / 'test-000.tar'}]",
@@ -213,9 +213,9 @@ def test_one_cache_folder_keeps_an_entry_per_data_set(lit, tmp_path, capsys):
 
 def test_cached_batches_carry_the_same_captions_as_the_image_loader(lit, tmp_path):
     from catlip.data import build_train_loader
-    from catlip.data.feature_cache import build_cached_loader
+    from catlip.train.feature_cache import build_cached_loader
     from catlip.methods import build_method
-    from catlip.methods.lit import load_image_tower
+    from catlip.train.lit import load_image_tower
     from catlip.train.distributed import Dist
 
     cfg = _lit_cfg(lit["source"], lit["root"], [f"train.output_dir={tmp_path}"])
@@ -260,7 +260,7 @@ def test_bad_lit_configs_are_one_line_errors(lit, tmp_path, overrides, message):
 
 
 def test_lit_needs_a_run_with_an_image_tower(lit, tmp_path, capsys):
-    from catlip.config import load_config
+    from catlip.methods.registry import load_config
 
     empty = tmp_path / "empty_run"
     empty.mkdir()

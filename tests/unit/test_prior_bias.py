@@ -27,7 +27,7 @@ def test_softmax_rows_start_at_each_classes_share():
 
 
 def test_prior_bias_is_set_when_training_starts(tmp_path):
-    from catlip.train.loop import _set_prior_bias
+    from catlip.train.prepare import set_prior_bias as _set_prior_bias
     from catlip.methods import build_method
     from catlip.labels.vocab import Vocabulary
 

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from catlip.cli import main
-from catlip.config import ConfigError, load_config
+from catlip.config import ConfigError
 from catlip.labels import registry as labels_registry
 from catlip.methods import build_method
 from catlip.methods import registry as methods_registry
+from catlip.methods.registry import load_config
 
 CASES = [(m, s) for m, spec in methods_registry.METHODS.items() for s in (spec.compatible_sources() or (None,))]
 IDS = [f"{m}-{s}" if s else m for m, s in CASES]

@@ -346,7 +346,7 @@ class TrainLoader:
     def _to_device(self, batch: dict) -> None:
         """uint8 images → the device, GPU decode jobs done there, then normalised (float32) on the device."""
         jobs = batch.pop("_gpu_jobs", [])
-        if "image" not in batch:  # LiT's cached features (catlip.data.feature_cache): nothing to decode
+        if "image" not in batch:  # cached image features (catlip.train.feature_cache): nothing to decode
             return
         if batch["image"].dtype != torch.uint8:
             return

@@ -1,4 +1,5 @@
-"""Frozen features of a labelled dataset, computed once and optionally cached on disk.
+"""Frozen features of a labelled dataset, computed once and optionally cached on disk (in the one feature cache,
+``catlip.train.feature_cache``, which LiT's training features share).
 
 The encoder is any module mapping images to vectors; :class:`Encoder` builds one from the timm backbone contract
 (``forward_features`` then ``forward_head(pre_logits=True)``) or, with a pre-trained head, from the head's own
@@ -7,8 +8,6 @@ pooling, so Transfer Init weights apply to exactly these features.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from torch.utils.data import DataLoader
 
 from catlip.evaluate.datasets import LabelledData, collate_skip
 from catlip.progress import progress_bar
-
-log = logging.getLogger("catlip.evaluate")
+from catlip.train.feature_cache import encode, feature_file, module_hash, read_tensors, store_tensors
 
 
 class Encoder(nn.Module):
@@ -60,16 +58,6 @@ class Features:
         return Features(self.x[idx], self.y[idx], 0)
 
 
-def module_hash(module: nn.Module) -> str:
-    """16 hex chars over parameter names, shapes and values: the identity of a set of weights."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def default_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,9 +85,7 @@ def extract_features(encoder: nn.Module, data: LabelledData, *, batch_size: int 
         target = batch["target"]
         keep = (target >= 0) if target.dim() == 1 else torch.ones(len(target), dtype=torch.bool)
         skipped += int((~keep).sum())
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            feats = encoder(batch["image"][keep].to(device, non_blocking=True))
-        xs.append(feats.float().cpu())
+        xs.append(encode(encoder, batch["image"][keep], device))
         ys.append(target[keep])
         bar.update(len(target))
         if limit is not None and sum(len(y) for y in ys) >= limit:
@@ -124,19 +110,13 @@ def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Pat
     """
     if not cache_dir:
         return extract_features(encoder, data, **kwargs)
-    from safetensors.torch import load_file
-
     weights_id = weights_id or module_hash(encoder)
     limit = kwargs.get("limit")  # a capped extraction is another entry (absent from older keys: they stay valid)
-    key = hashlib.sha256(f"{weights_id}|{data.spec}|{transform_id}|{data.num_classes}|{data.multilabel}"
-                         f"{f'|limit={limit}' if limit else ''}".encode())
-    path = Path(cache_dir) / f"features-{weights_id}-{key.hexdigest()[:16]}.safetensors"
-    if path.is_file():
-        try:
-            t = load_file(str(path))
-            return Features(t["x"], t["y"], int(t["skipped"].item()))
-        except Exception:  # a truncated cache file is recomputed, never trusted
-            pass
+    path = feature_file(cache_dir, weights_id, data.spec, transform_id, data.num_classes, data.multilabel,
+                        *([f"limit={limit}"] if limit else []))
+    found = read_tensors(path, ("x", "y", "skipped"))
+    if found is not None and found["skipped"].numel() == 1:  # anything else is damage: recomputed, never trusted
+        return Features(found["x"], found["y"], int(found["skipped"].item()))
     feats = extract_features(encoder, data, **kwargs)
     _store(path, feats, {"data": data.spec, "weights": weights_id})
     return feats
@@ -144,12 +124,4 @@ def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Pat
 
 def _store(path: Path, feats: Features, metadata: dict[str, str]) -> None:
     """Write a cache entry atomically; a cache that cannot be written (a full disk) costs a warning, not the run."""
-    from catlip.atomic import staged
-    from catlip.models.export import save_tensors
-
-    tensors = {"x": feats.x.contiguous(), "y": feats.y.contiguous(), "skipped": torch.tensor([feats.skipped])}
-    try:
-        with staged(path) as (tmp,):
-            save_tensors(tensors, tmp, metadata)
-    except OSError as err:
-        log.warning("feature cache %s not written (%s); the features are used uncached", path, err.strerror or err)
+    store_tensors(path, {"x": feats.x, "y": feats.y, "skipped": torch.tensor([feats.skipped])}, metadata)

@@ -9,7 +9,8 @@ from typing import Any
 from torch import nn
 
 from catlip.errors import CheckpointError
-from catlip.evaluate.features import Encoder, module_hash
+from catlip.evaluate.features import Encoder
+from catlip.train.feature_cache import module_hash
 
 RANDOM_PREFIX = "random:"
 
@@ -122,7 +123,8 @@ def _trained_model(spec: str, image_size: int | None, ema: bool) -> EvalModel:
 
 
 def _random_model(name: str, image_size: int | None) -> EvalModel:
-    from catlip.config import ModelConfig, load_config
+    from catlip.config import ModelConfig
+    from catlip.methods.registry import load_config
     from catlip.models.backbone import create_backbone, for_evaluation
 
     if name.endswith((".yaml", ".yml")):

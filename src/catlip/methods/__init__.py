@@ -34,13 +34,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_method(cfg, num_classes: int, *, zero_weight_ids: Iterable[int] | None = None) -> "Method":
+def build_method(cfg, num_classes: int, *, zero_weight_ids: Iterable[int] | None = None,
+                 resolved: registry.Resolved | None = None) -> "Method":
     """The model and loss of ``cfg.method`` (a ``catlip.methods.registry`` entry), randomly initialised.
 
     ``num_classes`` is the vocabulary size (ignored by methods without labels). ``zero_weight_ids``: classes that
     are never targets; by default the label source's special ids (the BPE start/end/pad tokens when the
-    vocabulary is the full BPE table), else none. Bad names or combinations are a ``ConfigError``.
+    vocabulary is the full BPE table), else none. ``resolved``: the run's ``registry.resolve(cfg.method)``, when
+    the caller has it already. Bad names or combinations are a ``ConfigError``.
     """
-    resolved = registry.resolve(cfg.method)
+    resolved = resolved or registry.resolve(cfg.method)
     ids = resolved.zero_weight_ids(num_classes) if zero_weight_ids is None else tuple(zero_weight_ids)
-    return resolved.spec.builder(cfg, num_classes, resolved, ids)
+    method = resolved.spec.builder(cfg, num_classes, resolved, ids)
+    if cfg.model.head_bias == "prior":  # asked of every method: one without a head gets a one-line error then
+        method.ask("prior_bias")
+    return method

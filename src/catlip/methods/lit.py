@@ -1,22 +1,21 @@
 """LiT (Zhai et al., 2022): a locked pre-trained image tower, a new projection, a text tower trained with InfoNCE.
 
 The stage that gives CatLIP and SuperClass backbones, which have no text encoder, open-vocabulary zero-shot and
-retrieval. The image tower is the pre-trained backbone (``method.image_tower``, loaded by the trainer before the
-first step: see :func:`load_image_tower`); its weights never change unless ``method.unlocked_blocks`` opens the
-last blocks. Its pooled features are ``method.image_pool``: ``token`` (timm's pooling, the CLS token CatLIP and
-CLIP were trained on) or ``avg`` (the mean patch token SuperClass's head reads). Batches may carry those features
-precomputed (``image_features``, from :mod:`catlip.data.feature_cache`) instead of images.
+retrieval. The image tower is the pre-trained backbone (``method.image_tower``, which the method asks the trainer
+to load before the first step: ``catlip.train.lit.load_image_tower``); its weights never change unless
+``method.unlocked_blocks`` opens the last blocks. Its pooled features are ``method.image_pool``: ``token`` (timm's
+pooling, the CLS token CatLIP and CLIP were trained on) or ``avg`` (the mean patch token SuperClass's head reads).
+With ``method.feature_cache`` the method lets the trainer serve those features precomputed (``image_features``,
+from ``catlip.train.feature_cache``) instead of images.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..models.backbone import patch_tokens
 from ..models.clip import CLIPTowers
 from .base import Method
@@ -29,7 +28,8 @@ def build_lit(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "LiTMethod
 
     backbone = create_backbone(cfg.model, cfg.data.image_size)
     return LiTMethod(backbone, cfg.model, cfg.data.context_length, cfg.method.image_pool,
-                     cfg.method.unlocked_blocks)
+                     cfg.method.unlocked_blocks, image_tower=cfg.method.image_tower,
+                     feature_cache=cfg.method.feature_cache)
 
 
 def _blocks(backbone: nn.Module) -> nn.Sequential | nn.ModuleList:
@@ -47,11 +47,21 @@ class LiTMethod(Method, CLIPTowers):
     inputs = ("image", "text")
 
     def __init__(self, backbone: nn.Module, model_cfg, context_length: int, image_pool: str = "token",
-                 unlocked_blocks: int = 0):
+                 unlocked_blocks: int = 0, *, image_tower: str = "", feature_cache: str = ""):
         CLIPTowers.__init__(self, backbone, model_cfg, context_length, model_cfg.init_logit_scale)
         self.image_pool = image_pool
         self.unlocked_blocks = unlocked_blocks
+        self.image_tower, self.feature_cache = image_tower, feature_cache
         self._lock()
+
+    def preparations(self) -> dict:
+        """The locked tower's weights come from ``method.image_tower`` before the first step."""
+        tower = {"locked_tower": self.image_tower} if self.image_tower else {}
+        return {**tower, **super().preparations()}
+
+    def cached_inputs(self) -> dict[str, str]:
+        """With ``method.feature_cache``, the locked tower's features of each image are computed once."""
+        return {"image": self.feature_cache} if self.feature_cache else {}
 
     def _lock(self) -> None:
         for p in self.backbone.parameters():
@@ -97,26 +107,3 @@ class LiTMethod(Method, CLIPTowers):
         return {"loss": loss, "image_features": image_features, "text_features": text_features,
                 "logit_scale": scale}
 
-
-def load_image_tower(method: LiTMethod, source: str | Path) -> dict:
-    """Copy the backbone weights of the checkpoint ``source`` into ``method.backbone`` (strict); returns its meta.
-
-    A checkpoint whose weights hold no ``backbone.*`` entries, or entries of another shape, is a one-line
-    ``CheckpointError`` naming what it holds.
-    """
-    from ..train.checkpoint import find_checkpoint
-
-    loaded = find_checkpoint(Path(source), with_train_state=False)
-    prefix = "backbone."
-    state = {k[len(prefix):]: v for k, v in loaded.model_state.items() if k.startswith(prefix)}
-    if not state:
-        sample = ", ".join(sorted(loaded.model_state)[:4])
-        raise CheckpointError(f"{loaded.path} holds no image backbone (weights: {sample}, ...); LiT needs a run "
-                              "of a method with an image tower")
-    try:
-        method.backbone.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[:2]
-        raise CheckpointError(f"{loaded.path}: its backbone does not fit the LiT config's model section: "
-                              f"{' '.join(first)}") from None
-    return loaded.meta  # load_state_dict keeps each parameter's requires_grad: the tower stays locked

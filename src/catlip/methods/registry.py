@@ -16,7 +16,12 @@ imported when called). An entry holds:
   (prompt embeddings from the text tower);
 * ``needs_image_tower``: the method starts from a pre-trained run's backbone (``method.image_tower``: LiT);
   ``image_pool``: the pooled features its training shapes, which LiT on its runs reads (``token``: timm's pooling,
-  the CLS token; ``avg``: the mean patch token).
+  the CLS token; ``avg``: the mean patch token);
+* ``check(cfg)``: the method's own rules for a whole run config (one-line ``ConfigError``), run by
+  :func:`validate_config` after the schema and both registries are checked.
+
+Whoever loads a config to train calls :func:`validate_config` (or :func:`load_config`); the ``Resolved`` it returns
+is the run's one resolution, passed down to the method builder and the vocabulary setup.
 
 Add a method with ``register(MethodSpec(...))`` at the end of this file (see docs/design.md).
 """
@@ -26,12 +31,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from catlip.config import Config, from_dict, read_recipe
 from catlip.errors import ConfigError
 
 from catlip.labels import registry as label_registry
 from catlip.labels.registry import LabelSource, _lazy
 
 ZERO_SHOT_MODES = ("head", "text")
+
+
+def _locked_image_fields_unset(cfg: Any) -> None:
+    """The rule of every method that trains its own image tower: the locked-image settings stay empty."""
+    m = cfg.method
+    if m.image_tower or m.feature_cache or m.unlocked_blocks:
+        raise ConfigError("method.image_tower, method.feature_cache and method.unlocked_blocks belong to "
+                          f"a locked-image method (method.name=lit: `catlip lit RUN`), not {m.name}")
+
+
+def _locked_image_rules(cfg: Any) -> None:
+    """LiT: a tower to lock, and settings that agree with a locked tower."""
+    m = cfg.method
+    if not m.image_tower:
+        raise ConfigError(f"method.name={m.name} needs method.image_tower (a pre-trained run); start it with "
+                          "`catlip lit RUN --config configs/lit_tiny_cpu.yaml`")
+    if m.unlocked_blocks < 0:
+        raise ConfigError(f"method.unlocked_blocks must be >= 0, got {m.unlocked_blocks}")
+    if m.feature_cache and m.unlocked_blocks:
+        raise ConfigError("method.feature_cache needs a fully locked image tower (method.unlocked_blocks=0): "
+                          "the features of trainable blocks change every step; set method.feature_cache= "
+                          "(empty) to train the unlocked blocks")
+    if cfg.model.patch_drop and not m.unlocked_blocks:
+        raise ConfigError("model.patch_drop has no effect on a locked image tower (it runs in eval mode); "
+                          "set it to 0")
 
 
 @dataclass(frozen=True)
@@ -48,6 +79,7 @@ class MethodSpec:
     label_sources: tuple[str, ...] | None = None
     needs_image_tower: bool = False  # trains on a pre-trained run's backbone (method.image_tower): LiT
     image_pool: str = "token"  # the pooled image features its training shapes (LiT on its runs reads these)
+    check: Callable[[Any], None] = _locked_image_fields_unset  # the method's own rules for a run config
 
     @property
     def uses_labels(self) -> bool:
@@ -166,6 +198,23 @@ def resolve(method_cfg: Any) -> Resolved:
     return Resolved(spec, source, options, loss)
 
 
+def validate_config(cfg: Config) -> Resolved:
+    """The whole check of a run config, in the order its errors have always come: method and label source against
+    both registries, the schema (``Config.validate``), then the method's own rules. Returns the run's resolution."""
+    resolved = resolve(cfg.method)
+    cfg.validate()
+    resolved.spec.check(cfg)
+    return resolved
+
+
+def load_config(path: Any = None, overrides: list[str] | None = None) -> Config:
+    """A recipe file (optional) + ``key=value`` overrides as a run config checked by :func:`validate_config`:
+    what the commands that train read (``catlip.config.load_config`` checks the schema only)."""
+    cfg = from_dict(read_recipe(path, overrides))
+    validate_config(cfg)
+    return cfg
+
+
 register(MethodSpec(
     name="catlip", title="CatLIP", summary="CatLIP: multi-label BCE over WordNet synsets, linear head on the pooled embedding",
     builder=_lazy("catlip.methods.classification:build_catlip"), inputs=("image", "label_ids"),
@@ -198,4 +247,5 @@ register(MethodSpec(
     summary="LiT: a locked pre-trained image tower (method.image_tower) + projection, and a text tower trained with "
             "CLIP's InfoNCE (`catlip lit RUN`)",
     builder=_lazy("catlip.methods.lit:build_lit"), inputs=("image", "text"),
-    default_labels=None, default_loss="clip", losses=("clip",), zero_shot="text", needs_image_tower=True))
+    default_labels=None, default_loss="clip", losses=("clip",), zero_shot="text", needs_image_tower=True,
+    check=_locked_image_rules))

@@ -24,6 +24,7 @@ EVAL_RESIZE = 232  # corenet's ImageNet / Places365 evaluation of these models: 
 def corenet_config(arch: dict[str, Any], output_dir: Path):
     """The run config of an imported model (validated)."""
     from catlip.config import from_dict
+    from catlip.methods.registry import validate_config
     from catlip.models.corenet import model_section
 
     size = arch["image_size"]
@@ -32,7 +33,9 @@ def corenet_config(arch: dict[str, Any], output_dir: Path):
            "model": model_section(arch),
            "method": {"name": "catlip", "labels": "synsets", "label_options": {"style": "corenet"}},
            "train": {"output_dir": str(output_dir)}}
-    return from_dict(raw).validate()
+    cfg = from_dict(raw)
+    validate_config(cfg)
+    return cfg
 
 
 def _sha256(path: Path) -> str:

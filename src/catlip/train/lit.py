@@ -1,4 +1,5 @@
-"""``catlip lit RUN``: the LiT run config of a pre-trained run, then the ordinary trainer.
+"""``catlip lit RUN``: the LiT run config of a pre-trained run, then the ordinary trainer, which loads the locked
+tower (:func:`load_image_tower`) when the method asks for it (``Method.preparations``).
 
 The image tower is the source run's backbone, so its architecture (``model.backbone``, ``backbone_kwargs``,
 ``stem``, ``pos_resize``), resolution and pixel convention (``data.image_size``, ``mean``, ``std``,
@@ -34,7 +35,7 @@ def source_checkpoint(run: str | Path):
 def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
     """A validated LiT ``Config``: the recipe + overrides, the source's architecture, its image tower pinned."""
     from catlip.config import from_dict, read_recipe
-    from catlip.methods.registry import get, image_pool_of, image_tower_method
+    from catlip.methods.registry import get, image_pool_of, image_tower_method, validate_config
 
     loaded = source_checkpoint(run)  # a checkpoint without backbone weights is refused when the trainer loads it
     src = loaded.meta.get("config", {})
@@ -54,4 +55,30 @@ def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
             raise ConfigError(f"{section}.{key}={given!r} differs from the image tower's {src[section][key]!r} "
                               f"({loaded.path}); LiT keeps the pre-trained architecture and resolution")
         raw.setdefault(section, {})[key] = src[section][key]
-    return from_dict(raw).validate()
+    cfg = from_dict(raw)
+    validate_config(cfg)
+    return cfg
+
+
+def load_image_tower(method, source: str | Path) -> dict:
+    """Copy the backbone weights of the checkpoint ``source`` into ``method.backbone`` (strict); returns its meta.
+
+    A checkpoint whose weights hold no ``backbone.*`` entries, or entries of another shape, is a one-line
+    ``CheckpointError`` naming what it holds.
+    """
+    from catlip.train.checkpoint import find_checkpoint
+
+    loaded = find_checkpoint(Path(source), with_train_state=False)
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in loaded.model_state.items() if k.startswith(prefix)}
+    if not state:
+        sample = ", ".join(sorted(loaded.model_state)[:4])
+        raise CheckpointError(f"{loaded.path} holds no image backbone (weights: {sample}, ...); LiT needs a run "
+                              "of a method with an image tower")
+    try:
+        method.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[:2]
+        raise CheckpointError(f"{loaded.path}: its backbone does not fit the LiT config's model section: "
+                              f"{' '.join(first)}") from None
+    return loaded.meta  # load_state_dict keeps each parameter's requires_grad: the tower stays locked

@@ -36,6 +36,7 @@ from catlip.train import checkpoint as ckpt
 from catlip.train import distributed as dd
 from catlip.train.log import RunLogger, text_tower_warning, tower_summary
 from catlip.train.optim import build_optimizer, lr_at, set_lr
+from catlip.train.prepare import prepare
 from catlip.train.step import NonFiniteWatch, to_device, train_step
 from catlip.train.vocab_setup import describe_vocabulary, resolve_vocabulary, vocabulary_origin
 
@@ -96,39 +97,17 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _set_prior_bias(method, vocab, name: str) -> None:
-    """``model.head_bias=prior``: every head row starts at its class's caption frequency (models.heads)."""
-    from catlip.errors import ConfigError
-    from catlip.models.heads import class_prior_bias
-
-    head = getattr(method, "head", None)
-    if head is None or vocab is None or not any(vocab.counts):
-        raise ConfigError(f"model.head_bias=prior needs a classification head and a vocabulary with caption counts "
-                          f"({name} has {'no head' if head is None else 'no counts: give data.vocab from `catlip vocab build`, e.g. '})"
-                          + ("" if head is None else "--labels bpe --min-count 1 for SuperClass)"))
-    from catlip.losses import SOFTMAX_LOSSES
-
-    softmax = getattr(method, "loss_name", "") in SOFTMAX_LOSSES
-    with torch.no_grad():
-        head.fc.bias.copy_(class_prior_bias(vocab.counts, vocab.num_captions, softmax))
-
-
 class _Run:
     """The pieces of one run that a checkpoint captures."""
 
-    def __init__(self, cfg, d: dd.Dist, run_dir: Path, vocab, loaded):
+    def __init__(self, cfg, d: dd.Dist, run_dir: Path, vocab, loaded, resolved):
         self.cfg, self.d, self.run_dir, self.vocab = cfg, d, run_dir, vocab
         from catlip.methods import build_method
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.method = build_method(cfg, len(vocab) if vocab is not None else 0)
-        if cfg.method.image_tower and loaded is None:  # LiT: the locked tower's weights (a resume has them)
-            from catlip.methods.lit import load_image_tower
-
-            load_image_tower(self.method, cfg.method.image_tower)
+        self.method = build_method(cfg, len(vocab) if vocab is not None else 0, resolved=resolved)
+        prepare(self.method, vocab, resuming=loaded is not None)  # what the method asks for (a locked tower, ...)
         self.method = self.method.to(d.device)
-        if cfg.model.head_bias == "prior":
-            _set_prior_bias(self.method, vocab, cfg.method.name)
         self.model = dd.wrap_model(self.method, cfg.train.distributed, d)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.autocast, self.scaler = _precision(cfg, d.device)
@@ -235,7 +214,7 @@ def _local(t):
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def _setup(cfg, vocab, d: dd.Dist, run_dir: Path):
+def _setup(cfg, vocab, d: dd.Dist, run_dir: Path, resolved):
     if d.is_main:
         for p in ckpt.remove_stale_temporaries(run_dir / "checkpoints"):
             _say(d, f"removed {p.name}, left by an interrupted checkpoint write")
@@ -252,9 +231,9 @@ def _setup(cfg, vocab, d: dd.Dist, run_dir: Path):
     if d.is_main:
         if not given:
             vocab = resolve_vocabulary(cfg, run_dir, resuming=loaded is not None, build=True,
-                                       progress=cfg.train.progress)
+                                       progress=cfg.train.progress, resolved=resolved)
             if vocab is not None:
-                _tell(d, describe_vocabulary(vocab, vocabulary_origin(cfg, run_dir, loaded is not None)))
+                _tell(d, describe_vocabulary(vocab, vocabulary_origin(cfg, run_dir, loaded is not None, resolved)))
         if loaded is not None:
             ckpt.check_compatible(loaded.meta, cfg.to_dict(), vocab.hash if vocab is not None else None)
         if vocab is not None:
@@ -262,7 +241,7 @@ def _setup(cfg, vocab, d: dd.Dist, run_dir: Path):
         save_config(cfg, run_dir / "config.yaml")
     dd.barrier(d)
     if not d.is_main and not given:
-        vocab = resolve_vocabulary(cfg, run_dir, resuming=True, build=False)
+        vocab = resolve_vocabulary(cfg, run_dir, resuming=True, build=False, resolved=resolved)
     return vocab, loaded
 
 
@@ -353,9 +332,10 @@ def _tell(d: dd.Dist, text: str) -> None:
 
 
 def _loader(cfg, run: _Run, d: dd.Dist, vocab):
-    """The training batches from the run's next sample on: images, or LiT's cached image features."""
-    if cfg.method.feature_cache:
-        from catlip.data.feature_cache import build_cached_loader
+    """The training batches from the run's next sample on: images, or the cached features of the inputs the
+    method lets a cache serve (``Method.cached_inputs``)."""
+    if run.method.cached_inputs():
+        from catlip.train.feature_cache import build_cached_loader
 
         return build_cached_loader(cfg, run.method, d, start_sample=run.samples)
     from catlip.data import build_train_loader
@@ -370,23 +350,26 @@ def pretrain(cfg, vocab=None) -> Path:
     ``vocab``: use this vocabulary instead of ``data.vocab`` / building one (it is saved into the run dir).
     Raises :class:`RunPreempted` (a SystemExit) after SIGTERM / SIGUSR1 and its checkpoint.
     """
+    from catlip.methods.registry import validate_config
+
     run_dir = Path(cfg.train.output_dir)
     ckpt.check_writable(run_dir)  # before anything else (every rank: they share the run dir)
+    resolved = validate_config(cfg)  # the run's one resolution of its method, passed down
     d = dd.init_distributed(cfg.train.device)
     with _run_lock(run_dir, d), _signals() as signals:
-        _train(cfg, vocab, d, run_dir, signals)
+        _train(cfg, vocab, d, run_dir, signals, resolved)
     _say(d, f"run dir: {run_dir}")
     dd.cleanup(d)
     return run_dir
 
 
-def _train(cfg, vocab, d: dd.Dist, run_dir: Path, signals: _Signals) -> None:
+def _train(cfg, vocab, d: dd.Dist, run_dir: Path, signals: _Signals, resolved) -> None:
     from catlip.data.loader import batch_size
 
     for warning in schedule_warnings(cfg):
         _say(d, f"catlip: warning: {warning}")
-    vocab, loaded = _setup(cfg, vocab, d, run_dir)
-    run = _Run(cfg, d, run_dir, vocab, loaded)
+    vocab, loaded = _setup(cfg, vocab, d, run_dir, resolved)
+    run = _Run(cfg, d, run_dir, vocab, loaded, resolved)
     _tell(d, tower_summary(run.method))
     oversized = text_tower_warning(run.method, cfg)
     if oversized:

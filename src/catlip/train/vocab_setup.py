@@ -14,16 +14,23 @@ from pathlib import Path
 from catlip.errors import CatlipError, VocabularyError
 
 
-def run_label_source(cfg):
-    """(label source entry, extractor options) of ``cfg.method`` (registry defaults filled in), or (None, {}) for
-    a method that trains without labels (CLIP, SigLIP)."""
+def _resolved(cfg, resolved):
+    """The run's ``resolve(cfg.method)``: a run resolves once and passes it down; other callers may leave it out."""
+    if resolved is not None:
+        return resolved
     from catlip.methods.registry import resolve
 
-    resolved = resolve(cfg.method)
+    return resolve(cfg.method)
+
+
+def run_label_source(cfg, resolved=None):
+    """(label source entry, extractor options) of ``cfg.method`` (registry defaults filled in), or (None, {}) for
+    a method that trains without labels (CLIP, SigLIP)."""
+    resolved = _resolved(cfg, resolved)
     return resolved.source, resolved.options
 
 
-def build_run_vocabulary(cfg, *, progress: bool = True):
+def build_run_vocabulary(cfg, *, progress: bool = True, resolved=None):
     """A fresh vocabulary for ``cfg`` from its training captions, or None when the method needs no labels.
 
     A label source with a closed vocabulary (bpe: the whole CLIP BPE table, as the SuperClass paper classifies
@@ -34,7 +41,7 @@ def build_run_vocabulary(cfg, *, progress: bool = True):
     from catlip.data.sources import open_sources
     from catlip.labels.vocab import build_vocabulary_from_source
 
-    label_source, options = run_label_source(cfg)
+    label_source, options = run_label_source(cfg, resolved)
     if label_source is None:
         return None
     if label_source.closed_vocabulary is not None:
@@ -56,10 +63,10 @@ def build_run_vocabulary(cfg, *, progress: bool = True):
     return vocab
 
 
-def check_label_source(vocab, cfg, where: str):
+def check_label_source(vocab, cfg, where: str, resolved=None):
     """A vocabulary built with another label source than ``cfg.method`` trains with is a ``VocabularyError``
     naming both (its keys would be read as the wrong kind of label)."""
-    label_source, _ = run_label_source(cfg)
+    label_source, _ = run_label_source(cfg, resolved)
     if label_source is None or vocab is None:
         return vocab
     got = getattr(vocab, "labels", None) or label_source.name
@@ -79,14 +86,15 @@ def _check_classes(vocab, where: str):
     return vocab
 
 
-def resolve_vocabulary(cfg, run_dir: Path, *, resuming: bool, build: bool, progress: bool = True):
+def resolve_vocabulary(cfg, run_dir: Path, *, resuming: bool, build: bool, progress: bool = True, resolved=None):
     """``data.vocab`` if set; else the run's saved ``vocab.json`` (resume, or a non-main rank); else a new one.
 
     Nothing is saved here: the caller checks the vocabulary against a checkpoint first. For the methods that
     classify, a vocabulary with 0 classes or from another label source than the configured one is a
     ``VocabularyError``.
     """
-    labelled = run_label_source(cfg)[0] is not None
+    resolved = _resolved(cfg, resolved)
+    labelled = resolved.source is not None
     if not labelled and not cfg.data.vocab:
         return None  # contrastive methods train on the text itself
     from catlip.labels.vocab import Vocabulary
@@ -99,19 +107,19 @@ def resolve_vocabulary(cfg, run_dir: Path, *, resuming: bool, build: bool, progr
         if not labelled:
             return vocab
         where = f"data.vocab={cfg.data.vocab}"
-        return _check_classes(check_label_source(vocab, cfg, where), where)
+        return _check_classes(check_label_source(vocab, cfg, where, resolved), where)
     if (resuming or not build) and saved.exists():
-        return _check_classes(check_label_source(Vocabulary.load(saved), cfg, str(saved)), str(saved))
-    return build_run_vocabulary(cfg, progress=progress) if build else None
+        return _check_classes(check_label_source(Vocabulary.load(saved), cfg, str(saved), resolved), str(saved))
+    return build_run_vocabulary(cfg, progress=progress, resolved=resolved) if build else None
 
 
-def vocabulary_origin(cfg, run_dir: Path, resuming: bool) -> str:
+def vocabulary_origin(cfg, run_dir: Path, resuming: bool, resolved=None) -> str:
     """Where :func:`resolve_vocabulary` took the vocabulary from (the same branches, in the same order)."""
     if cfg.data.vocab:
         return f"read from data.vocab={cfg.data.vocab}"
     if resuming and (run_dir / "vocab.json").exists():
         return f"the run's own {run_dir / 'vocab.json'}"
-    source = run_label_source(cfg)[0]
+    source = run_label_source(cfg, resolved)[0]
     if source is not None and source.closed_vocabulary is not None:
         return f"fixed by label source {source.name}, not counted from the captions"
     return f"built from the training captions (data.vocab_min_count={cfg.data.vocab_min_count})"

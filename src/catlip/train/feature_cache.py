@@ -1,23 +1,32 @@
-"""LiT's optional feature cache: a locked image tower's features of every training sample, computed once.
+"""The one feature cache: what a frozen image encoder gives a data set, computed once, kept on disk.
 
-With the image tower locked, its output for an un-augmented image never changes, so LiT can read it from disk and
-train the text tower at text speed (``method.feature_cache``). The cache is one folder per (weights, data, image
-size, pooling) key under the cache directory: ``features.safetensors`` (``features`` (N, D) float32 and ``status``
-(N,) with 0 = usable, k > 0 = skipped for reason ``reasons[k - 1]``) and ``samples.json`` (the captions of every
-sample, so training never opens a shard). The key hashes the tower's weights and a fingerprint of the data (every
-source file's path, size and modification time, the sample count), so changed weights or data are detected and the
-cache rebuilt, never silently reused (the superseded entry of the same data settings is removed; entries of other
-data sets in the same folder stay); an entry whose files fail to load or disagree with its metadata is rebuilt
-too. Features come from the evaluation transform (shorter side resized, center crop); augmentation is not applied.
+Every entry is keyed by the encoder's weights (:func:`module_hash`), the data and the image size (with the
+preprocessing), so changed weights or data are never read as valid; an entry whose files fail to load or disagree
+with their key is computed again, never trusted; entries are read into memory, not memory-mapped, so a file replaced
+or truncated under a running job cannot crash it. Two users share this module:
 
-A cached sample is trained exactly like a loaded one: same :class:`~catlip.data.sampler.BatchPlan`, same caption
-choice per (seed, epoch, index), same skip counting, so a resumed run continues at the exact sample.
+* evaluation (``catlip.evaluate.features.cached_features``): the features of a labelled set, one file
+  ``<cache>/features-<weights>-<key>.safetensors`` per (weights, data spec, transform, classes) written with
+  :func:`store_tensors` (a cache that cannot be written costs a warning, not the command);
+* LiT's training set (``method.feature_cache``, :func:`open_feature_cache`): with the image tower locked, its output
+  for an un-augmented image never changes, so the text tower trains at text speed on features read from here.
+
+A training-set entry is one folder per (weights + pooling, data, image size, preprocessing, version) key under the
+cache directory: ``features.safetensors`` (``features`` (N, D) float32 and ``status`` (N,) with 0 = usable, k > 0 =
+skipped for reason ``reasons[k - 1]``) and ``samples.json`` (the captions of every sample, so training never opens
+a shard). The data part of its key is a fingerprint (every source file's path, size and modification time, the
+sample count); the superseded entry of the same data settings is removed, entries of other data sets in the same
+folder stay. Features come from the evaluation transform (shorter side resized, center crop); augmentation is not
+applied. A cached sample is trained exactly like a loaded one (:class:`CachedFeatureDataset`): same
+:class:`~catlip.data.sampler.BatchPlan`, same caption choice per (seed, epoch, index), same skip counting, so a
+resumed run continues at the exact sample.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -27,10 +36,57 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from catlip.errors import DataError
 
-VERSION = 2  # bump when the cache layout or the feature recipe changes: older entries are rebuilt
+VERSION = 2  # bump when the training-set layout or the feature recipe changes: older entries are rebuilt
+log = logging.getLogger("catlip.evaluate")  # where its warnings went when only evaluation cached features
+
+
+def module_hash(module: nn.Module) -> str:
+    """16 hex chars over parameter names, shapes and values: the identity of a set of weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def feature_file(cache_dir: str | Path, weights_id: str, *key: object) -> Path:
+    """The cache file of the features of weights ``weights_id`` over the data, size and settings named by ``key``."""
+    digest = hashlib.sha256("|".join([weights_id, *map(str, key)]).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"features-{weights_id}-{digest}.safetensors"
+
+
+def read_tensors(path: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """The tensors ``names`` of a cache file, copied into memory; None when the file is missing or damaged."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+        return {name: tensors[name].clone() for name in names}
+    except Exception:  # noqa: BLE001 - any damage means: compute again
+        return None
+
+
+def store_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a cache file atomically; a cache that cannot be written (a full disk) costs a warning, not the run."""
+    from catlip.atomic import staged
+    from catlip.models.export import save_tensors
+
+    try:
+        with staged(path) as (tmp,):
+            save_tensors({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata)
+    except OSError as err:
+        log.warning("feature cache %s not written (%s); the features are used uncached", path, err.strerror or err)
+
+
+def encode(fn, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``fn(images)`` on ``device`` as float32 on the CPU: bf16 autocast on CUDA, as every cached feature is made."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return fn(images.to(device, non_blocking=True)).float().cpu()
 
 
 def _files(part) -> list[Path]:
@@ -66,9 +122,8 @@ def data_fingerprint(source, data_cfg) -> str:
 
 
 def weights_id(method) -> str:
-    from catlip.evaluate.features import module_hash
-
-    return f"{module_hash(method.backbone)}-{method.image_pool}"
+    """The locked tower's weights and the pooling its features are read with."""
+    return f"{module_hash(method.backbone)}-{getattr(method, 'image_pool', '')}"
 
 
 @dataclass
@@ -124,8 +179,8 @@ def compute(method, source, data_cfg, *, device: torch.device, batch_size: int =
     """(features, status, reasons, captions) of every sample of ``source`` through ``method.image_features``."""
     from catlip.progress import progress_bar
 
-    n, dim = len(source), int(method.image_proj.in_features)
-    features, status = torch.zeros(n, dim), torch.zeros(n, dtype=torch.int64)
+    n = len(source)
+    features, status = None, torch.zeros(n, dtype=torch.int64)
     reasons: list[str] = []
     captions: list[list[str]] = [[] for _ in range(n)]
     data = _EvalImages(source, data_cfg)
@@ -136,32 +191,36 @@ def compute(method, source, data_cfg, *, device: torch.device, batch_size: int =
     bar = progress_bar(total=n, desc="feature cache", unit="img", disable=not progress, leave=False)
     for rows in loader:
         good = [r for r in rows if r[1] is not None]
-        for i, _, caps, why in rows:
-            captions[i] = caps
-            if why:
-                if why not in reasons:
-                    reasons.append(why)
-                status[i] = reasons.index(why) + 1
+        _record_skips(rows, status, reasons, captions)
         if good:
-            images = torch.stack([r[1] for r in good]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = method.image_features(images)
-            features[torch.tensor([r[0] for r in good])] = out.float().cpu()
+            out = encode(method.image_features, torch.stack([r[1] for r in good]), device)
+            if features is None:  # the width is the tower's: known from its first output
+                features = torch.zeros(n, out.shape[1])
+            features[torch.tensor([r[0] for r in good])] = out
         bar.update(len(rows))
     bar.close()
     method.train(was_training)
-    return features, status, reasons, captions
+    return (features if features is not None else torch.zeros(n, 0)), status, reasons, captions
+
+
+def _record_skips(rows, status, reasons: list[str], captions: list[list[str]]) -> None:
+    for i, _, caps, why in rows:
+        captions[i] = caps
+        if why:
+            if why not in reasons:
+                reasons.append(why)
+            status[i] = reasons.index(why) + 1
 
 
 def _write(entry: Path, features, status, reasons, captions, meta: dict) -> None:
     """Write the entry into a temporary folder, then rename it: a killed build leaves no half entry."""
-    from safetensors.torch import save_file
+    from catlip.models.export import save_tensors
 
     tmp = entry.with_name(entry.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({"features": features.contiguous(), "status": status}, str(tmp / "features.safetensors"),
-              metadata={"key": meta["key"]})
+    save_tensors({"features": features.contiguous(), "status": status}, tmp / "features.safetensors",
+                 {"key": meta["key"]})
     (tmp / "samples.json").write_text(json.dumps({"meta": meta, "reasons": reasons, "captions": captions}))
     shutil.rmtree(entry, ignore_errors=True)
     os.replace(tmp, entry)
@@ -169,15 +228,14 @@ def _write(entry: Path, features, status, reasons, captions, meta: dict) -> None
 
 def _read(entry: Path, key: str) -> FeatureCache | None:
     """The entry, or None when it is missing, damaged or does not match ``key`` (then it is rebuilt)."""
-    from safetensors.torch import load_file
-
+    tensors = read_tensors(entry / "features.safetensors", ("features", "status"))
+    if tensors is None:
+        return None
     try:
         samples = json.loads((entry / "samples.json").read_text())
-        tensors = load_file(str(entry / "features.safetensors"))
-        # copies, not views of the mapped file: a file replaced or truncated under a running job must not crash it
-        features, status = tensors["features"].clone(), tensors["status"].clone()
-    except Exception:  # noqa: BLE001 - any damage means: compute again
+    except (OSError, ValueError):
         return None
+    features, status = tensors["features"], tensors["status"]
     captions = samples.get("captions", [])
     meta = samples.get("meta", {})
     if meta.get("key") != key or len(captions) != len(features) or len(status) != len(features):
@@ -281,17 +339,25 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         return self.__getitems__(spec)
 
 
+def cache_root(cfg, where: str) -> Path:
+    """The folder of a cached input's entries: ``auto`` is the run's own ``feature_cache`` folder."""
+    return Path(cfg.train.output_dir) / "feature_cache" if where == "auto" else Path(where)
+
+
 def build_cached_loader(cfg, method, d, *, start_sample: int = 0):
-    """The LiT training loader over the feature cache (built on the main process; the others wait, then read)."""
+    """The training loader of a method whose images the cache serves (``method.cached_inputs()``): built on the
+    main process, the others wait, then read."""
     from catlip.data.loader import TrainLoader
     from catlip.data.sampler import BatchPlan
     from catlip.data.sources import open_sources
     from catlip.train import distributed as dd
 
+    cached = method.cached_inputs()
+    if set(cached) != {"image"}:  # the one input a frozen encoder gives: any other needs its own cache
+        raise ValueError(f"the feature cache serves images only; {type(method).__name__} asks for {sorted(cached)}")
     stats: Counter = Counter()
     source = open_sources(cfg.data, seed=cfg.train.seed, stats=stats)
-    root = Path(cfg.train.output_dir) / "feature_cache" if cfg.method.feature_cache == "auto" \
-        else Path(cfg.method.feature_cache)
+    root = cache_root(cfg, cached["image"])
     cache = None
     if d.is_main:
         cache = open_feature_cache(method, source, cfg, root, device=d.device, progress=cfg.train.progress)
