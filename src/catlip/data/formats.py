@@ -1,10 +1,12 @@
 """The one reader of catlip's data formats: listing files, reading records, finding captions, classes and labels.
 
-Pure Python (no torch import; webdataset is imported only to fetch a remote shard). Three consumers read their
+Pure Python (no torch import; webdataset is imported only to fetch a remote shard). Its consumers read their
 data through this module and nothing else: the caption stream of vocabularies and ``catlip labels``
-(``catlip.labels.corpus``), the random-access training sources (``catlip.data.sources``) and the labelled
-evaluation sets (``catlip.evaluate.datasets``). Adding a data format means touching this module (and its test,
-``tests/unit/test_formats.py``) only.
+(``catlip.labels.corpus``), the random-access training sources (``catlip.data.sources``), the labelled
+evaluation sets (``catlip.evaluate.datasets``), tagging and dense evaluation. Which kind of data a spec names
+(shards, manifest, folder, caption file, synthetic ...) is decided once, by ``catlip.data.specs``, from the
+suffixes and rules defined here. Adding a data format means touching this module (and its test,
+``tests/unit/test_formats.py``) only; a new *kind* of spec is also one row of ``catlip.data.specs.KINDS``.
 
 **Formats**
 

@@ -22,6 +22,12 @@ palette, CMYK/YCbCr through Pillow's conversions, bilevel images to black/white.
 
 Decompression bombs are refused: an image with more than ``max_pixels`` pixels (default: Pillow's
 ``Image.MAX_IMAGE_PIXELS``) raises :class:`PIL.Image.DecompressionBombError` before its pixels are decoded.
+
+**Decode or skip** (:func:`decode_or_skip`): the one contract of every reader of images (training, LiT's feature
+cache, evaluation sets, tagging, retrieval, dense data, caption tasks): the image, or a :class:`Skip` — the reason
+as a plain string, which callers count by name, carrying the error's text. Reasons: ``decompression_bomb``,
+``corrupt_image`` (whatever Pillow cannot read), ``missing_file`` (a path that is not there); reading the bytes
+first gives ``missing_file`` / ``unreadable`` (:func:`read_skip`).
 """
 
 from __future__ import annotations
@@ -150,3 +156,35 @@ def decode_rgb(data: bytes | bytearray | memoryview | str | Path | Image.Image, 
         bits = source_bits(img, _rawmode(img))  # before load(): the raw mode is gone afterwards
         img.load()
         return to_rgb(img, bits)
+
+
+class Skip(str):
+    """Why a sample is skipped: the reason (a plain string, counted by name) carrying the error's text."""
+
+    error = ""
+
+    def __new__(cls, reason: str, error: object = ""):
+        obj = super().__new__(cls, reason)
+        text = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error)
+        obj.error = re.sub(r" <_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", text)[:300]
+        return obj
+
+
+def read_skip(err: OSError) -> Skip:
+    """The skip of a sample whose bytes could not be read: ``missing_file`` or ``unreadable``."""
+    if isinstance(err, FileNotFoundError):
+        return Skip("missing_file", err.args[0] if len(err.args) == 1 else err)
+    return Skip("unreadable", err)
+
+
+def decode_or_skip(data, max_pixels: int | None = None) -> Image.Image | Skip:
+    """:func:`decode_rgb` of ``data``, or the reason it is skipped (``decompression_bomb``, ``missing_file`` for a
+    path that is not there, ``corrupt_image`` for anything else Pillow raises)."""
+    try:
+        return decode_rgb(data, max_pixels=max_pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        return Skip("decompression_bomb", err)
+    except FileNotFoundError as err:  # Pillow opens paths itself; its own errors on bytes are never this one
+        return read_skip(err)
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
+        return Skip("corrupt_image", err)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 import sys
 import warnings
 from collections import Counter
@@ -23,7 +22,7 @@ import torch
 from PIL import Image
 
 from catlip.data import fast_decode
-from catlip.data.images import decode_rgb
+from catlip.data.images import Skip, decode_or_skip, decode_rgb, read_skip  # noqa: F401 - decode_or_skip re-exported
 from catlip.data.sampler import BatchPlan, BatchSpec
 from catlip.data.sources import open_sources, skip_summary
 from catlip.data.transforms import normalize_uint8, train_transform
@@ -63,41 +62,16 @@ def decode_image(data, max_pixels: int) -> Image.Image:
     return decode_rgb(data, max_pixels=max_pixels)
 
 
-class _Skip(str):
-    """A skip reason (a plain string, the contract of ``TrainDataset.load``) that carries the error text."""
-
-    error = ""
-
-    def __new__(cls, reason: str, error: object = ""):
-        obj = super().__new__(cls, reason)
-        text = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error)
-        obj.error = re.sub(r" <_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", text)[:300]
-        return obj
-
-
 def read_sample(source, index: int):
     """(raw image, captions, class) of sample ``index``, or the reason it is skipped: missing_file, unreadable,
     empty_caption. The one place these reasons are decided (training loader and LiT's feature cache)."""
     try:
         raw, captions, cls = source.read(index)
-    except FileNotFoundError as err:
-        return _Skip("missing_file", err.args[0] if len(err.args) == 1 else err)
     except OSError as err:
-        return _Skip("unreadable", err)
+        return read_skip(err)
     if not captions:
-        return _Skip("empty_caption", "no caption")
+        return Skip("empty_caption", "no caption")
     return raw, captions, cls
-
-
-def decode_or_skip(raw, max_pixels: int):
-    """The reference decode of ``raw`` (:func:`decode_image`), or the reason it is skipped: decompression_bomb,
-    corrupt_image."""
-    try:
-        return decode_image(raw, max_pixels)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        return _Skip("decompression_bomb", err)
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
-        return _Skip("corrupt_image", err)
 
 
 _MIN_EVIDENCE = 32  # samples of a source read before its skipped share is judged (data.max_skip_fraction)
@@ -168,7 +142,7 @@ class TrainDataset(torch.utils.data.Dataset):
                 return out
         # the reference decoder, which decides (and names) what is skipped, whatever data.decode says
         img = decode_or_skip(raw, self.cfg.max_image_pixels)
-        if isinstance(img, _Skip):
+        if isinstance(img, Skip):
             return img
         with _seeded(seed):
             return transform(img)
@@ -183,7 +157,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def sample(self, index: int, epoch: int, res: int, gpu: bool = True):
         """As :meth:`load`, but the image as the batch carries it: uint8 (data.decode=fast) or a GPU job."""
         read = read_sample(self.source, index)
-        if isinstance(read, _Skip):
+        if isinstance(read, Skip):
             return read
         raw, captions, cls = read
         s = _sample_seed(self.seed, epoch, index)

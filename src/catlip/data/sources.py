@@ -7,7 +7,9 @@ bytes or a PIL image; it may raise on a bad sample and the dataset counts the sk
 ``i`` (file, line or member) and ``looked_for()`` says what the source expects, for the messages of skipped data.
 
 Files are listed and read by the one reader of catlip's data formats, ``catlip.data.formats`` (shared with the
-vocabulary stage, ``catlip.labels.corpus``, and the evaluation sets); this module only indexes what it reads.
+vocabulary stage, ``catlip.labels.corpus``, and the evaluation sets); this module only indexes what it reads. The
+kind of each ``data.train`` entry (``synthetic``, shards, a manifest or a folder; anything else is refused with
+the shared message) is decided by ``catlip.data.specs``.
 
 Captions follow one rule, defined there and shared with the vocabulary stage: the fields / columns of
 ``caption_fields(data.caption_column)`` in order (default ``captions, caption, text, txt, title``), a shard's
@@ -35,11 +37,10 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
-from catlip.data import formats
+from catlip.data import formats, specs
 from catlip.data.formats import (  # noqa: F401 - re-exported for older imports
     caption_column_index,
     caption_fields,
@@ -136,7 +137,7 @@ class TarShardSource(Source):
         for url in urls:
             path = formats.local_shard(url, cache_dir)
             if not path.exists():
-                raise DataError(f"shard not found: {url}")
+                raise specs.not_found(specs.SHARDS, [url])
             if self._listed_before(path, url, seen):
                 continue
             self.paths.append(path)
@@ -226,7 +227,7 @@ class ManifestSource(Source):
         super().__init__()
         p = Path(path)
         if not p.is_file():
-            raise DataError(f"manifest not found: {path}")
+            raise specs.not_found(specs.MANIFEST, [path])
         self.name, self.path = path, p
         self.root, self.cwd = p.parent.absolute(), Path.cwd()
         self.image_column, self.caption_column = image_column, caption_column
@@ -389,6 +390,18 @@ def skip_summary(counts: Counter | dict) -> str:
     return ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v) or "none"
 
 
+TRAIN_KINDS = (specs.SYNTHETIC, specs.SHARDS, specs.MANIFEST, specs.FOLDER)
+
+
+def _train_kind(spec: str) -> str:
+    """The kind of a data.train entry (``catlip.data.specs``); the synthetic set's size is a config value."""
+    found = specs.resolve(spec, "data.train entry", TRAIN_KINDS)
+    if found.count is not None:
+        raise DataError(f"data.train entry {spec!r}: the synthetic set's size is data.synthetic_size; "
+                        "write 'synthetic'")
+    return found.kind
+
+
 def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
     """All of ``data.train`` as one random-access source. Index-time skips are counted in ``stats``."""
     cache = formats.default_shard_cache()
@@ -396,20 +409,18 @@ def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
     image_exts = [e.strip().lower() for e in data_cfg.image_key.split(";") if e.strip()]
     parts: list[Source] = []
     for spec in data_cfg.train:
-        if spec == "synthetic":
+        kind = _train_kind(spec)
+        if kind == specs.SYNTHETIC:
             parts.append(SyntheticSource(data_cfg.synthetic_size, seed, data_cfg.image_size))
-        elif formats.is_manifest(spec):
+        elif kind == specs.MANIFEST:
             parts.append(ManifestSource(spec, image_column=data_cfg.image_column,
                                         caption_column=data_cfg.caption_column, stats=stats))
-        elif os.path.isdir(spec):
+        elif kind == specs.FOLDER:
             parts.append(FolderSource(spec, stats))
-        elif formats.is_shard_spec(spec):
+        else:
             parts.append(TarShardSource(spec, image_exts=image_exts, caption_exts=list(data_cfg.caption_keys),
                                         stats=stats, cache_dir=cache, caption_column=data_cfg.caption_column,
                                         seen=seen))
-        else:
-            raise DataError(f"data.train entry {spec!r} is not 'synthetic', a shard pattern, a manifest "
-                            "(.csv/.tsv/.jsonl) or a folder")
     source = ConcatSource(parts)
     if len(source) == 0:
         first = "; ".join(f"{reason} at {example}" for reason, example in list(source.examples.items())[:2])

@@ -44,7 +44,7 @@ class CaptionedImages:
 def load_captioned(shards: Sequence[str | Path], transform) -> CaptionedImages:
     """Every sample of ``shards`` with a decodable image and at least one caption; the rest counted by reason."""
     from catlip.data import formats
-    from catlip.evaluate.datasets import decode_image
+    from catlip.data.images import Skip, decode_or_skip
 
     keys, images, captions, skipped = [], [], [], {}
     image_exts = {e.lstrip(".") for e in formats.IMAGE_EXTENSIONS}
@@ -54,8 +54,8 @@ def load_captioned(shards: Sequence[str | Path], transform) -> CaptionedImages:
         for sample in formats.TarScan(shard, read=lambda ext: ext in image_exts or ext in _CAPTION_EXTS):
             caps, _ = formats.member_captions({e: sample.data[e] for e in _CAPTION_EXTS if e in sample.data})
             raw = next((sample.data[e] for e in sample.data if e in image_exts), None)
-            img = decode_image(raw) if raw is not None else None
-            reason = "no image" if raw is None else "undecodable image" if img is None else None
+            img = decode_or_skip(raw) if raw is not None else None
+            reason = "no image" if raw is None else "undecodable image" if isinstance(img, Skip) else None
             reason = reason or (None if caps else "no caption")
             if reason:
                 skipped[reason] = skipped.get(reason, 0) + 1

@@ -1,11 +1,13 @@
 """Labelled image datasets for evaluation: image folders, webdataset shards, CSV/TSV/JSONL manifests.
 
 Files are listed and read, and labels found, by the one reader of catlip's data formats
-(``catlip.data.formats``); the transforms are those of ``catlip.data.transforms`` (``eval_transform`` and
-``train_transform`` here are re-exports of its ``eval_transform`` and ``finetune_transform``). Every source yields ``(image tensor | None, target)``: ``None`` marks an unreadable image, which the collate
-function drops and counts, so a corrupt file costs one sample, never the run. Targets are class indices
-(single-label) or multi-hot float vectors (multi-label). Class names (and WordNet ids when known) travel with
-the data because Transfer Init and zero-shot need them; class files are read by ``catlip.evaluate.class_files``.
+(``catlip.data.formats``), after ``catlip.data.specs`` has said which kind of data the spec is; the transforms
+are those of ``catlip.data.transforms`` (``eval_transform`` and ``train_transform`` here are re-exports of its
+``eval_transform`` and ``finetune_transform``). Every source yields ``(image tensor | None, target)``: ``None``
+marks an image that ``catlip.data.images.decode_or_skip`` skips, which the collate function drops and counts, so
+a corrupt file costs one sample, never the run. Targets are class indices (single-label) or multi-hot float
+vectors (multi-label). Class names (and WordNet ids when known) travel with the data because Transfer Init and
+zero-shot need them; class files are read by ``catlip.evaluate.class_files``.
 
 The labels of the data are checked against the class list when a source is opened (shards: one pass over their
 label members, no image read), so a metric never covers a silent subset: a label the list does not name is an
@@ -25,14 +27,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
-from catlip.data import formats
-from catlip.data.images import decode_rgb
+from catlip.data import formats, specs
+from catlip.data.images import Skip, decode_or_skip
 from catlip.data.transforms import MEAN, STD, eval_transform  # noqa: F401 - re-exported
 from catlip.data.transforms import finetune_transform as train_transform  # noqa: F401 - re-exported
 from catlip.errors import DataError
 from catlip.evaluate.class_files import WNID, ClassList, read_class_file
 
 IMAGE_EXTENSIONS = formats.IMAGE_EXTENSIONS
+EVAL_KINDS = (specs.FOLDER, specs.MANIFEST, specs.SHARDS)  # what open_labelled reads (catlip.data.specs)
 log = logging.getLogger("catlip.evaluate")
 
 
@@ -73,16 +76,12 @@ def _natural(label: str) -> tuple:
 
 
 def decode_image(data: bytes | str | Path) -> Image.Image | None:
-    """8-bit RGB PIL image, or None for anything that cannot be read (truncated, not an image, missing file,
-    a decompression bomb over Pillow's ``Image.MAX_IMAGE_PIXELS``).
-
-    The training loader's decoder (:func:`catlip.data.images.decode_rgb`): 16/32-bit and float images are scaled
-    by their bit depth, transparency is composited on white, so evaluation sees the pixels pre-training saw.
+    """8-bit RGB PIL image, or None for anything that cannot be read: the one decode-or-skip contract
+    (:func:`catlip.data.images.decode_or_skip`, the training loader's), seen as the ``(None, target)`` items that
+    :func:`collate_skip` counts. Pre-training and evaluation therefore see the same pixels and skip the same files.
     """
-    try:
-        return decode_rgb(data)
-    except Exception:  # noqa: BLE001 - PIL raises many types for corrupt files; all mean "skip this one"
-        return None
+    img = decode_or_skip(data)
+    return None if isinstance(img, Skip) else img
 
 
 # ---------------------------------------------------------------- sources
@@ -252,15 +251,12 @@ def open_labelled(spec: str | Path, classes: ClassList | str | Path | None = Non
     ``allow_partial`` counted in ``unlisted`` (see :func:`_check_labels`)."""
     if isinstance(classes, (str, Path)):
         classes = load_classes(classes)
-    spec = str(spec)
-    path = Path(spec)
-    if path.is_dir():
-        return _open_folder(path, classes, transform, multilabel, allow_partial)
-    if formats.is_manifest(spec):
-        return _open_manifest(path, classes, transform, multilabel, allow_partial)
-    if formats.is_shard_spec(spec):
-        return _open_shards(spec, classes, transform, multilabel, shuffle, seed, allow_partial)
-    raise DataError(f"{spec}: not an image folder, a .csv/.tsv/.jsonl manifest or .tar shards")
+    found = specs.resolve(spec, "evaluation data", EVAL_KINDS)
+    if found.kind == specs.FOLDER:
+        return _open_folder(found.path, classes, transform, multilabel, allow_partial)
+    if found.kind == specs.MANIFEST:
+        return _open_manifest(found.path, classes, transform, multilabel, allow_partial)
+    return _open_shards(found, classes, transform, multilabel, shuffle, seed, allow_partial)
 
 
 def _open_folder(root: Path, classes: ClassList | None, transform, multilabel: bool, allow_partial: bool
@@ -346,12 +342,9 @@ def _open_manifest(path: Path, classes: ClassList | None, transform, multilabel:
     return _finish(str(path), _ItemDataset(items, transform), classes, multilabel, counts, unlisted)
 
 
-def _open_shards(spec: str, classes: ClassList | None, transform, multilabel, shuffle, seed, allow_partial
-                 ) -> LabelledData:
-    urls = formats.expand_urls(spec)
-    missing = [u for u in urls if not formats.is_remote(u) and not formats.local_shard(u, "").is_file()]
-    if missing:
-        raise DataError(f"shard(s) not found: {', '.join(missing[:5])}")
+def _open_shards(found: specs.DataSpec, classes: ClassList | None, transform, multilabel, shuffle, seed,
+                 allow_partial) -> LabelledData:
+    spec, urls = found.spec, list(found.paths)
     if classes is None:
         guess = formats.local_shard(urls[0], "").parent / "classes.txt"
         if not guess.is_file():

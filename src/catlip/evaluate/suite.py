@@ -288,20 +288,20 @@ def _ranges(ds: Dataset) -> dict[str, tuple[str, int, int | None]]:
 
 def _classes_beside(spec: str | None) -> str | None:
     """classes.txt next to the first shard: found there by the reader, but not next to a subset shard."""
-    from catlip.data import formats
+    from catlip.data import formats, specs
 
-    if not spec or not formats.is_shard_spec(spec) or formats.is_remote(spec):
+    found = specs.classify(spec) if spec else None
+    if found is None or found.kind != specs.SHARDS or formats.is_remote(spec):
         return None
-    guess = Path(formats.expand_urls(spec)[0]).parent / "classes.txt"
+    guess = found.path.parent / "classes.txt"
     return str(guess) if guess.is_file() else None
 
 
 def _shard_paths(spec: str) -> list[Path]:
-    from catlip.data import formats
+    from catlip.data import formats, specs
 
-    if not formats.is_shard_spec(spec):
-        raise CliError(f"--limit and holdout need .tar shards; {spec} is a folder or manifest")
-    return [formats.local_shard(u, formats.default_shard_cache()) for u in formats.expand_urls(spec)]
+    found = specs.resolve(spec, "--limit and holdout data", (specs.SHARDS,))
+    return [formats.local_shard(u, formats.default_shard_cache()) for u in found.paths]
 
 
 def _samples(spec: str, read: bool):

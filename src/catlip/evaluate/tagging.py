@@ -7,23 +7,21 @@ trained with a softmax loss (SuperClass), so a SuperClass probability is a share
 smaller than a CatLIP one. Synset labels carry their WordNet lemma names and gloss, others the vocabulary's name
 (the decoded token for BPE). Ids that are never targets (BPE start/end/pad) are never returned.
 
-Inputs are image files, folders (searched recursively), globs and webdataset shards (their image members); an
-image that cannot be decoded is reported and skipped, the others are tagged.
+Inputs are image files, folders (searched recursively), globs and webdataset shards (their image members), told
+apart by ``catlip.data.specs``; an image that cannot be decoded (``catlip.data.images.decode_or_skip``) is
+reported and skipped, the others are tagged.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-from catlip.data import formats
-from catlip.data.images import decode_rgb
+from catlip.data import formats, specs
+from catlip.data.images import Skip, decode_or_skip, read_skip
 from catlip.errors import CatlipError, CheckpointError, DataError
 from catlip.losses import SOFTMAX_LOSSES  # heads trained with these define one distribution over the vocabulary
 
@@ -52,13 +50,13 @@ def read_image(ref: ImageRef) -> bytes | str:
     return _MEMBERS.read(ref.path, ref.offset, ref.size) if ref.offset >= 0 else ref.path
 
 
-def list_images(specs: Sequence[str]) -> list[ImageRef]:
+def list_images(inputs: Sequence[str]) -> list[ImageRef]:
     """Every image of the inputs, in the order given (folders and shards in their sorted / stored order).
 
     A path or pattern that matches nothing is a ``DataError``: a typo must not quietly tag nothing.
     """
     refs: list[ImageRef] = []
-    for spec in specs:
+    for spec in inputs:
         found = _expand(spec)
         if not found:
             raise DataError(f"{spec}: no image found (give image files, folders, globs or .tar shards)")
@@ -66,23 +64,29 @@ def list_images(specs: Sequence[str]) -> list[ImageRef]:
     return list(dict.fromkeys(refs))
 
 
-def _expand(spec: str, explicit: bool = True) -> list[ImageRef]:
-    if os.path.isdir(spec):
-        return [ImageRef(str(p), str(p)) for p in sorted(Path(spec).rglob("*")) if formats.is_image_file(p)]
-    if any(ch in spec for ch in "*?["):
-        return [ref for match in sorted(glob.glob(spec, recursive=True)) for ref in _expand(match, explicit=False)]
-    if spec.lower().endswith(formats.TAR_SUFFIXES) or (formats.is_shard_spec(spec) and not os.path.isfile(spec)):
-        return [ref for url in formats.expand_urls(spec) for ref in _shard_images(url)]
-    if not os.path.isfile(spec):
-        raise DataError(f"image not found: {spec}")
-    # a glob's other files (captions, notes) are not images; a file named on the command line is tried anyway
-    return [ImageRef(spec, spec)] if explicit or formats.is_image_file(Path(spec)) else []
+TAG_KINDS = (specs.IMAGE, specs.FOLDER, specs.GLOB, specs.SHARDS, specs.CAPTIONS, specs.JSON, specs.MANIFEST)
+
+
+def _expand(spec: str) -> list[ImageRef]:
+    """The images of one input (``catlip.data.specs``): any file named is tried as an image."""
+    found = specs.resolve(spec, "tag input", TAG_KINDS)
+    if found.kind == specs.GLOB:  # a glob's other files (captions, notes) are not images
+        return [ref for match in found.paths for ref in _found_images(specs.classify(match), explicit=False)]
+    return _found_images(found, explicit=True)
+
+
+def _found_images(found: specs.DataSpec, explicit: bool) -> list[ImageRef]:
+    if found.kind == specs.FOLDER:
+        return [ImageRef(str(p), str(p)) for p in sorted(found.path.rglob("*")) if formats.is_image_file(p)]
+    if found.kind == specs.SHARDS:
+        return [ref for url in found.paths for ref in _shard_images(url)]
+    return [ImageRef(found.spec, found.spec)] if explicit or found.kind == specs.IMAGE else []
 
 
 def _shard_images(url: str) -> list[ImageRef]:
     path = formats.local_shard(url, formats.default_shard_cache())
     if not path.is_file():
-        raise DataError(f"shard not found: {url}")
+        raise specs.not_found(specs.SHARDS, [url])
     if not path.name.lower().endswith(".tar"):
         raise DataError(f"{url}: compressed shards cannot be read by offset; tag a plain .tar")
     refs = []
@@ -105,21 +109,24 @@ class IndexedImages(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
+        img = self._image(i)
+        return (None if isinstance(img, Skip) else self.transform(img)), i
+
+    def _image(self, i: int):
+        """The item's image or why it is skipped (the one decode-or-skip contract of ``catlip.data.images``)."""
         try:
-            return self.transform(decode_rgb(self.load(self.items[i]))), i
-        except Exception:  # noqa: BLE001 - PIL raises many types for bad data: all mean "skip this image"
-            return None, i
+            data = self.load(self.items[i])
+        except OSError as err:
+            return read_skip(err)
+        return decode_or_skip(data)
 
     def describe(self, i: int) -> str:
         return self.name(self.items[i])
 
     def error(self, i: int) -> str:
         """Why item ``i`` was skipped (decoded once more, only for the few that failed)."""
-        try:
-            decode_rgb(self.load(self.items[i]))
-        except Exception as err:  # noqa: BLE001
-            return f"{type(err).__name__}: {err}"
-        return "unreadable in a data-loading worker"
+        img = self._image(i)
+        return img.error if isinstance(img, Skip) else "unreadable in a data-loading worker"
 
 
 def encode_images(encoder: torch.nn.Module, dataset: IndexedImages, *, desc: str, batch_size: int = 256,

@@ -2,7 +2,8 @@
 
 `iter_captions` yields one `list[str]` per sample (a sample may carry several captions). Bad lines or members
 (invalid UTF-8, malformed JSON/CSV, an unterminated quote, no caption field) are reported as `file:line`, skipped
-and counted in a `ReadStats`; only a missing file raises (`DataError`). No torch.
+and counted in a `ReadStats`; only a missing file (or a folder or `synthetic`: not a file, see
+`catlip.data.specs`) raises (`DataError`). No torch.
 
 Files are listed and read by the one reader of catlip's data formats, `catlip.data.formats`, which also holds
 **the caption rule** shared with the training loader (`catlip.data.sources`) and the evaluation sets, so the
@@ -27,15 +28,18 @@ from catlip.data.formats import (  # noqa: F401 - re-exported: the caption rule 
     caption_rule_text,
     captions_of,
     clean_captions,
+    default_shard_cache,
     expand_inputs,
     file_kind,
     iter_text_captions,
+    local_shard,
     member_captions,
     no_caption_reason,
     read_manifest,
     read_table,
     valid_utf8,
 )
+from catlip.data.specs import CAPTIONS, IMAGE, JSON, MANIFEST, SHARDS, DataSpec, resolve
 from catlip.errors import DataError
 
 log = logging.getLogger("catlip.labels")
@@ -81,17 +85,26 @@ class ReadStats:
 # ---------------------------------------------------------------------- readers
 
 
+CAPTION_KINDS = (CAPTIONS, MANIFEST, SHARDS, JSON, IMAGE)  # any file: tar shards, manifests, else caption text
+
+
 def iter_captions(path: str | Path, *, column: str | None = None, stats: ReadStats | None = None) -> Iterator[list[str]]:
-    """Captions per sample from one file; the format follows the extension (.tar/.jsonl/.csv/.tsv/other=text)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"caption file not found: {path}")
+    """Captions per sample from one file (or the shards of a pattern); the format follows the extension
+    (.tar/.jsonl/.csv/.tsv/other=text)."""
+    found = resolve(path, "caption input", CAPTION_KINDS)
     stats = stats if stats is not None else ReadStats()
     reader = {"tar": _iter_tar, "jsonl": _iter_jsonl, "csv": _iter_table, "tsv": _iter_table, "text": _iter_text}
-    for captions in reader[file_kind(path, column)](path, column, stats):
-        stats.samples += 1
-        stats.captions += len(captions)
-        yield captions
+    for file in _files(found):
+        for captions in reader[file_kind(file, column)](file, column, stats):
+            stats.samples += 1
+            stats.captions += len(captions)
+            yield captions
+
+
+def _files(found: DataSpec) -> list[Path]:
+    if found.kind == SHARDS:  # a remote shard is read from the shard cache
+        return [local_shard(url, default_shard_cache()) for url in found.paths]
+    return [found.path]
 
 
 def _iter_text(path: Path, column, stats: ReadStats):

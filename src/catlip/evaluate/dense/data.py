@@ -1,6 +1,7 @@
 """Dense evaluation data: images with semantic masks (segmentation) or boxes (detection), read lazily by index.
 
-**Sources** (``open_segmentation`` / ``open_detection``; the spec is what ``--train`` / ``--test`` take):
+**Sources** (``open_segmentation`` / ``open_detection``; the spec is what ``--train`` / ``--test`` take; its kind
+is decided by ``catlip.data.specs``, which also words the refusal of any other kind):
 
 - webdataset shards (a ``.tar``, a brace pattern): members ``<key>.jpg`` (or png/webp) with ``<key>.seg.png``
   (8-bit mask of class ids, 0 = unlabeled) or ``<key>.json`` (``{"boxes": [[x0, y0, x1, y1], ...] in pixels,
@@ -43,13 +44,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from catlip.data import formats
+from catlip.data import formats, specs
+from catlip.data.images import Skip, decode_or_skip
 from catlip.errors import DataError
 
 IGNORE = 255  # segmentation target of unlabeled pixels and of ids outside the class list
 MASK_EXT = "seg.png"
 BOX_EXT = "json"
-SYNTHETIC = "synthetic"
 CLASS_FILES = ("classes.json", "classes.txt", "objectInfo150.csv", "objectInfo150.txt")
 _CHECK_SAMPLES = 16  # masks / annotations read when a data set is opened, to test the class list against it
 
@@ -116,9 +117,8 @@ def decode_mask(data: bytes | None) -> np.ndarray | None:
 # ---------------------------------------------------------------- class lists
 
 
-def _find_class_file(spec: str) -> Path | None:
-    first = Path(formats.expand_urls(spec)[0]) if formats.is_shard_spec(spec) else Path(spec)
-    start = first.parent if first.is_file() or formats.is_shard_spec(spec) else first
+def _find_class_file(found: specs.DataSpec) -> Path | None:
+    start = found.path if found.kind == specs.FOLDER else found.path.parent
     for folder in [start, *list(start.parents)[:2]]:
         for name in CLASS_FILES:
             if (folder / name).is_file():
@@ -197,42 +197,34 @@ def _lut(ids: dict[int, str]) -> np.ndarray:
     return lut
 
 
-def _class_file(spec: str, classes: str | Path | None) -> Path:
+def _class_file(found: specs.DataSpec, classes: str | Path | None) -> Path:
     if classes is not None:
         return Path(classes)
-    found = _find_class_file(spec)
-    if found is None:
-        raise DataError(f"{spec}: no class list found beside the data ({', '.join(CLASS_FILES)}); "
+    path = _find_class_file(found)
+    if path is None:
+        raise DataError(f"{found.spec}: no class list found beside the data ({', '.join(CLASS_FILES)}); "
                         "give one with --classes FILE")
-    return found
+    return path
 
 
 # ---------------------------------------------------------------- listing samples
 
 
-def _parse_synthetic(spec: str) -> tuple[int, int]:
-    parts = spec.split(":")[1:]
-    try:
-        n, size = (int(parts[0]) if parts else 64), (int(parts[1]) if len(parts) > 1 else 64)
-    except ValueError:
-        raise DataError(f"{spec!r}: synthetic data is written synthetic[:N[:SIZE]]") from None
-    if n <= 0 or size < 16:
-        raise DataError(f"{spec!r}: N must be positive and SIZE at least 16")
-    return n, size
+SEGMENT_KINDS = (specs.SHARDS, specs.FOLDER, specs.SYNTHETIC)  # what each task reads (catlip.data.specs)
+DETECT_KINDS = (specs.SHARDS, specs.JSON, specs.SYNTHETIC)
 
 
-def is_synthetic(spec: str) -> bool:
-    return spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":")
+def _synthetic_records(found: specs.DataSpec, seed: int) -> list[Record]:
+    """N scenes of SIZE pixels (default 64 of 64)."""
+    n, size = found.count or 64, found.size or 64
+    return [Record(f"synthetic-{seed}-{i}", (seed, i, size)) for i in range(n)]
 
 
-def _shard_records(spec: str, need: str, skipped: Counter) -> list[Record]:
-    urls = formats.expand_urls(spec)
-    missing = [u for u in urls if not Path(u).is_file()]
-    if missing:
-        raise DataError(f"shard(s) not found: {', '.join(missing[:5])}")
+def _shard_records(found: specs.DataSpec, need: str, skipped: Counter) -> list[Record]:
     records = []
-    for url in urls:
-        scan = formats.TarScan(url)
+    for url in found.paths:
+        path = str(formats.local_shard(url, formats.default_shard_cache()))  # a remote shard is read from the cache
+        scan = formats.TarScan(path)
         for sample in scan:
             image = next((e for e in formats.SHARD_IMAGE_EXTS if e in sample.members), None)
             if image is None:
@@ -240,7 +232,7 @@ def _shard_records(spec: str, need: str, skipped: Counter) -> list[Record]:
             if need not in sample.members:
                 skipped[f"no .{need} member"] += 1
                 continue
-            member = lambda ext: (url, *sample.members[ext][1:])  # noqa: E731
+            member = lambda ext: (path, *sample.members[ext][1:])  # noqa: E731
             records.append(Record(sample.key, member(image), member(need)))
         if scan.damage is not None:
             skipped[f"shard {scan.damage[0]}"] += 1
@@ -272,32 +264,21 @@ def _folder_records(root: Path, skipped: Counter) -> list[Record]:
     return records
 
 
-def _check_exists(spec: str) -> None:
-    if formats.is_shard_spec(spec) or is_synthetic(spec):
-        return
-    if not Path(spec).exists():
-        raise DataError(f"data {spec} not found")
-
-
 def open_segmentation(spec: str, classes: str | Path | None = None, *, seed: int = 0) -> DenseData:
     """Images with semantic masks (see the module docstring); ``seed`` picks the synthetic scenes."""
     from catlip.data.synthetic import SEG_CLASSES
 
-    _check_exists(spec)
+    found = specs.resolve(spec, "segmentation data", SEGMENT_KINDS)
     skipped: Counter = Counter()
-    if is_synthetic(spec):
-        n, size = _parse_synthetic(spec)
+    if found.kind == specs.SYNTHETIC:
         ids = {i + 1: name for i, name in enumerate(SEG_CLASSES)}
-        records = [Record(f"synthetic-{seed}-{i}", (seed, i, size)) for i in range(n)]
-        return DenseData(spec, "segment", records, list(ids.values()), _lut(ids))
-    class_file = _class_file(spec, classes)
+        return DenseData(spec, "segment", _synthetic_records(found, seed), list(ids.values()), _lut(ids))
+    class_file = _class_file(found, classes)
     ids = seg_class_ids(class_file)
-    if formats.is_shard_spec(spec):
-        records = _shard_records(spec, MASK_EXT, skipped)
-    elif Path(spec).is_dir():
-        records = _folder_records(Path(spec), skipped)
+    if found.kind == specs.SHARDS:
+        records = _shard_records(found, MASK_EXT, skipped)
     else:
-        raise DataError(f"{spec}: segmentation data must be .tar shards, an ADE20k-style folder or synthetic[:N]")
+        records = _folder_records(found.path, skipped)
     if not records:
         raise DataError(f"{spec}: no image with a mask found ({dict(skipped) or 'empty'})")
     data = DenseData(spec, "segment", records, list(ids.values()), _lut(ids), skipped=skipped)
@@ -323,19 +304,15 @@ def open_detection(spec: str, classes: str | Path | None = None, *, images: str 
     """Images with boxes (see the module docstring); ``seed`` picks the synthetic scenes."""
     from catlip.data.synthetic import OBJECTS
 
-    _check_exists(spec)
-    if is_synthetic(spec):
-        n, size = _parse_synthetic(spec)
-        records = [Record(f"synthetic-{seed}-{i}", (seed, i, size)) for i in range(n)]
-        return DenseData(spec, "detect", records, list(OBJECTS), has_masks=True)
-    if spec.endswith(".json") and not formats.is_shard_spec(spec):
-        return _open_coco(Path(spec), images)
-    if not formats.is_shard_spec(spec):
-        raise DataError(f"{spec}: detection data must be .tar shards, a COCO instances .json or synthetic[:N]")
+    found = specs.resolve(spec, "detection data", DETECT_KINDS)
+    if found.kind == specs.SYNTHETIC:
+        return DenseData(spec, "detect", _synthetic_records(found, seed), list(OBJECTS), has_masks=True)
+    if found.kind == specs.JSON:
+        return _open_coco(found.path, images)
     skipped: Counter = Counter()
-    class_file = _class_file(spec, classes)
+    class_file = _class_file(found, classes)
     names = det_class_names(class_file)
-    records = _shard_records(spec, BOX_EXT, skipped)
+    records = _shard_records(found, BOX_EXT, skipped)
     if not records:
         raise DataError(f"{spec}: no image with a .json box member found ({dict(skipped) or 'empty'})")
     data = DenseData(spec, "detect", records, names, skipped=skipped)
@@ -450,15 +427,13 @@ class DenseDataset(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int):
-        from catlip.evaluate.datasets import decode_image
-
         notes: Counter = Counter()
         rec = self.data.records[i]
         if isinstance(rec.image, tuple) and len(rec.image) == 3 and isinstance(rec.image[0], int):
             image, target = self._synthetic(rec)
         else:
-            image = decode_image(self.reader.read(rec.image) or b"")
-            if image is None:
+            image = decode_or_skip(self.reader.read(rec.image) or b"")
+            if isinstance(image, Skip):
                 notes["unreadable images"] += 1
                 return None, None, notes
             target = self._seg_target(rec, image, notes) if self.data.task == "segment" else \
