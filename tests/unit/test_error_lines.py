@@ -324,7 +324,7 @@ def test_evaluation_results_on_a_full_disk_are_one_line_and_leave_nothing(tmp_pa
 
 
 def test_a_feature_cache_on_a_full_disk_costs_a_warning_not_the_run(tmp_path, monkeypatch, caplog):
-    from catlip.evaluate import features
+    from catlip.evaluate.common import features
 
     import errno
 

@@ -4,9 +4,9 @@ from PIL import Image
 
 from catlip.config import ConfigError, ModelConfig
 from catlip.errors import DataError
-from catlip.evaluate.datasets import eval_transform, open_labelled
-from catlip.evaluate.features import Encoder
-from catlip.evaluate.finetune import Classifier, FinetuneConfig, finetune, load_finetune_config, param_groups
+from catlip.evaluate.common.datasets import eval_transform, open_labelled
+from catlip.evaluate.common.features import Encoder
+from catlip.evaluate.classify.finetune import Classifier, FinetuneConfig, finetune, load_finetune_config, param_groups
 
 
 def tiny_encoder(seed=0):

@@ -151,7 +151,7 @@ def test_zeroshot_prints_per_class_recall_and_head_coverage_words(tiny, tmp_path
 
 def _zeroshot_result(predicted: list[int], images: list[int]) -> dict:
     """A head zero-shot result whose predictions per class are ``predicted`` on ``images`` images per class."""
-    from catlip.evaluate.zero_shot import classification_metrics
+    from catlip.evaluate.classify.zeroshot import classification_metrics
 
     targets = torch.cat([torch.full((n,), c) for c, n in enumerate(images)])
     preds = torch.cat([torch.full((n,), c) for c, n in enumerate(predicted)])
@@ -182,7 +182,7 @@ def test_a_collapsed_head_is_noted_in_one_line(capsys):
     ([0, 0], [0, 0], None),  # no prediction at all
 ])
 def test_dominant_class(predicted, images, dominant):
-    from catlip.evaluate.zero_shot import dominant_class
+    from catlip.evaluate.classify.zeroshot import dominant_class
 
     assert dominant_class(predicted, images) == dominant
 

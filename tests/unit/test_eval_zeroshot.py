@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from catlip.errors import CatlipError, DataError
-from catlip.evaluate.datasets import ClassList
-from catlip.evaluate.features import Features
-from catlip.evaluate.templates import DEFAULT_TEMPLATES, fill, load_templates, name_warnings, resolve_classnames
-from catlip.evaluate.transfer_init import map_classes
-from catlip.evaluate.zero_shot import (TEMPLATES, classification_metrics, clip_class_embeddings, clip_zero_shot,
-                                       head_zero_shot)
+from catlip.evaluate.common.datasets import ClassList
+from catlip.evaluate.common.features import Features
+from catlip.evaluate.common.templates import DEFAULT_TEMPLATES, fill, load_templates, name_warnings, resolve_classnames
+from catlip.evaluate.classify.transfer_init import map_classes
+from catlip.evaluate.classify.zeroshot import (TEMPLATES, classification_metrics, clip_class_embeddings, clip_zero_shot,
+                                               head_zero_shot)
 
 DOG, KITCHEN, RESTAURANT, AIRPLANE, DOMESTIC_CAT = "n02084071", "n03619890", "n04081281", "n02691156", "n02121808"
 
@@ -252,7 +252,7 @@ def test_no_templates_or_no_names_is_an_error(text_tower):
 @pytest.fixture(scope="module")
 def tiny_clip():
     from catlip.config import Config
-    from catlip.evaluate.model import EvalModel
+    from catlip.evaluate.common.model import EvalModel
     from catlip.methods import build_method
 
     cfg = Config()

@@ -11,7 +11,7 @@ import torch
 from shards import write_tar  # tests/shards.py
 
 from catlip.cli import main
-from catlip.evaluate.tagging import LabelNames, list_images, top_labels
+from catlip.evaluate.caption.images import LabelNames, list_images, top_labels
 
 TINY = """
 model:

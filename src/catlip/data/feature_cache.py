@@ -66,7 +66,7 @@ def data_fingerprint(source, data_cfg) -> str:
 
 
 def weights_id(method) -> str:
-    from catlip.evaluate.features import module_hash
+    from catlip.evaluate.common.features import module_hash
 
     return f"{module_hash(method.backbone)}-{method.image_pool}"
 

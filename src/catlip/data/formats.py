@@ -3,7 +3,7 @@
 Pure Python (no torch import; webdataset is imported only to fetch a remote shard). Three consumers read their
 data through this module and nothing else: the caption stream of vocabularies and ``catlip labels``
 (``catlip.labels.corpus``), the random-access training sources (``catlip.data.sources``) and the labelled
-evaluation sets (``catlip.evaluate.datasets``). Adding a data format means touching this module (and its test,
+evaluation sets (``catlip.evaluate.common.datasets``). Adding a data format means touching this module (and its test,
 ``tests/unit/test_formats.py``) only.
 
 **Formats**

@@ -13,12 +13,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "catlip.evaluate.datasets": ("ClassList", "LabelledData", "eval_transform", "load_classes", "open_labelled"),
-    "catlip.evaluate.features": ("Encoder", "Features", "cached_features", "extract_features"),
-    "catlip.evaluate.linear_probe": ("ProbeConfig", "balanced_subset", "knn_accuracy", "ridge_fit", "ridge_probe",
-                                     "train_probe"),
-    "catlip.evaluate.metrics": ("mean_average_precision", "topk_accuracy"),
-    "catlip.evaluate.transfer_init": ("CoverageReport", "map_classes", "transfer_init"),
+    "catlip.evaluate.common.datasets": ("ClassList", "LabelledData", "eval_transform", "load_classes",
+                                        "open_labelled"),
+    "catlip.evaluate.common.features": ("Encoder", "Features", "cached_features", "extract_features"),
+    "catlip.evaluate.classify.linear": ("ProbeConfig", "balanced_subset", "knn_accuracy", "ridge_fit",
+                                        "ridge_probe", "train_probe"),
+    "catlip.evaluate.common.metrics": ("mean_average_precision", "topk_accuracy"),
+    "catlip.evaluate.classify.transfer_init": ("CoverageReport", "map_classes", "transfer_init"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

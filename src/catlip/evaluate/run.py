@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from catlip.errors import CatlipError, CheckpointError, OutputError
-from catlip.evaluate.datasets import ClassList, LabelledData, open_labelled
-from catlip.evaluate.features import Features, cached_features, default_device
-from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
-                                          standardize_features, standardized_init, train_probe, _random_linear)
-from catlip.evaluate.model import EvalModel, load_eval_model
-from catlip.evaluate.transfer_init import DEFAULT_ALPHA, CoverageReport, map_classes, transfer_init
+from catlip.evaluate.common.datasets import ClassList, LabelledData, open_labelled
+from catlip.evaluate.common.features import Features, cached_features, default_device
+from catlip.evaluate.classify.linear import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
+                                             standardize_features, standardized_init, train_probe, _random_linear)
+from catlip.evaluate.common.model import EvalModel, load_eval_model
+from catlip.evaluate.classify.transfer_init import DEFAULT_ALPHA, CoverageReport, map_classes, transfer_init
 
 
 def _open_pair(train: str | None, test: str, classes: str | None, transform, multilabel: bool,
@@ -138,8 +138,8 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
     (methods with a label source; classes mapped by the vocabulary's label source) or the text tower (CLIP, SigLIP,
     LiT; class embeddings averaged over the ``templates`` set: openai | simple | short | a file). ``classnames``:
     the names to use instead of the dataset's (``imagenet`` or a file); ``mode="auto"``: the method registry's."""
-    from catlip.evaluate.templates import load_templates, name_warnings, resolve_classnames
-    from catlip.evaluate.zero_shot import clip_class_embeddings, clip_zero_shot, head_zero_shot
+    from catlip.evaluate.common.templates import load_templates, name_warnings, resolve_classnames
+    from catlip.evaluate.classify.zeroshot import clip_class_embeddings, clip_zero_shot, head_zero_shot
 
     model = load_eval_model(checkpoint, image_size)
     if mode == "auto":
@@ -169,7 +169,7 @@ def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode
                                   f"{model.method_name}) has no text tower (use --mode head)")
         import open_clip
 
-        from catlip.evaluate.retrieval import ImageTower
+        from catlip.evaluate.caption.retrieval import ImageTower
 
         prompts = load_templates(templates)  # a bad template file fails before any image is encoded
         result.update(templates=prompts.name, num_templates=len(prompts), warnings=name_warnings(names.names))
@@ -185,7 +185,7 @@ def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | N
                  config: str | None = None, overrides: Sequence[str] = (), save: str | None = None,
                  progress: bool = True, allow_partial: bool = False) -> dict[str, Any]:
     """Fine-tune the whole network with a ``configs/finetune_*.yaml`` recipe; optionally save the weights."""
-    from catlip.evaluate.finetune import finetune, load_finetune_config
+    from catlip.evaluate.classify.finetune import finetune, load_finetune_config
 
     cfg = load_finetune_config(config, list(overrides))
     model = load_eval_model(checkpoint, cfg.image_size or None)

@@ -389,7 +389,7 @@ def _check_options(suite: Suite, checkpoint: str, common: list[str]) -> None:
 
 
 def _weights_id(checkpoint: str, image_size: int | None) -> str:
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     return load_eval_model(checkpoint, image_size).weights_id()
 

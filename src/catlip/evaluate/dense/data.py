@@ -450,7 +450,7 @@ class DenseDataset(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int):
-        from catlip.evaluate.datasets import decode_image
+        from catlip.evaluate.common.datasets import decode_image
 
         notes: Counter = Counter()
         rec = self.data.records[i]

@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._dense import (add_dense_arguments, check_args, finish, overrides, print_counts,
-                                          report_history)
+from catlip.evaluate.dense.cli import (add_dense_arguments, check_args, finish, overrides, print_counts, report_history)
 
 DATA_HELP = ("webdataset shards with <key>.jpg + <key>.json ({\"boxes\": [[x0,y0,x1,y1]...], \"labels\": [...]}), "
              "a COCO instances_*.json (images: --images), or synthetic[:N[:SIZE]] (embedded scenes, no files)")
@@ -23,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from catlip.evaluate.dense.detection import run_detect
+    from catlip.evaluate.dense.detect import run_detect
 
     check_args(args)
     return finish(run_detect(args.checkpoint, args.train, args.test, args.classes, images=args.images,

@@ -10,7 +10,7 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import CKPT_HELP
+from catlip.evaluate.common.cli import CKPT_HELP
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def _default_out(checkpoint: str, suite_name: str) -> str:
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     from catlip.evaluate.suite import table_rows
-    from catlip.evaluate.tasks._common import print_table
+    from catlip.evaluate.common.cli import print_table
 
     rows = [{**r, "status": result["tasks"].get(r["task"], {}).get("status", "")} for r in table_rows(result)]
     print(f"suite {result['suite']} on {result['checkpoint']} (weights {result['weights_id']}"

@@ -7,7 +7,7 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, add_limit, eval_opts, print_table, print_unlisted
+from catlip.evaluate.common.cli import DATA_HELP, add_common, add_limit, eval_opts, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, add_limit, print_coverage, print_table, print_unlisted
+from catlip.evaluate.common.cli import DATA_HELP, add_common, add_limit, print_coverage, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import (DATA_HELP, add_common, add_limit, comma_list, eval_opts, print_coverage,
-                                           print_table, print_unlisted)
+from catlip.evaluate.common.cli import (DATA_HELP, add_common, add_limit, comma_list, eval_opts, print_coverage,
+                                        print_table, print_unlisted)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def probe_arguments(args: argparse.Namespace, *, multilabel: bool, knn: bool) -> dict[str, Any]:
     """Keyword arguments of ``run_probe`` from the probe flags (shared with the multilabel task)."""
-    from catlip.evaluate.linear_probe import ProbeConfig
+    from catlip.evaluate.classify.linear import ProbeConfig
 
     inits = comma_list(args.init, str, "--init")
     fractions = comma_list(args.fractions, float, "--fractions")
@@ -67,7 +67,7 @@ def linear_probe(train, test, num_classes: int, config=None, *, init=None, devic
     ``standardize``: z-score both sets with the training mean/std first (one lr grid then fits any backbone's
     feature scale; the demo uses it). Returns the test metrics plus the chosen ``lr`` and ``weight_decay``.
     """
-    from catlip.evaluate.linear_probe import score, standardize_features, train_probe
+    from catlip.evaluate.classify.linear import score, standardize_features, train_probe
 
     if standardize:
         (train, test), _, _ = standardize_features(train, test)

@@ -13,7 +13,7 @@ from typing import Any
 
 from catlip.errors import CliError, DataError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import add_limit, check_limit
+from catlip.evaluate.common.cli import add_limit, check_limit
 
 MODE_NAMES = {"text": "text tower (cosine of image and caption embeddings)",
               "head": "head caption scoring ({reduce} log-probability of the caption's labels{pmi})"}
@@ -22,7 +22,7 @@ PMI_NAME = ", each minus its log mean probability over these images"
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """The checkpoint and the inference options (shared with `catlip tag`)."""
-    from catlip.evaluate.tasks._common import CKPT_HELP
+    from catlip.evaluate.common.cli import CKPT_HELP
 
     p.add_argument("checkpoint", help=CKPT_HELP)
     p.add_argument("--output", "-o", help="write the full result as JSON here")
@@ -55,9 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from catlip.evaluate.model import load_eval_model
-    from catlip.evaluate.retrieval import recall_at_k
-    from catlip.evaluate.tasks._common import comma_list
+    from catlip.evaluate.common.model import load_eval_model
+    from catlip.evaluate.caption.retrieval import recall_at_k
+    from catlip.evaluate.common.cli import comma_list
 
     ks = comma_list(args.ks, int, "--ks")
     if not ks or min(ks) < 1 or args.batch_size < 1:
@@ -102,7 +102,7 @@ def _captions(source, i: int) -> list[str]:
 
 def _image_features(model, data: dict, encoder, args: argparse.Namespace):
     """(features, captions) of the decodable images with captions; the others are counted in ``data["skipped"]``."""
-    from catlip.evaluate.tagging import IndexedImages, encode_images
+    from catlip.evaluate.caption.images import IndexedImages, encode_images
 
     source = data["source"]
     dataset = IndexedImages(data["keep"], _ImageOf(source), model.eval_transform(), source.describe)
@@ -126,7 +126,7 @@ def _text_similarity(model, data: dict, args: argparse.Namespace):
     import open_clip
 
     from catlip.errors import CheckpointError
-    from catlip.evaluate.retrieval import ImageTower, clip_similarity, encode_captions
+    from catlip.evaluate.caption.retrieval import ImageTower, clip_similarity, encode_captions
 
     method = model.method
     if method is None or not hasattr(method, "encode_text"):
@@ -142,8 +142,8 @@ def _text_similarity(model, data: dict, args: argparse.Namespace):
 
 
 def _head_similarity(model, data: dict, args: argparse.Namespace):
-    from catlip.evaluate.retrieval import caption_label_ids, head_caption_scores, label_log_marginals
-    from catlip.evaluate.tagging import head_activation, require_head
+    from catlip.evaluate.caption.retrieval import caption_label_ids, head_caption_scores, label_log_marginals
+    from catlip.evaluate.caption.images import head_activation, require_head
 
     weight, bias = require_head(model, "head caption scoring")
     feats, captions = _image_features(model, data, model.encoder(), args)
@@ -157,7 +157,7 @@ def _head_similarity(model, data: dict, args: argparse.Namespace):
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
-    from catlip.evaluate.tasks._common import print_table
+    from catlip.evaluate.common.cli import print_table
 
     skipped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["skipped"].items() if v) or "none"
     print(f"{result['method']}: {result['mode_name']}; {result['images']:,} images, {result['captions']:,} "

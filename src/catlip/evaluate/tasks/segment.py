@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import print_table
-from catlip.evaluate.tasks._dense import (add_dense_arguments, check_args, finish, overrides, print_counts,
-                                          report_history)
+from catlip.evaluate.common.cli import print_table
+from catlip.evaluate.dense.cli import (add_dense_arguments, check_args, finish, overrides, print_counts, report_history)
 
 DATA_HELP = ("webdataset shards with <key>.jpg + <key>.seg.png, an ADE20k-style folder (images/ + annotations/, "
              "or ROOT/images/<split>), or synthetic[:N[:SIZE]] (embedded scenes, no files)")
@@ -23,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from catlip.evaluate.dense.segmentation import run_segment
+    from catlip.evaluate.dense.segment import run_segment
 
     check_args(args)
     return finish(run_segment(args.checkpoint, args.train, args.test, args.classes, config=args.config,

@@ -8,7 +8,7 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import add_limit, check_limit
+from catlip.evaluate.common.cli import add_limit, check_limit
 from catlip.evaluate.tasks.retrieval import add_model_options
 
 
@@ -25,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from catlip.evaluate.model import load_eval_model
-    from catlip.evaluate.tagging import list_images, require_head, tag_images
+    from catlip.evaluate.common.model import load_eval_model
+    from catlip.evaluate.caption.images import list_images, require_head, tag_images
 
     if args.top < 1 or not 0.0 <= args.threshold <= 1.0 or args.batch_size < 1:
         raise CliError("--top and --batch-size must be >= 1 and --threshold lie in [0, 1]")

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, add_limit, eval_opts, print_table, print_unlisted
+from catlip.evaluate.common.cli import DATA_HELP, add_common, add_limit, eval_opts, print_table, print_unlisted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,7 +96,7 @@ def print_per_class(result: dict[str, Any]) -> None:
 
 def collapse_note(result: dict[str, Any], use_bias: bool = True) -> str | None:
     """One line when more than half of the predictions fall in one class that does not hold half the images."""
-    from catlip.evaluate.zero_shot import dominant_class
+    from catlip.evaluate.classify.zeroshot import dominant_class
 
     predicted, images = result.get("predictions_per_class"), result.get("per_class_images")
     if not predicted:
@@ -124,8 +124,8 @@ def head_zero_shot(model, feats, classes, *, alpha: float | None = None, use_bia
                    dataset: str = "") -> dict[str, Any]:
     """Head zero-shot of an ``EvalModel`` on its frozen ``Features``: classes mapped by the vocabulary's label
     source, scored by their head rows. Returns the metrics plus ``coverage`` (the class-mapping report as a dict)."""
-    from catlip.evaluate.transfer_init import DEFAULT_ALPHA, map_classes
-    from catlip.evaluate.zero_shot import head_zero_shot as score_head
+    from catlip.evaluate.classify.transfer_init import DEFAULT_ALPHA, map_classes
+    from catlip.evaluate.classify.zeroshot import head_zero_shot as score_head
 
     weight, bias = model.head_weight("head zero-shot")
     report = map_classes(classes, model.vocab, DEFAULT_ALPHA if alpha is None else alpha, dataset)

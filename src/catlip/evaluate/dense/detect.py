@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from catlip.config import ConfigError, from_dict, read_recipe
-from catlip.evaluate.dense.data import (DenseData, DenseDataset, collate_det, det_eval_transform,
-                                        det_train_transform, holdout, open_detection)
+from catlip.evaluate.dense.data import (DenseData, DenseDataset, collate_det, det_eval_transform, det_train_transform,
+                                        holdout, open_detection)
 from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
 from catlip.progress import progress_bar
 from catlip.models.dense import SimpleFeaturePyramid
@@ -219,7 +219,7 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
                overrides: list[str] | None = None, holdout_n: int = 0, run_dir: str | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Load ``checkpoint`` (or ``random:...``), train Faster / Mask R-CNN on ``train_spec``, evaluate on test."""
-    from catlip.evaluate.model import check_source, load_eval_model
+    from catlip.evaluate.common.model import check_source, load_eval_model
 
     check_source(checkpoint)  # before opening the data
     cfg = load_detect_config(config, overrides)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from catlip.evaluate.datasets import ClassList
+from catlip.evaluate.common.datasets import ClassList
 from catlip.labels.mapping import DEFAULT_ALPHA, KINDS, ClassMapping, CoverageReport, clean_name
 
 __all__ = ["DEFAULT_ALPHA", "KINDS", "ClassMapping", "CoverageReport", "class_mapper", "clean_name", "map_classes",

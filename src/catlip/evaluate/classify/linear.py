@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catlip.evaluate.features import Features
-from catlip.evaluate.metrics import mean_average_precision, topk_accuracy
+from catlip.evaluate.common.features import Features
+from catlip.evaluate.common.metrics import mean_average_precision, topk_accuracy
 
 
 # ---------------------------------------------------------------- subsets

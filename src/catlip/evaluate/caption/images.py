@@ -125,9 +125,9 @@ class IndexedImages(Dataset):
 def encode_images(encoder: torch.nn.Module, dataset: IndexedImages, *, desc: str, batch_size: int = 256,
                   num_workers: int = 0, device: str = "auto", progress: bool = True):
     """``Features`` with ``x`` the encoder's output and ``y`` the item index of every decoded image, in order;
-    ``skipped`` counts the rest (``catlip.evaluate.features.extract_features``: batching, device, progress)."""
-    from catlip.evaluate.datasets import ClassList, LabelledData
-    from catlip.evaluate.features import extract_features
+    ``skipped`` counts the rest (``catlip.evaluate.common.features.extract_features``: batching, device, progress)."""
+    from catlip.evaluate.common.datasets import ClassList, LabelledData
+    from catlip.evaluate.common.features import extract_features
 
     data = LabelledData(desc, dataset, ClassList([]))
     try:
@@ -197,7 +197,7 @@ class LabelNames:
 def head_probabilities(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        activation: str) -> torch.Tensor:
     """(n, V) label probabilities of the head on its ``features`` (sigmoid or softmax, see ``head_activation``)."""
-    from catlip.evaluate.retrieval import head_log_probabilities
+    from catlip.evaluate.caption.retrieval import head_log_probabilities
 
     logits = torch.nn.functional.linear(features.float(), weight.float().cpu(),
                                         bias.float().cpu() if bias is not None else None)

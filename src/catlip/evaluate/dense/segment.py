@@ -155,7 +155,7 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
                 config: str | None = None, overrides: list[str] | None = None, holdout_n: int = 0,
                 run_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Load ``checkpoint`` (or ``random:...``), train DeepLabv3 on ``train_spec``, evaluate on the test set."""
-    from catlip.evaluate.model import check_source, load_eval_model
+    from catlip.evaluate.common.model import check_source, load_eval_model
 
     check_source(checkpoint)  # before opening the data
     cfg = load_segment_config(config, overrides)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from catlip.evaluate.metrics import mean_average_precision
+from catlip.evaluate.common.metrics import mean_average_precision
 
 
 def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from catlip.errors import CatlipError
-from catlip.evaluate.features import Features
-from catlip.evaluate.metrics import per_class_accuracy, topk_accuracy
-from catlip.evaluate.templates import SHORT_TEMPLATES, Template, fill
-from catlip.evaluate.transfer_init import CoverageReport, transferred_rows
+from catlip.evaluate.common.features import Features
+from catlip.evaluate.common.metrics import per_class_accuracy, topk_accuracy
+from catlip.evaluate.common.templates import SHORT_TEMPLATES, Template, fill
+from catlip.evaluate.classify.transfer_init import CoverageReport, transferred_rows
 
 TEMPLATES = SHORT_TEMPLATES  # the old name of the 6-prompt set
 

@@ -44,7 +44,7 @@ class CaptionedImages:
 def load_captioned(shards: Sequence[str | Path], transform) -> CaptionedImages:
     """Every sample of ``shards`` with a decodable image and at least one caption; the rest counted by reason."""
     from catlip.data import formats
-    from catlip.evaluate.datasets import decode_image
+    from catlip.evaluate.common.datasets import decode_image
 
     keys, images, captions, skipped = [], [], [], {}
     image_exts = {e.lstrip(".") for e in formats.IMAGE_EXTENSIONS}

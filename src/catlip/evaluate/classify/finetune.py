@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader, Subset
 
 from catlip.config import ConfigError, OptimConfig, from_dict, read_recipe
 from catlip.errors import DataError
-from catlip.evaluate.datasets import LabelledData, _ShardDataset, collate_skip
-from catlip.evaluate.features import default_device, extract_features
-from catlip.evaluate.linear_probe import balanced_subset
-from catlip.evaluate.metrics import topk_accuracy
-from catlip.evaluate.multilabel import multilabel_loss, multilabel_metrics
+from catlip.evaluate.common.datasets import LabelledData, _ShardDataset, collate_skip
+from catlip.evaluate.common.features import default_device, extract_features
+from catlip.evaluate.classify.linear import balanced_subset
+from catlip.evaluate.common.metrics import topk_accuracy
+from catlip.evaluate.classify.multilabel import multilabel_loss, multilabel_metrics
 from catlip.progress import progress_bar
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from catlip.errors import CheckpointError
-from catlip.evaluate.features import Encoder, module_hash
+from catlip.evaluate.common.features import Encoder, module_hash
 
 RANDOM_PREFIX = "random:"
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from catlip.evaluate.datasets import LabelledData, collate_skip
+from catlip.evaluate.common.datasets import LabelledData, collate_skip
 from catlip.progress import progress_bar
 
 log = logging.getLogger("catlip.evaluate")

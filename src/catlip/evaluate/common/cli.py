@@ -70,7 +70,7 @@ def comma_list(text: str, kind: type, flag: str) -> list:
 
 def print_coverage(result: dict) -> None:
     """Transfer Init's class-mapping summary, when the result has one (zero-shot words its own: head_coverage)."""
-    from catlip.evaluate.transfer_init import ClassMapping, CoverageReport
+    from catlip.evaluate.classify.transfer_init import ClassMapping, CoverageReport
 
     cov = result.get("coverage")
     if cov:

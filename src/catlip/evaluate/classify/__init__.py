@@ -1,0 +1,3 @@
+"""Classification evaluations: linear probes, k-NN, multi-label probes, zero-shot and fine-tuning, plus what they
+share (``linear``: probe training on frozen features; ``transfer_init``: the pre-trained head's rows for the
+target classes)."""
