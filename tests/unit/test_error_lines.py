@@ -312,7 +312,7 @@ def _disk_full(monkeypatch):
 def test_evaluation_results_on_a_full_disk_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
     """Every evaluation command's -o JSON and `tag --jsonl` go through catlip.atomic: OutputError, no file."""
     from catlip.errors import OutputError
-    from catlip.evaluate.run import write_json
+    from catlip.evaluate.common.cli import write_json
     from catlip.evaluate.tasks.tag import _write_jsonl
 
     _disk_full(monkeypatch)

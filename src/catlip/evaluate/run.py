@@ -3,8 +3,6 @@ zeroshot | finetune``): load, evaluate, tabulate."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,39 +10,16 @@ import torch
 from torch import nn
 
 from catlip.errors import CatlipError, CheckpointError, OutputError
-from catlip.evaluate.common.datasets import ClassList, LabelledData, open_labelled
-from catlip.evaluate.common.features import Features, cached_features, default_device
+from catlip.evaluate.classify.transfer_init import head_mapping as _coverage
+from catlip.evaluate.common.cli import model_features as _features
+from catlip.evaluate.common.cli import open_pair as _open_pair
+from catlip.evaluate.common.cli import unlisted as _unlisted
+from catlip.evaluate.common.datasets import ClassList, open_labelled
+from catlip.evaluate.common.features import default_device
 from catlip.evaluate.classify.linear import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
                                              standardize_features, standardized_init, train_probe, _random_linear)
-from catlip.evaluate.common.model import EvalModel, load_eval_model
-from catlip.evaluate.classify.transfer_init import DEFAULT_ALPHA, CoverageReport, map_classes, transfer_init
-
-
-def _open_pair(train: str | None, test: str, classes: str | None, transform, multilabel: bool,
-               allow_partial: bool = False) -> tuple[LabelledData | None, LabelledData]:
-    train_data = open_labelled(train, classes, transform, multilabel, allow_partial=allow_partial) if train else None
-    cls = train_data.classes if train_data else classes
-    return train_data, open_labelled(test, cls, transform, multilabel, allow_partial=allow_partial)
-
-
-def _unlisted(**splits: LabelledData | None) -> dict[str, Any]:
-    """``{"unlisted_classes": {split: {"images", "labels"}}}`` for the splits with images of unlisted classes
-    (``--allow-partial-classes``), so a number over part of the data says so; ``{}`` when none has any."""
-    found = {name: data.unlisted for name, data in splits.items() if data is not None and data.unlisted}
-    return {"unlisted_classes": found} if found else {}
-
-
-def _coverage(model: EvalModel, classes: ClassList, alpha: float, purpose: str, dataset: str
-              ) -> tuple[torch.Tensor, torch.Tensor | None, CoverageReport]:
-    weight, bias = model.head_weight(purpose)
-    return weight, bias, map_classes(classes, model.vocab, alpha, dataset)
-
-
-def _features(model: EvalModel, data: LabelledData, encoder: nn.Module, wid: str, opts: dict) -> Features:
-    return cached_features(encoder, data, opts.get("cache_dir"), weights_id=wid, transform_id=f"eval{model.image_size}",
-                           batch_size=opts.get("batch_size", 256), num_workers=opts.get("num_workers", 0),
-                           device=opts.get("device", "auto"), progress=opts.get("progress", True),
-                           desc=f"features {Path(data.spec).name}", limit=opts.get("limit"))
+from catlip.evaluate.common.model import load_eval_model
+from catlip.evaluate.classify.transfer_init import DEFAULT_ALPHA, transfer_init
 
 
 def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None, *,
@@ -223,44 +198,3 @@ def _save_weights(model: nn.Module, path: str) -> None:
             save_tensors(state, tmp, {"format": "pt"})
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-# ---------------------------------------------------------------- output
-
-
-def format_table(rows: list[dict], columns: Sequence[str]) -> str:
-    """Fixed-width text table; floats in [0, 1] named like metrics are shown as percentages."""
-    def cell(col: str, value: Any) -> str:
-        if isinstance(value, float):
-            if col in ("top1", "top5", "mAP", "val_top1") or col.startswith("top1"):
-                return "nan" if math.isnan(value) else f"{100 * value:.2f}"
-            return f"{value:.3g}"
-        return "" if value is None else str(value)
-
-    body = [[cell(c, r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
-    return "\n".join(lines)
-
-
-def write_json(result: dict, path: str | None) -> None:
-    """The result as JSON at ``path`` (atomically: whole or not at all); a failed write is one line."""
-    if not path:
-        return
-    from catlip.atomic import write_text
-
-    text = json.dumps(result, indent=2, default=_jsonable)
-    try:
-        write_text(path, text)
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

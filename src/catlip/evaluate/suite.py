@@ -426,7 +426,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(result: dict[str, Any], out: Path, markdown: bool = False) -> None:
-    from catlip.evaluate.run import write_json
+    from catlip.evaluate.common.cli import write_json
 
     result.update(summary(result))
     stable = {**result, "tasks": {k: {f: v for f, v in t.items() if f != "status"}

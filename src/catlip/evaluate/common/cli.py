@@ -1,9 +1,17 @@
-"""Arguments and helpers shared by the evaluation tasks (not a task itself: the leading ``_``)."""
+"""Arguments, data steps and printing shared by the evaluation tasks (not a task itself).
+
+Imports only the standard library at top level: every task module imports this one, and ``catlip --help`` reads
+every task module without importing torch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+from pathlib import Path
+from typing import Any, Sequence
 
 from catlip.errors import CliError
 
@@ -70,7 +78,7 @@ def comma_list(text: str, kind: type, flag: str) -> list:
 
 def print_coverage(result: dict) -> None:
     """Transfer Init's class-mapping summary, when the result has one (zero-shot words its own: head_coverage)."""
-    from catlip.evaluate.classify.transfer_init import ClassMapping, CoverageReport
+    from catlip.labels.mapping import ClassMapping, CoverageReport
 
     cov = result.get("coverage")
     if cov:
@@ -88,6 +96,78 @@ def print_unlisted(result: dict) -> None:
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
-    from catlip.evaluate.run import format_table
-
     print(format_table(rows, columns))
+
+
+# ---------------------------------------------------------------- data and features of a labelled task
+
+
+def open_pair(train: str | None, test: str, classes: str | None, transform, multilabel: bool,
+              allow_partial: bool = False):
+    """(train | None, test) ``LabelledData``; the test split is read with the training split's class list."""
+    from catlip.evaluate.common.datasets import open_labelled
+
+    train_data = open_labelled(train, classes, transform, multilabel, allow_partial=allow_partial) if train else None
+    cls = train_data.classes if train_data else classes
+    return train_data, open_labelled(test, cls, transform, multilabel, allow_partial=allow_partial)
+
+
+def unlisted(**splits) -> dict[str, Any]:
+    """``{"unlisted_classes": {split: {"images", "labels"}}}`` for the splits with images of unlisted classes
+    (``--allow-partial-classes``), so a number over part of the data says so; ``{}`` when none has any."""
+    found = {name: data.unlisted for name, data in splits.items() if data is not None and data.unlisted}
+    return {"unlisted_classes": found} if found else {}
+
+
+def model_features(model, data, encoder, wid: str, opts: dict):
+    """``Features`` of ``data`` through ``encoder`` (cached by weights id, data and the model's input size)."""
+    from catlip.evaluate.common.features import cached_features
+
+    return cached_features(encoder, data, opts.get("cache_dir"), weights_id=wid, transform_id=f"eval{model.image_size}",
+                           batch_size=opts.get("batch_size", 256), num_workers=opts.get("num_workers", 0),
+                           device=opts.get("device", "auto"), progress=opts.get("progress", True),
+                           desc=f"features {Path(data.spec).name}", limit=opts.get("limit"))
+
+
+# ---------------------------------------------------------------- output
+
+
+def format_table(rows: list[dict], columns: Sequence[str]) -> str:
+    """Fixed-width text table; floats in [0, 1] named like metrics are shown as percentages."""
+    def cell(col: str, value: Any) -> str:
+        if isinstance(value, float):
+            if col in ("top1", "top5", "mAP", "val_top1") or col.startswith("top1"):
+                return "nan" if math.isnan(value) else f"{100 * value:.2f}"
+            return f"{value:.3g}"
+        return "" if value is None else str(value)
+
+    body = [[cell(c, r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | None) -> None:
+    """The result as JSON at ``path`` (atomically: whole or not at all); a failed write is one line."""
+    if not path:
+        return
+    from catlip.atomic import write_text
+    from catlip.errors import OutputError
+
+    text = json.dumps(result, indent=2, default=_jsonable)
+    try:
+        write_text(path, text)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    import torch  # a value json cannot write: a tensor's result has loaded torch already
+
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
