@@ -87,7 +87,7 @@ def _features(model, data, limit: int):
 def _probe(tr, te, probe: ProbeSet) -> float:
     """Top-1 (%) of the probe task's logistic regression on frozen, standardised features."""
     from catlip.evaluate.classify.linear import ProbeConfig
-    from catlip.evaluate.tasks.probe import linear_probe
+    from catlip.evaluate.classify.probe import linear_probe
 
     cfg = ProbeConfig(epochs=30, min_steps=200, lrs=[3e-3, 3e-2], weight_decays=[0.0, 1e-3])
     # standardised: the same scale for both backbones, so one lr grid fits both

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from torch import nn
 
 from catlip.errors import CatlipError, CheckpointError, OutputError
@@ -15,73 +14,9 @@ from catlip.evaluate.common.cli import model_features as _features
 from catlip.evaluate.common.cli import open_pair as _open_pair
 from catlip.evaluate.common.cli import unlisted as _unlisted
 from catlip.evaluate.common.datasets import ClassList, open_labelled
-from catlip.evaluate.common.features import default_device
-from catlip.evaluate.classify.linear import (ProbeConfig, balanced_subset, knn_accuracy, ridge_probe, score,
-                                             standardize_features, standardized_init, train_probe, _random_linear)
+from catlip.evaluate.classify.linear import _random_linear, knn_accuracy
 from catlip.evaluate.common.model import load_eval_model
 from catlip.evaluate.classify.transfer_init import DEFAULT_ALPHA, transfer_init
-
-
-def run_probe(checkpoint: str, train: str, test: str, classes: str | None = None, *,
-              fractions: Sequence[float] = (1.0,), shots: Sequence[int] = (), inits: Sequence[str] = ("random",),
-              knn: bool = True, multilabel: bool = False, alpha: float = DEFAULT_ALPHA, image_size: int | None = None,
-              probe: ProbeConfig | None = None, seed: int = 0, raw_features: bool = False,
-              allow_partial: bool = False, **opts: Any) -> dict[str, Any]:
-    """Linear probes (logistic over an lr/wd grid; ridge for k-shot) and k-NN on frozen features.
-
-    The linear probes read features standardized with the training split's statistics (the study's protocol,
-    :func:`standardize_features`) unless ``raw_features``; k-NN reads the raw ones (cosine similarity)."""
-    probe = probe or ProbeConfig(seed=seed)
-    model = load_eval_model(checkpoint, image_size)
-    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), multilabel, allow_partial)
-    num_classes = train_data.num_classes
-    result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size,
-                              "train": train, "test": test, "num_classes": num_classes,
-                              "features": "raw" if raw_features else "standardized", "rows": [],
-                              **(model.loaded or {})}
-    result.update(_unlisted(train=train_data, test=test_data))
-    mapping = None
-    if "transfer" in inits:
-        mapping = _coverage(model, train_data.classes, alpha, "--init transfer", Path(train).name)
-        result["coverage"] = mapping[2].to_dict()
-    encoder = model.encoder()
-    wid = model.weights_id()
-    result["weights_id"] = wid
-    tr, te = _features(model, train_data, encoder, wid, opts), _features(model, test_data, encoder, wid, opts)
-    result.update(train_images=len(tr), test_images=len(te), skipped={"train": tr.skipped, "test": te.skipped},
-                  empty_classes=train_data.empty_classes)
-    (ptr, pte), mean, std = (tr, te), None, None
-    if not raw_features:
-        (ptr, pte), mean, std = standardize_features(tr, te)
-    starts = {"random": lambda: _random_linear(tr.x.shape[1], num_classes, seed)}
-    if mapping is not None:
-        starts["transfer"] = lambda: _transfer_start(mapping, seed, mean, std)
-    probe_device = default_device(opts.get("device", "auto"))
-    subsets = [(f"{_pct(f)} of train", balanced_subset(tr.y, fraction=f, seed=seed)) for f in fractions]
-    subsets += [(f"{k}-shot", balanced_subset(tr.y, shots=k, seed=seed)) for k in shots]
-    for label, idx in subsets:
-        sub = ptr.subset(idx)
-        for init in inits:
-            fit = train_probe(sub, num_classes, probe, init=starts[init](), device=probe_device)
-            result["rows"].append({"protocol": "logistic", "subset": label, "init": init, "n_train": len(idx),
-                                   **score(fit.linear, pte), "lr": fit.lr, "weight_decay": fit.weight_decay})
-        if label.endswith("-shot") and not multilabel:
-            lin, info = ridge_probe(sub, num_classes)
-            result["rows"].append({"protocol": "ridge", "subset": label, "init": "-", "n_train": len(idx),
-                                   **score(lin, pte), "lambda": info["chosen"]["lambda"]})
-    if knn and not multilabel:
-        result["rows"].append({"protocol": "knn (k=20)", "subset": "100% of train", "init": "-", "n_train": len(tr),
-                               **knn_accuracy(tr, te, num_classes)})
-    return result
-
-
-def _transfer_start(mapping, seed: int, mean: torch.Tensor | None, std: torch.Tensor | None) -> nn.Linear:
-    """Transfer Init's classifier, re-expressed for standardized features when the probe reads those."""
-    weight, bias, report = mapping
-    linear = transfer_init(weight, bias, report, seed)
-    if mean is None:
-        return linear
-    return standardized_init(linear, mean, std, torch.tensor([bool(m.rows) for m in report.classes]))
 
 
 def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, *, k: int = 20,
@@ -99,10 +34,6 @@ def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, 
             "temperature": temperature, "train_images": len(tr), "test_images": len(te),
             "skipped": {"train": tr.skipped, "test": te.skipped}, "rows": [row],
             **_unlisted(train=train_data, test=test_data), **(model.loaded or {})}
-
-
-def _pct(fraction: float) -> str:
-    return f"{fraction * 100:g}%"
 
 
 def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode: str = "auto",

@@ -31,8 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from catlip.evaluate.run import run_probe
-    from catlip.evaluate.tasks.probe import probe_arguments
+    from catlip.evaluate.classify.probe import probe_arguments, run_probe
 
     result = run_probe(args.checkpoint, args.train, args.test, args.classes,
                        **probe_arguments(args, multilabel=True, knn=False))
