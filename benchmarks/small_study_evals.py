@@ -232,7 +232,7 @@ def head_stats(run_dir: str) -> dict | None:
 
 def _cifar_probe(enc, tasks: Tasks, p: Preset) -> dict:
     from catlip.evaluate.common.features import Features
-    from catlip.evaluate.classify.linear import knn_accuracy
+    from catlip.evaluate.classify.knn import knn_accuracy
 
     tr, te = tasks.cifar
     xtr, xte = _encode(enc, tr.dataset.images, p.device), _encode(enc, te.dataset.images, p.device)

@@ -1,9 +1,10 @@
 import numpy as np
 import torch
 
+from catlip.evaluate.classify.knn import knn_accuracy
+from catlip.evaluate.classify.linear import (ProbeConfig, balanced_subset, ridge_fit, ridge_probe, score, split_train_val,
+                                             train_probe)
 from catlip.evaluate.common.features import Features
-from catlip.evaluate.classify.linear import (ProbeConfig, balanced_subset, knn_accuracy, ridge_fit, ridge_probe, score,
-                                             split_train_val, train_probe)
 
 
 def clusters(n_per_class: int, num_classes: int = 4, dim: int = 16, spread: float = 0.3, seed: int = 0) -> Features:

@@ -16,8 +16,8 @@ _EXPORTS = {
     "catlip.evaluate.common.datasets": ("ClassList", "LabelledData", "eval_transform", "load_classes",
                                         "open_labelled"),
     "catlip.evaluate.common.features": ("Encoder", "Features", "cached_features", "extract_features"),
-    "catlip.evaluate.classify.linear": ("ProbeConfig", "balanced_subset", "knn_accuracy", "ridge_fit",
-                                        "ridge_probe", "train_probe"),
+    "catlip.evaluate.classify.knn": ("knn_accuracy",),
+    "catlip.evaluate.classify.linear": ("ProbeConfig", "balanced_subset", "ridge_fit", "ridge_probe", "train_probe"),
     "catlip.evaluate.common.metrics": ("mean_average_precision", "topk_accuracy"),
     "catlip.evaluate.classify.transfer_init": ("CoverageReport", "map_classes", "transfer_init"),
 }

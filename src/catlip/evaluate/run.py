@@ -14,26 +14,9 @@ from catlip.evaluate.common.cli import model_features as _features
 from catlip.evaluate.common.cli import open_pair as _open_pair
 from catlip.evaluate.common.cli import unlisted as _unlisted
 from catlip.evaluate.common.datasets import ClassList, open_labelled
-from catlip.evaluate.classify.linear import _random_linear, knn_accuracy
+from catlip.evaluate.classify.linear import _random_linear
 from catlip.evaluate.common.model import load_eval_model
 from catlip.evaluate.classify.transfer_init import DEFAULT_ALPHA, transfer_init
-
-
-def run_knn(checkpoint: str, train: str, test: str, classes: str | None = None, *, k: int = 20,
-            temperature: float = 0.07, image_size: int | None = None, allow_partial: bool = False,
-            **opts: Any) -> dict[str, Any]:
-    """Weighted k-NN (cosine, exp(s/T) votes) of the test images against the training images' frozen features."""
-    model = load_eval_model(checkpoint, image_size)
-    train_data, test_data = _open_pair(train, test, classes, model.eval_transform(), False, allow_partial)
-    encoder, wid = model.encoder(), model.weights_id()
-    tr, te = _features(model, train_data, encoder, wid, opts), _features(model, test_data, encoder, wid, opts)
-    row = {"protocol": f"knn (k={k})", "subset": "100% of train", "init": "-", "n_train": len(tr),
-           **knn_accuracy(tr, te, train_data.num_classes, k=k, temperature=temperature)}
-    return {"checkpoint": checkpoint, "method": model.method_name, "image_size": model.image_size, "train": train,
-            "test": test, "num_classes": train_data.num_classes, "weights_id": wid, "k": k,
-            "temperature": temperature, "train_images": len(tr), "test_images": len(te),
-            "skipped": {"train": tr.skipped, "test": te.skipped}, "rows": [row],
-            **_unlisted(train=train_data, test=test_data), **(model.loaded or {})}
 
 
 def run_zeroshot(checkpoint: str, test: str, classes: str | None = None, *, mode: str = "auto",

@@ -1,4 +1,4 @@
-"""Probes on frozen features: logistic regression over a small hyper-parameter grid, closed-form ridge, k-NN.
+"""Linear probes on frozen features: logistic regression over a small hyper-parameter grid, closed-form ridge.
 
 The logistic probe trains every (learning rate, weight decay) pair of the grid at once: their weights are stacked
 into one tensor and each pair is its own AdamW parameter group, so one pass over the cached features (same batches
@@ -283,24 +283,3 @@ def ridge_probe(train: Features, num_classes: int, lambdas: list[float] | None =
         results.append({"lambda": rel * scale, "relative_lambda": rel, "loo_top1": acc, "loo_sq_error": err})
     best = max(results, key=lambda r: (r["loo_top1"], -r["loo_sq_error"]))
     return ridge_fit(train.x, train.y, num_classes, best["lambda"]), {"chosen": best, "grid": results}
-
-
-# ---------------------------------------------------------------- k-NN
-
-
-@torch.no_grad()
-def knn_accuracy(train: Features, test: Features, num_classes: int, k: int = 20, temperature: float = 0.07,
-                 chunk: int = 1024) -> dict[str, float]:
-    """Cosine k-NN with neighbours weighted by exp(similarity / T) (the DINO protocol); top-1 and top-5."""
-    if train.y.dim() != 1:
-        raise ValueError("k-NN accuracy needs single-label targets")
-    bank = F.normalize(train.x.float(), dim=1)
-    k = min(k, bank.shape[0])
-    votes_all = []
-    for i in range(0, test.x.shape[0], chunk):
-        q = F.normalize(test.x[i : i + chunk].float(), dim=1)
-        sim, idx = (q @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(q.shape[0], num_classes)
-        votes.scatter_add_(1, train.y[idx], (sim / temperature).exp())
-        votes_all.append(votes)
-    return topk_accuracy(torch.cat(votes_all), test.y)

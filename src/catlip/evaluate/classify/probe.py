@@ -1,7 +1,7 @@
 """`catlip probe`: linear probes (logistic over an lr/wd grid; ridge for k-shot) + k-NN on frozen features.
 
 :func:`run_probe` loads the checkpoint, opens both splits and computes their (cached) features; :func:`probe_rows`
-is the procedure on those features. The training of one probe is ``classify.linear``. Torch is imported inside
+is the procedure on those features. The training of one probe is ``classify.linear``, the k-NN row ``knn``'s. Torch is imported inside
 the functions: ``catlip --help`` reads this module (``catlip.evaluate.tasks``).
 """
 
@@ -103,8 +103,9 @@ def probe_rows(train, test, num_classes: int, *, fractions: Sequence[float] = (1
 
     The linear probes read features standardized with the training split's statistics (the study's protocol,
     ``linear.standardize_features``) unless ``raw_features``; k-NN reads the raw ones (cosine similarity)."""
-    from catlip.evaluate.classify.linear import (ProbeConfig, _random_linear, balanced_subset, knn_accuracy,
-                                                 ridge_probe, score, standardize_features, train_probe)
+    from catlip.evaluate.classify.knn import knn_accuracy
+    from catlip.evaluate.classify.linear import (ProbeConfig, _random_linear, balanced_subset, ridge_probe, score,
+                                                 standardize_features, train_probe)
 
     config = config or ProbeConfig(seed=seed)
     (ptr, pte), mean, std = (train, test), None, None
