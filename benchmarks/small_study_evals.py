@@ -258,6 +258,7 @@ def _multilabel_probe(enc, tasks: Tasks, p: Preset) -> dict:
 def _retrieval(model, tasks: Tasks, p: Preset) -> dict:
     """Flickr8k test image <-> caption retrieval: text tower for two-tower methods, head scoring for the rest."""
     from catlip.evaluate.caption import retrieval as rt
+    from catlip.evaluate.common.features import ImageTower
 
     captions = [c for caps in tasks.test.captions for c in caps]
     owner = torch.tensor([i for i, caps in enumerate(tasks.test.captions) for _ in caps])
@@ -266,7 +267,7 @@ def _retrieval(model, tasks: Tasks, p: Preset) -> dict:
     if mode == "text":
         import open_clip
 
-        images = _encode(rt.ImageTower(model.method), tasks.test.images, p.device)
+        images = _encode(ImageTower(model.method), tasks.test.images, p.device)
         texts = rt.encode_captions(model.method.encode_text, lambda t: open_clip.tokenize(t, model.context_length),
                                    captions, device=p.device)
         sim, label = rt.clip_similarity(images, texts), "text tower"

@@ -98,12 +98,12 @@ def _head_zero_shot(model, te, probe: ProbeSet) -> float | None:
     """Top-1 (%) of the zero-shot task's head classifier over the ten object classes (no probe training at all);
     None when the head cannot score every object class (no head, or an object missing from the vocabulary)."""
     from catlip.errors import CatlipError
-    from catlip.evaluate.tasks.zeroshot import head_zero_shot
+    from catlip.evaluate.classify.zeroshot import head_zero_shot_of_model
 
     if model.head is None:
         return None
     try:
-        out = head_zero_shot(model, te, probe.test.classes, dataset="synthetic objects")
+        out = head_zero_shot_of_model(model, te, probe.test.classes, dataset="synthetic objects")
     except CatlipError:
         return None
     if any(not c["rows"] for c in out["coverage"]["classes"]):

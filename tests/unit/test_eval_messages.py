@@ -162,7 +162,7 @@ def _zeroshot_result(predicted: list[int], images: list[int]) -> dict:
 
 
 def test_a_collapsed_head_is_noted_in_one_line(capsys):
-    from catlip.evaluate.tasks import zeroshot
+    from catlip.evaluate.classify import zeroshot
 
     result = _zeroshot_result(predicted=[0, 0, 10, 0, 0, 0, 0, 0, 0, 0], images=[1] * 10)
     assert result["top1"] == pytest.approx(0.10)  # the number that gave no hint before
@@ -188,7 +188,7 @@ def test_dominant_class(predicted, images, dominant):
 
 
 def test_no_collapse_note_for_spread_predictions(capsys):
-    from catlip.evaluate.tasks import zeroshot
+    from catlip.evaluate.classify import zeroshot
 
     zeroshot.report(_zeroshot_result(predicted=[2, 1, 1], images=[2, 1, 1]), argparse.Namespace(no_bias=False))
     printed = capsys.readouterr().out
@@ -196,7 +196,7 @@ def test_no_collapse_note_for_spread_predictions(capsys):
 
 
 def test_many_classes_show_the_lowest_and_highest_recalls(capsys):
-    from catlip.evaluate.tasks import zeroshot
+    from catlip.evaluate.classify import zeroshot
 
     images = [c + 1 for c in range(40)]  # class c: c + 1 images, every one predicted right
     result = _zeroshot_result(predicted=images, images=images)

@@ -278,7 +278,7 @@ def image_folder(root, classes, per_class=2):
 def test_cli_text_mode_table_and_json(tiny_clip, tmp_path, monkeypatch, capsys):
     from catlip.cli import main
 
-    monkeypatch.setattr("catlip.evaluate.run.load_eval_model", lambda *a, **k: tiny_clip)
+    monkeypatch.setattr("catlip.evaluate.common.model.load_eval_model", lambda *a, **k: tiny_clip)
     test = image_folder(tmp_path / "test", ["café", "naïve", "sea_lion"])
     (tmp_path / "classes.txt").write_text("café\nnaïve\nsea_lion\nwalrus\n", encoding="utf-8")
     out = tmp_path / "zs.json"
@@ -301,7 +301,7 @@ def test_cli_text_mode_table_and_json(tiny_clip, tmp_path, monkeypatch, capsys):
 def test_cli_text_mode_bad_template_file_is_one_line(tiny_clip, tmp_path, monkeypatch, capsys):
     from catlip.cli import main
 
-    monkeypatch.setattr("catlip.evaluate.run.load_eval_model", lambda *a, **k: tiny_clip)
+    monkeypatch.setattr("catlip.evaluate.common.model.load_eval_model", lambda *a, **k: tiny_clip)
     test = image_folder(tmp_path / "test", ["dog", "cat"], per_class=1)
     (tmp_path / "t.txt").write_text("a photo of a {}.\na photo\n")
     assert main(["zeroshot", "tiny-clip", "--test", str(test), "--templates", str(tmp_path / "t.txt"),

@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 REDUCTIONS = ("mean", "sum")
 DIRECTIONS = ("image_to_text", "text_to_image")
@@ -82,17 +81,6 @@ def recall_at_k(similarity: torch.Tensor, caption_to_image: torch.Tensor, ks: Se
 def clip_similarity(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
     """(n_images, n_captions) cosine similarities (the logit scale and SigLIP bias do not change any ranking)."""
     return F.normalize(image_embeddings.float(), dim=-1) @ F.normalize(text_embeddings.float(), dim=-1).T
-
-
-class ImageTower(nn.Module):
-    """A two-tower method's image embedding as an encoder module (for ``extract_features``)."""
-
-    def __init__(self, method: nn.Module):
-        super().__init__()
-        self.method = method
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.method.encode_image(images)
 
 
 @torch.no_grad()

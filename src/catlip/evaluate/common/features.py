@@ -47,6 +47,17 @@ class Encoder(nn.Module):
         return self.backbone.forward_head(feats, pre_logits=True)
 
 
+class ImageTower(nn.Module):
+    """A two-tower method's image embedding as an encoder module (for ``extract_features``)."""
+
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.encode_image(images)
+
+
 @dataclass
 class Features:
     x: torch.Tensor  # (N, D) float32

@@ -126,7 +126,8 @@ def _text_similarity(model, data: dict, args: argparse.Namespace):
     import open_clip
 
     from catlip.errors import CheckpointError
-    from catlip.evaluate.caption.retrieval import ImageTower, clip_similarity, encode_captions
+    from catlip.evaluate.caption.retrieval import clip_similarity, encode_captions
+    from catlip.evaluate.common.features import ImageTower
 
     method = model.method
     if method is None or not hasattr(method, "encode_text"):
