@@ -6,7 +6,8 @@ from catlip.config import ConfigError, ModelConfig
 from catlip.errors import DataError
 from catlip.evaluate.common.datasets import eval_transform, open_labelled
 from catlip.evaluate.common.features import Encoder
-from catlip.evaluate.classify.finetune import Classifier, FinetuneConfig, finetune, load_finetune_config, param_groups
+from catlip.evaluate.classify.finetune import FinetuneConfig, finetune, load_finetune_config, param_groups
+from catlip.evaluate.classify.linear import Classifier
 
 
 def tiny_encoder(seed=0):

@@ -2,4 +2,4 @@
 share (``linear``: probe training on frozen features; ``transfer_init``: the pre-trained head's rows for the
 target classes)."""
 
-TASKS = ("probe", "knn", "multilabel", "zeroshot")  # the modules here that are evaluation tasks (catlip.evaluate.tasks)
+TASKS = ("probe", "knn", "multilabel", "zeroshot", "finetune")  # the modules here that are evaluation tasks (catlip.evaluate.tasks)

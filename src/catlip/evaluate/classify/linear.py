@@ -5,6 +5,9 @@ into one tensor and each pair is its own AdamW parameter group, so one pass over
 for all) replaces a loop of runs. The pair with the best validation score is then refit on the whole training set.
 Like the paper (Table 7a), training is AdamW with a cosine schedule for a fixed number of epochs; the initial
 classifier is either random (``nn.Linear``'s default) or given (Transfer Init).
+
+``Classifier`` (encoder + linear layer) is the model ``catlip finetune`` trains end to end; it lives here because a
+task module defines no torch class (``catlip --help`` reads every task module without importing torch).
 """
 
 from __future__ import annotations
@@ -113,6 +116,18 @@ class ProbeResult:
 def _random_linear(dim: int, num_classes: int, seed: int) -> nn.Linear:
     torch.manual_seed(seed)
     return nn.Linear(dim, num_classes)
+
+
+class Classifier(nn.Module):
+    """encoder (backbone + pooling) followed by a linear classifier."""
+
+    def __init__(self, encoder: nn.Module, linear: nn.Linear):
+        super().__init__()
+        self.encoder = encoder
+        self.linear = linear
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.encoder(images))
 
 
 def fit_linear_grid(feats: Features, num_classes: int, cfg: ProbeConfig, init: nn.Linear | None = None,
