@@ -42,6 +42,18 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The checkpoint and the inference options (`catlip retrieval`, `catlip tag`)."""
+    p.add_argument("checkpoint", help=CKPT_HELP)
+    p.add_argument("--output", "-o", help="write the full result as JSON here")
+    p.add_argument("--image-size", type=int, help="evaluation resolution (default: the pre-training one)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data-loading processes (default: min(4, CPU cores))")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def add_limit(p: argparse.ArgumentParser, what: str = "images per split") -> None:
     """``--limit N``: try a command on a few images first (the first N in the data's order)."""
     p.add_argument("--limit", type=int, metavar="N", help=f"at most N {what} (the first ones; default: all)")

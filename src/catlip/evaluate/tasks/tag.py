@@ -8,8 +8,7 @@ from typing import Any
 
 from catlip.errors import CliError
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.common.cli import add_limit, check_limit
-from catlip.evaluate.tasks.retrieval import add_model_options
+from catlip.evaluate.common.cli import add_limit, add_model_options, check_limit
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
