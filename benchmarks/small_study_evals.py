@@ -291,7 +291,7 @@ def _head_scores(model, tasks: Tasks, captions: list[str], p: Preset) -> tuple[t
 
     weight, bias = model.head_weight("head caption scoring")
     labels = rt.caption_label_ids(captions, model.vocab)
-    from catlip.evaluate.caption.images import head_activation
+    from catlip.evaluate.caption.head import head_activation
 
     activation = head_activation(model)
     feats = _encode(model.encoder(), tasks.test.images, p.device)

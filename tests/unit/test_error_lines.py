@@ -313,7 +313,7 @@ def test_evaluation_results_on_a_full_disk_are_one_line_and_leave_nothing(tmp_pa
     """Every evaluation command's -o JSON and `tag --jsonl` go through catlip.atomic: OutputError, no file."""
     from catlip.errors import OutputError
     from catlip.evaluate.common.cli import write_json
-    from catlip.evaluate.tasks.tag import _write_jsonl
+    from catlip.evaluate.caption.tag import _write_jsonl
 
     _disk_full(monkeypatch)
     with pytest.raises(OutputError, match="cannot write .*result.json: No space left on device"):

@@ -1,4 +1,5 @@
-"""Caption evaluations: image–caption retrieval, head tagging and the in-domain tasks built from held-out captions,
-plus the image inputs they share (``images``; it holds the head tagger too until the tag task is one file)."""
+"""Caption evaluations: image–caption retrieval, head tagging and the in-domain tasks built from held-out captions
+(``caption_tasks``, used by the benchmarks), plus what retrieval and tagging share: the image inputs (``images``)
+and the classification head read as label probabilities (``head``)."""
 
-TASKS = ("retrieval",)  # the modules here that are evaluation tasks (catlip.evaluate.tasks)
+TASKS = ("retrieval", "tag")  # the modules here that are evaluation tasks (catlip.evaluate.tasks)

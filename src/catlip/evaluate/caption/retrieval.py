@@ -145,7 +145,7 @@ def _text_similarity(model, data: dict, args: argparse.Namespace):
 
 
 def _head_similarity(model, data: dict, args: argparse.Namespace):
-    from catlip.evaluate.caption.images import head_activation, require_head
+    from catlip.evaluate.caption.head import head_activation, require_head
 
     weight, bias = require_head(model, "head caption scoring")
     feats, captions = _image_features(model, data, model.encoder(), args)
@@ -268,22 +268,12 @@ def caption_label_ids(captions: Sequence[str], vocab) -> list[list[int]]:
     return [[i for i in dict.fromkeys(vocab.encode(extractor.extract(c))) if i not in never] for c in captions]
 
 
-def head_log_probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    """Log-probabilities of the head's labels: ``sigmoid`` (CatLIP: independent labels) or ``softmax``
-    (SuperClass: one distribution over the vocabulary)."""
-    import torch.nn.functional as F
-
-    if activation == "softmax":
-        return F.log_softmax(logits.float(), dim=-1)
-    if activation == "sigmoid":
-        return F.logsigmoid(logits.float())
-    raise ValueError(f"activation must be sigmoid or softmax, not {activation!r}")
-
-
 def _head_log_probs(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
                     chunk: int):
     """(start, (n, V) log-probabilities) for successive chunks of images."""
     import torch.nn.functional as F
+
+    from catlip.evaluate.caption.head import head_log_probabilities
 
     w, b = weight.float().cpu(), (bias.float().cpu() if bias is not None else None)
     for start in range(0, features.shape[0], chunk):
