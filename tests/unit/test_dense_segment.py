@@ -16,7 +16,8 @@ from catlip.errors import CatlipError, CheckpointError, DataError
 from catlip.evaluate.dense import loop
 from catlip.evaluate.dense.data import (IGNORE, DenseDataset, collate_seg, open_segmentation, seg_eval_transform,
                                         seg_train_transform)
-from catlip.evaluate.dense.segment import (Segmenter, _loss, evaluate_segmenter, load_segment_config, run_segment)
+from catlip.evaluate.dense.segment import _loss, evaluate_segmenter, load_segment_config, run_segment
+from catlip.models.dense import Segmenter
 
 TINY = """
 model:

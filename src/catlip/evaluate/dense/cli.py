@@ -1,4 +1,4 @@
-"""Arguments, running and printing shared by the dense tasks (segment, detect); not a task itself (the ``_``)."""
+"""Arguments, running and printing shared by the dense tasks (segment, detect); not a task itself."""
 
 from __future__ import annotations
 
