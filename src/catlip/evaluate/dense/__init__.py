@@ -6,9 +6,9 @@ object detection (Mask R-CNN on ViTDet's simple feature pyramid), with their dat
   augmentation with torchvision's v2 transforms; bad samples are skipped and counted.
 - ``segment`` (task): the recipe, confusion-matrix metrics (mIoU, per-class IoU, pixel accuracy) and
   ``run_segment``; the DeepLabv3 model is ``catlip.models.dense.Segmenter``.
-- ``detect``: the Faster / Mask R-CNN model, COCO AP (pycocotools) and ``run_detect``.
+- ``detect`` (task): the recipe, the Faster / Mask R-CNN model, COCO AP (pycocotools) and ``run_detect``.
 - ``loop``: AdamW with layer-wise lr decay, the schedules, and the resumable epoch loop both tasks share.
 - ``cli``: the flags, running and printing both tasks share.
 """
 
-TASKS = ("segment",)  # the modules here that are evaluation tasks (catlip.evaluate.tasks)
+TASKS = ("segment", "detect")  # the modules here that are evaluation tasks (catlip.evaluate.tasks)
