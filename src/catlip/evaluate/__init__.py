@@ -1,7 +1,8 @@
-"""Evaluation: linear probes, k-NN, fine-tuning, zero-shot and Transfer Init.
+"""Evaluation: linear probes, k-NN, fine-tuning, zero-shot, Transfer Init, retrieval, tagging and dense transfer.
 
 Depends only on the timm backbone contract plus, for Transfer Init and head zero-shot, the pre-trained head's
-weight and the vocabulary. The command-line tasks are the registry in ``catlip.evaluate.tasks``.
+weight and the vocabulary. Grouped by family: ``classify/``, ``caption/``, ``dense/``, with what they share in
+``common/``; one module per task, registered by ``catlip.evaluate.tasks``.
 
 The names below are imported on first use, so ``catlip.evaluate.tasks`` (which ``catlip --help`` reads) does not
 import torch.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+TASKS = ("suite",)  # the task modules at this level (`catlip eval`); the families list their own
 
 _EXPORTS = {
     "catlip.evaluate.common.datasets": ("ClassList", "LabelledData", "eval_transform", "load_classes",

@@ -4,11 +4,11 @@ A task declares its command-line arguments (``add_arguments(parser)``), runs fro
 (``run(args) -> dict`` of metrics and details, JSON-able) and prints its result (``report(result, args)``).
 ``catlip.cli`` builds one subcommand per task by iterating :func:`tasks`; ``--output/-o`` writes the dict as JSON.
 
-Task modules live in their family's package (``catlip.evaluate.classify``, ``.caption``, ``.dense``), which names
-them in its ``TASKS`` tuple, so adding a task touches that one folder (plus its test). Modules not yet moved there
-still sit in this package, found by name (a leading ``_`` marks a helper). Task modules and family ``__init__``
-files import only the standard library at top level (``catlip --help`` must not import torch); heavy imports go
-inside the functions.
+A task is one module holding its command line and its procedure, in its family's package
+(``catlip.evaluate.classify``, ``.caption``, ``.dense``), which names it in its ``TASKS`` tuple; ``catlip.evaluate``
+itself names ``suite`` (``catlip eval``). Adding a task touches that one folder (plus its test). Task modules and
+family ``__init__`` files import only the standard library and torch-free catlip modules at top level
+(``catlip --help`` reads them all and must not import torch); heavy imports go inside the functions.
 """
 
 from __future__ import annotations
@@ -39,16 +39,14 @@ _TASKS: dict[str, Task] | None = None
 
 
 def _task_modules() -> list[str]:
-    """Every task module's name: those the family packages of ``catlip.evaluate`` list in ``TASKS``, then the
-    ones still in this package."""
+    """Every task module's name: those ``catlip.evaluate`` and its family packages list in ``TASKS``."""
     import catlip.evaluate as root
 
-    found = []
+    found = [f"{root.__name__}.{name}" for name in root.TASKS]
     for info in pkgutil.iter_modules(root.__path__):
-        if info.ispkg and info.name != "tasks":
+        if info.ispkg:
             family = importlib.import_module(f"{root.__name__}.{info.name}")
             found += [f"{family.__name__}.{name}" for name in getattr(family, "TASKS", ())]
-    found += [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
     return found
 
 
