@@ -40,7 +40,7 @@ DEMO_OVERRIDES = [
 @dataclass
 class ProbeSet:
     name: str
-    train: object  # evaluate.datasets.LabelledData: items (image tensor | None, class)
+    train: object  # evaluate.common.datasets.LabelledData: items (image tensor | None, class)
     test: object
     num_classes: int
     size: int  # probe training images (the test split uses half as many)

@@ -22,6 +22,7 @@ _EXPORTS = {
     "catlip.evaluate.classify.knn": ("knn_accuracy",),
     "catlip.evaluate.classify.linear": ("ProbeConfig", "balanced_subset", "ridge_fit", "ridge_probe", "train_probe"),
     "catlip.evaluate.common.metrics": ("mean_average_precision", "topk_accuracy"),
+    "catlip.evaluate.common.model": ("EvalModel", "load_eval_model"),
     "catlip.evaluate.classify.transfer_init": ("CoverageReport", "map_classes", "transfer_init"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
