@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 # one probe protocol: `catlip probe` and the study standardise features with the same code
-from catlip.evaluate.linear_probe import standardize as _standardize, standardized_init as _standardized_init
+from catlip.evaluate.classify.linear import standardize as _standardize, standardized_init as _standardized_init
 
 from small_study import HEAD_METHODS, Preset, say
 
@@ -39,7 +39,7 @@ class Tasks:
     """The evaluation data, decoded once: CIFAR-10 subsets and the Flickr8k dev/test images with caption labels."""
 
     cifar: tuple  # (train LabelledData, test LabelledData)
-    dev: object  # catlip.evaluate.caption_tasks.CaptionedImages
+    dev: object  # catlip.evaluate.caption.caption_tasks.CaptionedImages
     test: object
     dev_sets: list
     test_sets: list
@@ -50,7 +50,7 @@ class Tasks:
     @classmethod
     def load(cls, p: Preset, data: Path, vocab, work: Path) -> "Tasks":
         from catlip.data.transforms import eval_transform
-        from catlip.evaluate import caption_tasks as ct
+        from catlip.evaluate.caption import caption_tasks as ct
 
         t = time.perf_counter()
         cifar = (_cifar(data / "cifar10" / "cifar10-train-000.tar", p.probe_train, p.image_size),
@@ -67,7 +67,7 @@ class Tasks:
         return cls(cifar, dev, test, dev_sets, test_sets, ml, objects, vocab)
 
     def describe(self) -> dict:
-        from catlip.evaluate import caption_tasks as ct
+        from catlip.evaluate.caption import caption_tasks as ct
 
         v = self.vocab
         ml_test = ct.multilabel_targets(self.test_sets, self.multilabel_ids)
@@ -97,7 +97,7 @@ class Tasks:
 
 def _cifar(path: Path, n: int, size: int):
     """The first ``n`` readable images of a shard (the shards are shuffled, so this is a random sample)."""
-    from catlip.evaluate.datasets import LabelledData, eval_transform, open_labelled
+    from catlip.evaluate.common.datasets import LabelledData, eval_transform, open_labelled
 
     data = open_labelled(str(path), path.parent / "classes.txt", eval_transform(size))
     images, targets = [], []
@@ -131,13 +131,13 @@ def _encode(module, images: torch.Tensor, device: str, batch: int = 500) -> torc
 
 
 def _probe(train_x, train_y, test_x, test_y, num_classes: int, epochs: int, seed: int = 0, init=None) -> dict:
-    from catlip.evaluate.features import Features
-    from catlip.evaluate.linear_probe import ProbeConfig, score, train_probe
+    from catlip.evaluate.common.features import Features
+    from catlip.evaluate.classify.linear import ProbeConfig, score, train_probe
 
     fit = train_probe(Features(train_x, train_y), num_classes, ProbeConfig(epochs=epochs, seed=seed), init=init)
     out = {**score(fit.linear, Features(test_x, test_y)), "lr": fit.lr, "weight_decay": fit.weight_decay}
     if test_y.dim() == 1:  # mean per-class recall: the in-domain object task is dominated by dogs
-        from catlip.evaluate.metrics import per_class_accuracy
+        from catlip.evaluate.common.metrics import per_class_accuracy
 
         with torch.no_grad():
             recalls = per_class_accuracy(fit.linear(test_x), test_y, num_classes)
@@ -188,7 +188,7 @@ def evaluate(spec: str, tasks: Tasks, p: Preset, work: Path, diverged: bool = Fa
         return out
     if out is not None and ret is not None:
         return {**out, "retrieval": ret}
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     t = time.perf_counter()
     model = load_eval_model(spec)
@@ -231,8 +231,8 @@ def head_stats(run_dir: str) -> dict | None:
 
 
 def _cifar_probe(enc, tasks: Tasks, p: Preset) -> dict:
-    from catlip.evaluate.features import Features
-    from catlip.evaluate.linear_probe import knn_accuracy
+    from catlip.evaluate.common.features import Features
+    from catlip.evaluate.classify.knn import knn_accuracy
 
     tr, te = tasks.cifar
     xtr, xte = _encode(enc, tr.dataset.images, p.device), _encode(enc, te.dataset.images, p.device)
@@ -247,7 +247,7 @@ def _cifar_probe(enc, tasks: Tasks, p: Preset) -> dict:
 
 
 def _multilabel_probe(enc, tasks: Tasks, p: Preset) -> dict:
-    from catlip.evaluate import caption_tasks as ct
+    from catlip.evaluate.caption import caption_tasks as ct
 
     ytr = ct.multilabel_targets(tasks.dev_sets, tasks.multilabel_ids)
     yte = ct.multilabel_targets(tasks.test_sets, tasks.multilabel_ids)
@@ -257,7 +257,8 @@ def _multilabel_probe(enc, tasks: Tasks, p: Preset) -> dict:
 
 def _retrieval(model, tasks: Tasks, p: Preset) -> dict:
     """Flickr8k test image <-> caption retrieval: text tower for two-tower methods, head scoring for the rest."""
-    from catlip.evaluate import retrieval as rt
+    from catlip.evaluate.caption import retrieval as rt
+    from catlip.evaluate.common.features import ImageTower
 
     captions = [c for caps in tasks.test.captions for c in caps]
     owner = torch.tensor([i for i, caps in enumerate(tasks.test.captions) for _ in caps])
@@ -266,7 +267,7 @@ def _retrieval(model, tasks: Tasks, p: Preset) -> dict:
     if mode == "text":
         import open_clip
 
-        images = _encode(rt.ImageTower(model.method), tasks.test.images, p.device)
+        images = _encode(ImageTower(model.method), tasks.test.images, p.device)
         texts = rt.encode_captions(model.method.encode_text, lambda t: open_clip.tokenize(t, model.context_length),
                                    captions, device=p.device)
         sim, label = rt.clip_similarity(images, texts), "text tower"
@@ -286,11 +287,11 @@ def _head_scores(model, tasks: Tasks, captions: list[str], p: Preset) -> tuple[t
     being the label's mean probability over the test images. Without it a caption naming only "dog" outranks
     every other caption for every image (image->text R@1 ~ 0); text->image rankings are the same either way,
     since the subtracted term is constant per caption. The raw mean log-probability is reported too."""
-    from catlip.evaluate import retrieval as rt
+    from catlip.evaluate.caption import retrieval as rt
 
     weight, bias = model.head_weight("head caption scoring")
     labels = rt.caption_label_ids(captions, model.vocab)
-    from catlip.evaluate.tagging import head_activation
+    from catlip.evaluate.caption.head import head_activation
 
     activation = head_activation(model)
     feats = _encode(model.encoder(), tasks.test.images, p.device)
@@ -316,9 +317,9 @@ def transfer(run_dir: str, tasks: Tasks, p: Preset, work: Path) -> dict:
     cached = _cached(cache, sig)
     if cached is not None:
         return cached
-    from catlip.evaluate import caption_tasks as ct
-    from catlip.evaluate.datasets import ClassList
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.caption import caption_tasks as ct
+    from catlip.evaluate.common.datasets import ClassList
+    from catlip.evaluate.common.model import load_eval_model
 
     model = load_eval_model(run_dir)
     enc = model.encoder()
@@ -337,10 +338,10 @@ def transfer(run_dir: str, tasks: Tasks, p: Preset, work: Path) -> dict:
 
 
 def _transfer_rows(model, xtr, ytr, xte, yte, classes, p: Preset, dataset: str) -> dict:
-    from catlip.evaluate.linear_probe import _random_linear, balanced_subset
-    from catlip.evaluate.transfer_init import map_classes, transfer_init
-    from catlip.evaluate.zero_shot import head_zero_shot
-    from catlip.evaluate.features import Features
+    from catlip.evaluate.classify.linear import _random_linear, balanced_subset
+    from catlip.evaluate.classify.transfer_init import map_classes, transfer_init
+    from catlip.evaluate.classify.zeroshot import head_zero_shot
+    from catlip.evaluate.common.features import Features
 
     weight, bias = model.head_weight("Transfer Init")
     report = map_classes(classes, model.vocab, dataset=dataset)

@@ -40,7 +40,7 @@ DEMO_OVERRIDES = [
 @dataclass
 class ProbeSet:
     name: str
-    train: object  # evaluate.datasets.LabelledData: items (image tensor | None, class)
+    train: object  # evaluate.common.datasets.LabelledData: items (image tensor | None, class)
     test: object
     num_classes: int
     size: int  # probe training images (the test split uses half as many)
@@ -65,29 +65,29 @@ class _SyntheticLabelled(torch.utils.data.Dataset):
 
 def _labelled(dataset, name: str, classes) -> object:
     """The synthetic set as an evaluation ``LabelledData`` (items ``(image tensor, class)``, like every reader's)."""
-    from catlip.evaluate.datasets import ClassList, LabelledData
+    from catlip.evaluate.common.datasets import ClassList, LabelledData
 
     return LabelledData(name, dataset, ClassList(list(classes)))
 
 
 def _eval_model(method, vocab, image_size: int, source: str):
     """A trained or random-init method as what the evaluation tasks read (backbone, head, vocabulary)."""
-    from catlip.evaluate.model import EvalModel
+    from catlip.evaluate.common.model import EvalModel
 
     return EvalModel(source, method.name, method.backbone, image_size, getattr(method, "head", None), vocab, method)
 
 
 def _features(model, data, limit: int):
     """Frozen features of the first ``limit`` images, by the evaluation tasks' extractor (the head's pooling)."""
-    from catlip.evaluate.features import extract_features
+    from catlip.evaluate.common.features import extract_features
 
     return extract_features(model.encoder(), data, batch_size=256, device="cpu", progress=False, limit=limit)
 
 
 def _probe(tr, te, probe: ProbeSet) -> float:
     """Top-1 (%) of the probe task's logistic regression on frozen, standardised features."""
-    from catlip.evaluate.linear_probe import ProbeConfig
-    from catlip.evaluate.tasks.probe import linear_probe
+    from catlip.evaluate.classify.linear import ProbeConfig
+    from catlip.evaluate.classify.probe import linear_probe
 
     cfg = ProbeConfig(epochs=30, min_steps=200, lrs=[3e-3, 3e-2], weight_decays=[0.0, 1e-3])
     # standardised: the same scale for both backbones, so one lr grid fits both
@@ -98,12 +98,12 @@ def _head_zero_shot(model, te, probe: ProbeSet) -> float | None:
     """Top-1 (%) of the zero-shot task's head classifier over the ten object classes (no probe training at all);
     None when the head cannot score every object class (no head, or an object missing from the vocabulary)."""
     from catlip.errors import CatlipError
-    from catlip.evaluate.tasks.zeroshot import head_zero_shot
+    from catlip.evaluate.classify.zeroshot import head_zero_shot_of_model
 
     if model.head is None:
         return None
     try:
-        out = head_zero_shot(model, te, probe.test.classes, dataset="synthetic objects")
+        out = head_zero_shot_of_model(model, te, probe.test.classes, dataset="synthetic objects")
     except CatlipError:
         return None
     if any(not c["rows"] for c in out["coverage"]["classes"]):
@@ -141,7 +141,7 @@ def _probe_set(data: str | None, image_size: int, probe_train: str | None, probe
         classes = cifar / "classes.txt"
     else:
         classes = None
-    from catlip.evaluate.datasets import eval_transform, open_labelled
+    from catlip.evaluate.common.datasets import eval_transform, open_labelled
 
     tf = eval_transform(image_size)
     tr = open_labelled(probe_train, classes, tf)

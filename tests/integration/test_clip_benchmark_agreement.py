@@ -92,7 +92,7 @@ def _accuracy_numpy2(output, target, topk=(1,)):
 
 
 def test_zero_shot_classification_agrees(clip_run, shared_data, tmp_path, monkeypatch):
-    from catlip.evaluate.templates import load_templates
+    from catlip.evaluate.common.templates import load_templates
 
     shard = _first_samples(shared_data / "cifar10" / "cifar10-test-000.tar", tmp_path / "c.tar", 60)
     classes = (shared_data / "cifar10" / "classes.txt").read_text().split()

@@ -1,4 +1,4 @@
-"""In-domain evaluation tasks from held-out captions (catlip.evaluate.caption_tasks), checked by hand."""
+"""In-domain evaluation tasks from held-out captions (catlip.evaluate.caption.caption_tasks), checked by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from catlip.data.transforms import eval_transform
 from catlip.errors import DataError
-from catlip.evaluate import caption_tasks as ct
+from catlip.evaluate.caption import caption_tasks as ct
 from catlip.labels.vocab import Vocabulary
 from tests.shards import write_tar
 

@@ -15,9 +15,9 @@ from shards import write_tar  # tests/shards.py
 
 from catlip.cli import main
 from catlip.errors import DataError
-from catlip.evaluate.class_files import read_class_file
-from catlip.evaluate.datasets import eval_transform, load_classes, open_labelled
-from catlip.evaluate.templates import read_classnames_file, resolve_classnames
+from catlip.evaluate.common.class_files import read_class_file
+from catlip.evaluate.common.datasets import eval_transform, load_classes, open_labelled
+from catlip.evaluate.common.templates import read_classnames_file, resolve_classnames
 
 from tiny import TINY_VIT as TINY  # noqa: E402  (tests/tiny.py)
 COMMON = ["--workers", "0", "--no-progress", "--batch-size", "64"]
@@ -202,6 +202,7 @@ def test_multilabel_json_indices_beyond_the_list(tmp_path):
 
 
 def test_the_class_file_reader_imports_no_torch():
-    code = "import sys, catlip.evaluate.templates, catlip.evaluate.class_files; print('torch' in sys.modules)"
+    code = ("import sys, catlip.evaluate.common.templates, catlip.evaluate.common.class_files; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

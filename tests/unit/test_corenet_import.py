@@ -53,7 +53,7 @@ def _forward(backbone, head, x):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_imported_model_reproduces_corenet_logits_and_features(imported, golden, size):
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     inputs, outputs = golden
     model = load_eval_model(str(imported))
@@ -64,7 +64,7 @@ def test_imported_model_reproduces_corenet_logits_and_features(imported, golden,
 
 
 def test_patch_tokens_match_corenet(imported, golden):
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     inputs, outputs = golden
     model = load_eval_model(str(imported))
@@ -75,7 +75,7 @@ def test_patch_tokens_match_corenet(imported, golden):
 
 @pytest.mark.parametrize("size,tokens", [("256", 256), ("160x320", 200)])
 def test_stretch_is_corenets_position_table(imported, golden, size, tokens):
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
     from catlip.models.pos_embed import stretch_table
 
     _, outputs = golden
@@ -170,7 +170,7 @@ def test_tag_uses_the_imported_preprocessing(imported, tmp_path, capsys):
     probabilities equal the model's on that crop computed by hand."""
     from PIL import Image
 
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     rng = np.random.default_rng(0)
     pixels = (rng.random((232, 232, 3)) * 255).astype(np.uint8)
@@ -296,7 +296,7 @@ def fixture_state(fixture_dir):
 
 @pytest.mark.parametrize("wrap", ["model", "state_dict", "ema", "module"])
 def test_wrappers_and_module_prefix_are_unwrapped(fixture_state, fixture_dir, golden, tmp_path, wrap):
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     state = {f"module.{k}": v for k, v in fixture_state.items()} if wrap == "module" else {wrap: fixture_state}
     torch.save(state, tmp_path / "wrapped.pt")

@@ -15,9 +15,9 @@ from PIL import Image
 
 from catlip.errors import DataError
 from catlip.evaluate.dense import loop
-from catlip.evaluate.dense.data import (DenseDataset, clean_boxes, collate_det, det_eval_transform,
-                                        det_train_transform, open_detection)
-from catlip.evaluate.dense.detection import _loss, build_detector, evaluate_detector, load_detect_config
+from catlip.evaluate.dense.data import (DenseDataset, clean_boxes, collate_det, det_eval_transform, det_train_transform,
+                                        open_detection)
+from catlip.evaluate.dense.detect import _loss, build_detector, evaluate_detector, load_detect_config
 
 TINY = """
 model:
@@ -31,7 +31,7 @@ SMALL = ["image_size=64", "num_workers=0", "weight_decay=0", "fpn_channels=32", 
 
 @pytest.mark.slow
 def test_detector_overfits_a_few_images(tmp_path):
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     torch.set_num_threads(1)
     (tmp_path / "tiny.yaml").write_text(TINY)
@@ -49,7 +49,7 @@ def test_detector_overfits_a_few_images(tmp_path):
 
 
 def test_mask_rcnn_trains_a_step_and_reports_mask_ap(tmp_path):
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     (tmp_path / "tiny.yaml").write_text(TINY)
     data = open_detection("synthetic:2:64", seed=0)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from catlip.evaluate.dense.data import IGNORE
-from catlip.evaluate.dense.detection import coco_ap
-from catlip.evaluate.dense.segmentation import confusion_matrix, segmentation_metrics
+from catlip.evaluate.dense.detect import coco_ap
+from catlip.evaluate.dense.segment import confusion_matrix, segmentation_metrics
 
 
 def test_miou_on_a_toy_mask():

@@ -16,8 +16,8 @@ from catlip.errors import CatlipError, CheckpointError, DataError
 from catlip.evaluate.dense import loop
 from catlip.evaluate.dense.data import (IGNORE, DenseDataset, collate_seg, open_segmentation, seg_eval_transform,
                                         seg_train_transform)
-from catlip.evaluate.dense.segmentation import (Segmenter, _loss, evaluate_segmenter, load_segment_config,
-                                                run_segment)
+from catlip.evaluate.dense.segment import _loss, evaluate_segmenter, load_segment_config, run_segment
+from catlip.models.dense import Segmenter
 
 TINY = """
 model:
@@ -40,7 +40,7 @@ def tiny_recipe(tmp_path):
 def test_head_overfits_a_small_batch(tiny_recipe):
     """Four one-object scenes: DeepLabv3 on a random tiny ViT reaches mIoU >= 0.9 on them."""
     from catlip.data.synthetic import synthetic_sample
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     torch.set_num_threads(1)
     data = open_segmentation("synthetic:40:64", seed=0)
@@ -85,7 +85,7 @@ def test_resume_is_exact(tiny_recipe, tmp_path, monkeypatch):
 
 
 def test_recipes_load():
-    from catlip.evaluate.dense.detection import load_detect_config
+    from catlip.evaluate.dense.detect import load_detect_config
 
     seg = load_segment_config("configs/segment_ade20k_vit_b16.yaml")
     assert (seg.image_size, seg.epochs, seg.lr, seg.min_lr, seg.weight_decay, seg.atrous_rates) == \

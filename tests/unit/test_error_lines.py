@@ -312,8 +312,8 @@ def _disk_full(monkeypatch):
 def test_evaluation_results_on_a_full_disk_are_one_line_and_leave_nothing(tmp_path, monkeypatch):
     """Every evaluation command's -o JSON and `tag --jsonl` go through catlip.atomic: OutputError, no file."""
     from catlip.errors import OutputError
-    from catlip.evaluate.run import write_json
-    from catlip.evaluate.tasks.tag import _write_jsonl
+    from catlip.evaluate.common.cli import write_json
+    from catlip.evaluate.caption.tag import _write_jsonl
 
     _disk_full(monkeypatch)
     with pytest.raises(OutputError, match="cannot write .*result.json: No space left on device"):
@@ -324,7 +324,7 @@ def test_evaluation_results_on_a_full_disk_are_one_line_and_leave_nothing(tmp_pa
 
 
 def test_a_feature_cache_on_a_full_disk_costs_a_warning_not_the_run(tmp_path, monkeypatch, caplog):
-    from catlip.evaluate import features
+    from catlip.evaluate.common import features
 
     import errno
 

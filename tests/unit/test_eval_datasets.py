@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from catlip.errors import DataError
-from catlip.evaluate.datasets import ClassList, collate_skip, eval_transform, load_classes, open_labelled
+from catlip.evaluate.common.datasets import ClassList, collate_skip, eval_transform, load_classes, open_labelled
 
 
 def write_image(path, colour, size=(20, 12)):

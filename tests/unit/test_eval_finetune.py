@@ -4,9 +4,10 @@ from PIL import Image
 
 from catlip.config import ConfigError, ModelConfig
 from catlip.errors import DataError
-from catlip.evaluate.datasets import eval_transform, open_labelled
-from catlip.evaluate.features import Encoder
-from catlip.evaluate.finetune import Classifier, FinetuneConfig, finetune, load_finetune_config, param_groups
+from catlip.evaluate.common.datasets import eval_transform, open_labelled
+from catlip.evaluate.common.features import Encoder
+from catlip.evaluate.classify.finetune import FinetuneConfig, finetune, load_finetune_config, param_groups
+from catlip.evaluate.classify.linear import Classifier
 
 
 def tiny_encoder(seed=0):

@@ -151,7 +151,7 @@ def test_zeroshot_prints_per_class_recall_and_head_coverage_words(tiny, tmp_path
 
 def _zeroshot_result(predicted: list[int], images: list[int]) -> dict:
     """A head zero-shot result whose predictions per class are ``predicted`` on ``images`` images per class."""
-    from catlip.evaluate.zero_shot import classification_metrics
+    from catlip.evaluate.classify.zeroshot import classification_metrics
 
     targets = torch.cat([torch.full((n,), c) for c, n in enumerate(images)])
     preds = torch.cat([torch.full((n,), c) for c, n in enumerate(predicted)])
@@ -162,7 +162,7 @@ def _zeroshot_result(predicted: list[int], images: list[int]) -> dict:
 
 
 def test_a_collapsed_head_is_noted_in_one_line(capsys):
-    from catlip.evaluate.tasks import zeroshot
+    from catlip.evaluate.classify import zeroshot
 
     result = _zeroshot_result(predicted=[0, 0, 10, 0, 0, 0, 0, 0, 0, 0], images=[1] * 10)
     assert result["top1"] == pytest.approx(0.10)  # the number that gave no hint before
@@ -182,13 +182,13 @@ def test_a_collapsed_head_is_noted_in_one_line(capsys):
     ([0, 0], [0, 0], None),  # no prediction at all
 ])
 def test_dominant_class(predicted, images, dominant):
-    from catlip.evaluate.zero_shot import dominant_class
+    from catlip.evaluate.classify.zeroshot import dominant_class
 
     assert dominant_class(predicted, images) == dominant
 
 
 def test_no_collapse_note_for_spread_predictions(capsys):
-    from catlip.evaluate.tasks import zeroshot
+    from catlip.evaluate.classify import zeroshot
 
     zeroshot.report(_zeroshot_result(predicted=[2, 1, 1], images=[2, 1, 1]), argparse.Namespace(no_bias=False))
     printed = capsys.readouterr().out
@@ -196,7 +196,7 @@ def test_no_collapse_note_for_spread_predictions(capsys):
 
 
 def test_many_classes_show_the_lowest_and_highest_recalls(capsys):
-    from catlip.evaluate.tasks import zeroshot
+    from catlip.evaluate.classify import zeroshot
 
     images = [c + 1 for c in range(40)]  # class c: c + 1 images, every one predicted right
     result = _zeroshot_result(predicted=images, images=images)

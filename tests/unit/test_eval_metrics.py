@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from catlip.evaluate.metrics import average_precision, mean_average_precision, per_class_accuracy, topk_accuracy
+from catlip.evaluate.common.metrics import average_precision, mean_average_precision, per_class_accuracy, topk_accuracy
 
 
 def test_topk_accuracy_hand_case():

@@ -1,9 +1,10 @@
 import numpy as np
 import torch
 
-from catlip.evaluate.features import Features
-from catlip.evaluate.linear_probe import (ProbeConfig, balanced_subset, knn_accuracy, ridge_fit, ridge_probe,
-                                          score, split_train_val, train_probe)
+from catlip.evaluate.classify.knn import knn_accuracy
+from catlip.evaluate.classify.linear import (ProbeConfig, balanced_subset, ridge_fit, ridge_probe, score, split_train_val,
+                                             train_probe)
+from catlip.evaluate.common.features import Features
 
 
 def clusters(n_per_class: int, num_classes: int = 4, dim: int = 16, spread: float = 0.3, seed: int = 0) -> Features:
@@ -25,7 +26,7 @@ def test_logistic_probe_separates_separable_features():
 
 def test_probe_grid_members_train_independently():
     """A pair with lr=0 must stay exactly at its initialisation while its neighbour in the grid learns."""
-    from catlip.evaluate.linear_probe import _random_linear, fit_linear_grid
+    from catlip.evaluate.classify.linear import _random_linear, fit_linear_grid
 
     train = clusters(20)
     init = _random_linear(16, 4, seed=3)
@@ -108,7 +109,7 @@ def test_balanced_subsets_are_seeded_and_balanced():
 
 def test_stacked_adamw_equals_torch_adamw():
     """The batched optimiser of the grid follows torch.optim.AdamW step for step, per member."""
-    from catlip.evaluate.linear_probe import _StackedAdamW
+    from catlip.evaluate.classify.linear import _StackedAdamW
 
     gen = torch.Generator().manual_seed(0)
     w0 = torch.randn(3, 4, 5, generator=gen)

@@ -2,8 +2,8 @@
 
 One tiny ViT is pre-trained with CatLIP for a few steps on the synthetic scenes (so head zero-shot and Transfer
 Init have a head and a vocabulary); the evaluation data are webdataset shards written here (``.jpg`` + ``.cls``
-+ ``.json`` multi-labels, ``classes.txt`` beside them). Adding a task = adding its file in evaluate/tasks/ and its
-command line to ``ARGV`` below.
++ ``.json`` multi-labels, ``classes.txt`` beside them). Adding a task = adding its file in its family folder
+(evaluate/classify/, caption/, dense/; named in that folder's TASKS) and its command line to ``ARGV`` below.
 """
 
 from __future__ import annotations

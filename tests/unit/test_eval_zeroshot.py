@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from catlip.errors import CatlipError, DataError
-from catlip.evaluate.datasets import ClassList
-from catlip.evaluate.features import Features
-from catlip.evaluate.templates import DEFAULT_TEMPLATES, fill, load_templates, name_warnings, resolve_classnames
-from catlip.evaluate.transfer_init import map_classes
-from catlip.evaluate.zero_shot import (TEMPLATES, classification_metrics, clip_class_embeddings, clip_zero_shot,
-                                       head_zero_shot)
+from catlip.evaluate.common.datasets import ClassList
+from catlip.evaluate.common.features import Features
+from catlip.evaluate.common.templates import DEFAULT_TEMPLATES, fill, load_templates, name_warnings, resolve_classnames
+from catlip.evaluate.classify.transfer_init import map_classes
+from catlip.evaluate.classify.zeroshot import (TEMPLATES, classification_metrics, clip_class_embeddings, clip_zero_shot,
+                                               head_zero_shot)
 
 DOG, KITCHEN, RESTAURANT, AIRPLANE, DOMESTIC_CAT = "n02084071", "n03619890", "n04081281", "n02691156", "n02121808"
 
@@ -252,7 +252,7 @@ def test_no_templates_or_no_names_is_an_error(text_tower):
 @pytest.fixture(scope="module")
 def tiny_clip():
     from catlip.config import Config
-    from catlip.evaluate.model import EvalModel
+    from catlip.evaluate.common.model import EvalModel
     from catlip.methods import build_method
 
     cfg = Config()
@@ -278,7 +278,7 @@ def image_folder(root, classes, per_class=2):
 def test_cli_text_mode_table_and_json(tiny_clip, tmp_path, monkeypatch, capsys):
     from catlip.cli import main
 
-    monkeypatch.setattr("catlip.evaluate.run.load_eval_model", lambda *a, **k: tiny_clip)
+    monkeypatch.setattr("catlip.evaluate.common.model.load_eval_model", lambda *a, **k: tiny_clip)
     test = image_folder(tmp_path / "test", ["café", "naïve", "sea_lion"])
     (tmp_path / "classes.txt").write_text("café\nnaïve\nsea_lion\nwalrus\n", encoding="utf-8")
     out = tmp_path / "zs.json"
@@ -301,7 +301,7 @@ def test_cli_text_mode_table_and_json(tiny_clip, tmp_path, monkeypatch, capsys):
 def test_cli_text_mode_bad_template_file_is_one_line(tiny_clip, tmp_path, monkeypatch, capsys):
     from catlip.cli import main
 
-    monkeypatch.setattr("catlip.evaluate.run.load_eval_model", lambda *a, **k: tiny_clip)
+    monkeypatch.setattr("catlip.evaluate.common.model.load_eval_model", lambda *a, **k: tiny_clip)
     test = image_folder(tmp_path / "test", ["dog", "cat"], per_class=1)
     (tmp_path / "t.txt").write_text("a photo of a {}.\na photo\n")
     assert main(["zeroshot", "tiny-clip", "--test", str(test), "--templates", str(tmp_path / "t.txt"),

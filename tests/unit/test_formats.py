@@ -2,8 +2,8 @@
 
 Every format is built here with Pillow and read (1) by the reader itself, (2) as caption stream of vocabularies
 (catlip.labels.corpus), (3) as training source (catlip.data.sources) and (4) as evaluation set
-(catlip.evaluate.datasets), wherever that consumer supports the format; all must give the same samples in the same
-order. Images are one flat colour each, so a sample is recognised by its pixel.
+(catlip.evaluate.common.datasets), wherever that consumer supports the format; all must give the same samples in the
+same order. Images are one flat colour each, so a sample is recognised by its pixel.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from PIL import Image
 
 from catlip.data import formats, sources, transforms
 from catlip.data.sources import FolderSource, ManifestSource, TarShardSource
-from catlip.evaluate import datasets
-from catlip.evaluate.datasets import ClassList, open_labelled
+from catlip.evaluate.common import datasets
+from catlip.evaluate.common.datasets import ClassList, open_labelled
 from catlip.labels import corpus
 from catlip.labels.corpus import ReadStats, expand_inputs, iter_captions
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from catlip.data import images
 from catlip.data.loader import decode_image as train_decode
-from catlip.evaluate.datasets import decode_image as eval_decode
-from catlip.evaluate.datasets import open_labelled
+from catlip.evaluate.common.datasets import decode_image as eval_decode
+from catlip.evaluate.common.datasets import open_labelled
 
 # 0..65520 in steps of 16 over a 64x64 image: every 8-bit value appears 16 times
 RAMP16 = (np.arange(64 * 64, dtype=np.int64).reshape(64, 64) * 16).astype(np.uint16)

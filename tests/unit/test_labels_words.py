@@ -72,8 +72,8 @@ def _words_vocab(keys):
 
 
 def test_words_mapper_exact_then_lemma():
-    from catlip.evaluate.datasets import ClassList
-    from catlip.evaluate.transfer_init import class_mapper, map_classes
+    from catlip.evaluate.common.datasets import ClassList
+    from catlip.evaluate.classify.transfer_init import class_mapper, map_classes
     from catlip.labels.mapping import LEMMA_SCORE, WordMapper
 
     vocab = _words_vocab(["dog", "cats", "kitchen", "restaurant", "men", "the"])
@@ -100,8 +100,8 @@ def test_words_mapper_exact_then_lemma():
 
 def test_words_vocabulary_never_takes_the_wordnet_path():
     """A words vocabulary that happens to hold a synset-looking key is still mapped word by word."""
-    from catlip.evaluate.datasets import ClassList
-    from catlip.evaluate.transfer_init import map_classes
+    from catlip.evaluate.common.datasets import ClassList
+    from catlip.evaluate.classify.transfer_init import map_classes
 
     vocab = _words_vocab(["n02084071", "puppy"])
     report = map_classes(ClassList(["dog", "puppies"], ["n02084071", None]), vocab)

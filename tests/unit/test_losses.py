@@ -186,7 +186,7 @@ def test_softmax_losses_are_registered_classification_losses():
     """One list says which heads are softmax heads (prior bias as log-share, tags as softmax probabilities); every
     name in it must be a real loss (a stray "softmax" once stood in the trainer's own copy of the list)."""
     from catlip import losses
-    from catlip.evaluate import tagging
+    from catlip.evaluate.caption import head as tagging
     from catlip.methods.registry import METHODS
 
     assert set(losses.SOFTMAX_LOSSES) <= set(losses.CLASSIFICATION_LOSSES)

@@ -92,7 +92,7 @@ def test_pretrain_checks_a_config_it_was_given_unchecked(tmp_path):
 
 
 def test_the_cache_is_one_module_for_training_and_evaluation():
-    from catlip.evaluate import features
+    from catlip.evaluate.common import features
     from catlip.train import feature_cache
 
     assert features.module_hash is feature_cache.module_hash

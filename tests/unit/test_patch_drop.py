@@ -104,7 +104,7 @@ def test_loss_falls_on_a_fixed_batch_with_half_the_tokens_dropped(method):
 
 
 def test_a_checkpoint_is_evaluated_and_fine_tuned_on_every_token(tmp_path):
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
     from catlip.models.export import export_backbone, load_backbone
     from catlip.train.checkpoint import load_pretrained, save_checkpoint
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from catlip.cli import main
-from catlip.evaluate.datasets import open_labelled
-from catlip.evaluate.linear_probe import standardize, standardized_init
+from catlip.evaluate.common.datasets import open_labelled
+from catlip.evaluate.classify.linear import standardize, standardized_init
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 from tiny import TINY_VIT as TINY  # noqa: E402  (tests/tiny.py)
@@ -64,7 +64,7 @@ def _cli_probe(tiny, *extra) -> dict:
 
 def _study_features(study, ckpt: str, folder: Path):
     """Features and targets the way the study computes them (``_encode`` over the decoded images)."""
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     model = load_eval_model(ckpt)
     data = open_labelled(folder, transform=model.eval_transform())

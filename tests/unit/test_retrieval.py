@@ -14,8 +14,8 @@ from test_eval_tasks import tiny  # noqa: F401 - the tiny CatLIP checkpoint of t
 from test_tag import _pretrain
 
 from catlip.cli import main
-from catlip.evaluate.retrieval import (caption_label_ids, clip_similarity, head_caption_scores, label_log_marginals,
-                                      recall_at_k)
+from catlip.evaluate.caption.retrieval import (caption_label_ids, clip_similarity, head_caption_scores,
+                                               label_log_marginals, recall_at_k)
 
 # 3 images, 5 captions: images 0 and 1 have two captions each, image 2 one.
 SIM = torch.tensor([[0.9, 0.1, 0.8, 0.2, 0.3],

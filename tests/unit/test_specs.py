@@ -154,13 +154,14 @@ def _corpus(spec):
 
 
 def _tag(spec):
-    from catlip.evaluate.tagging import list_images
+    from catlip.evaluate.caption.images import list_images
 
     return list_images([spec])
 
 
 def _consumers():
-    from catlip.evaluate import datasets, tagging
+    from catlip.evaluate.caption import images as tagging
+    from catlip.evaluate.common import datasets
     from catlip.evaluate.dense import data as dense
     from catlip.labels import corpus
 
@@ -182,7 +183,8 @@ def test_every_consumer_refuses_with_the_shared_message(files):
 
 
 def test_each_consumer_keeps_the_kinds_it_read_before():
-    from catlip.evaluate import datasets, tagging
+    from catlip.evaluate.caption import images as tagging
+    from catlip.evaluate.common import datasets
     from catlip.evaluate.dense import data as dense
     from catlip.labels import corpus
 
@@ -234,8 +236,8 @@ def test_decode_or_skip_returns_the_image_or_a_named_reason(tmp_path, monkeypatc
 
 
 def test_every_reader_of_images_uses_the_one_contract(tmp_path):
-    from catlip.evaluate.datasets import decode_image
-    from catlip.evaluate.tagging import IndexedImages
+    from catlip.evaluate.common.datasets import decode_image
+    from catlip.evaluate.caption.images import IndexedImages
 
     assert loader.decode_or_skip is images.decode_or_skip  # training and LiT's feature cache
     assert decode_image(b"not an image") is None  # evaluation items: (None, target)

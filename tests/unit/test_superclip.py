@@ -141,7 +141,7 @@ def _run(out, *extra):
 def test_resumes_exactly_and_logs_both_parts(tmp_path):
     from safetensors.torch import load_file
 
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     _run(straight)

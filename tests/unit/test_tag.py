@@ -11,7 +11,8 @@ import torch
 from shards import write_tar  # tests/shards.py
 
 from catlip.cli import main
-from catlip.evaluate.tagging import LabelNames, list_images, top_labels
+from catlip.evaluate.caption.images import list_images
+from catlip.evaluate.caption.tag import LabelNames, top_labels
 
 TINY = """
 model:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from catlip.evaluate.datasets import ClassList
-from catlip.evaluate.transfer_init import clean_name, map_classes, transfer_init
+from catlip.evaluate.common.datasets import ClassList
+from catlip.evaluate.classify.transfer_init import clean_name, map_classes, transfer_init
 
 DOG, DOMESTIC_CAT, KITCHEN, RESTAURANT, AIRPLANE = "n02084071", "n02121808", "n03619890", "n04081281", "n02691156"
 
@@ -97,7 +97,7 @@ def test_superclass_vocabulary_maps_through_bpe_tokens(head):
 
 
 def test_real_class_list_coverage(shared_data, vocab):
-    from catlip.evaluate.datasets import load_classes
+    from catlip.evaluate.common.datasets import load_classes
 
     classes = load_classes(shared_data / "class_lists" / "imagenet1k.tsv")
     assert len(classes) == 1000 and classes.wnids[0] == "n01440764" and classes.names[0] == "tench"

@@ -3,7 +3,7 @@
 Pure Python (no torch import; webdataset is imported only to fetch a remote shard). Its consumers read their
 data through this module and nothing else: the caption stream of vocabularies and ``catlip labels``
 (``catlip.labels.corpus``), the random-access training sources (``catlip.data.sources``), the labelled
-evaluation sets (``catlip.evaluate.datasets``), tagging and dense evaluation. Which kind of data a spec names
+evaluation sets (``catlip.evaluate.common.datasets``), tagging and dense evaluation. Which kind of data a spec names
 (shards, manifest, folder, caption file, synthetic ...) is decided once, by ``catlip.data.specs``, from the
 suffixes and rules defined here. Adding a data format means touching this module (and its test,
 ``tests/unit/test_formats.py``) only; a new *kind* of spec is also one row of ``catlip.data.specs.KINDS``.

@@ -1,6 +1,6 @@
 """The one image decoder of catlip: bytes, a path or a PIL image → an 8-bit RGB PIL image.
 
-Training (``data.loader.decode_image``) and evaluation (``evaluate.datasets.decode_image``) both call
+Training (``data.loader.decode_image``) and evaluation (``evaluate.common.datasets.decode_image``) both call
 :func:`decode_rgb`, so a file looks the same to pre-training and to every probe. Pillow's ``convert("RGB")`` is
 only right for 8-bit modes: on a 16-bit or 32-bit integer image (modes ``I;16``, ``I;16B``, ``I``) it clips every
 value above 255 to white, and on a float image (mode ``F``) it clips [0, 1] data to black. Those modes are scaled

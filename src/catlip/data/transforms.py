@@ -1,5 +1,5 @@
 """The one place of catlip's image transforms: training augmentations, the evaluation transform and the
-probe / fine-tune augmentation (``catlip.evaluate.datasets`` re-exports the last two).
+probe / fine-tune augmentation (``catlip.evaluate.common.datasets`` re-exports the last two).
 
 Training follows the papers (RandomResizedCrop + horizontal flip; RandAugment stands in for RangeAugment).
 Evaluation resizes the shorter side to ``resize`` (default ``size``; bilinear, antialiased) and center-crops
@@ -73,7 +73,7 @@ def eval_transform(size: int, mean=MEAN, std=STD, resize: int = 0) -> T.Compose:
 
 
 def finetune_transform(size: int, mean=MEAN, std=STD, scale_min: float = 0.25) -> T.Compose:
-    """Probe / fine-tune augmentation (RandomResizedCrop + flip); ``catlip.evaluate.datasets.train_transform``."""
+    """Probe / fine-tune augmentation (RandomResizedCrop + flip); ``evaluate.common.datasets.train_transform``."""
     return T.Compose(_rrc_flip(size, scale_min) + _to_tensor(mean, std))
 
 

@@ -1,7 +1,8 @@
-"""Evaluation: linear probes, k-NN, fine-tuning, zero-shot and Transfer Init.
+"""Evaluation: linear probes, k-NN, fine-tuning, zero-shot, Transfer Init, retrieval, tagging and dense transfer.
 
 Depends only on the timm backbone contract plus, for Transfer Init and head zero-shot, the pre-trained head's
-weight and the vocabulary. The command-line tasks are the registry in ``catlip.evaluate.tasks``.
+weight and the vocabulary. Grouped by family: ``classify/``, ``caption/``, ``dense/``, with what they share in
+``common/``; one module per task, registered by ``catlip.evaluate.tasks``.
 
 The names below are imported on first use, so ``catlip.evaluate.tasks`` (which ``catlip --help`` reads) does not
 import torch.
@@ -12,13 +13,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+TASKS = ("suite",)  # the task modules at this level (`catlip eval`); the families list their own
+
 _EXPORTS = {
-    "catlip.evaluate.datasets": ("ClassList", "LabelledData", "eval_transform", "load_classes", "open_labelled"),
-    "catlip.evaluate.features": ("Encoder", "Features", "cached_features", "extract_features"),
-    "catlip.evaluate.linear_probe": ("ProbeConfig", "balanced_subset", "knn_accuracy", "ridge_fit", "ridge_probe",
-                                     "train_probe"),
-    "catlip.evaluate.metrics": ("mean_average_precision", "topk_accuracy"),
-    "catlip.evaluate.transfer_init": ("CoverageReport", "map_classes", "transfer_init"),
+    "catlip.evaluate.common.datasets": ("ClassList", "LabelledData", "eval_transform", "load_classes",
+                                        "open_labelled"),
+    "catlip.evaluate.common.features": ("Encoder", "Features", "cached_features", "extract_features"),
+    "catlip.evaluate.classify.knn": ("knn_accuracy",),
+    "catlip.evaluate.classify.linear": ("ProbeConfig", "balanced_subset", "ridge_fit", "ridge_probe", "train_probe"),
+    "catlip.evaluate.common.metrics": ("mean_average_precision", "topk_accuracy"),
+    "catlip.evaluate.common.model": ("EvalModel", "load_eval_model"),
+    "catlip.evaluate.classify.transfer_init": ("CoverageReport", "map_classes", "transfer_init"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -8,7 +8,10 @@ own subcommand's parser and ``run`` (so ``options`` mean exactly what the flags 
 Summary as DataComp does it: one main metric per task (:data:`KINDS`) and their plain mean over the tasks.
 Resumable: ``OUT/results.json`` is rewritten after every task, and a task whose stored entry has the same
 definition and the same encoder weights (their hash) is not run again. ``limit`` and ``holdout`` are served by
-subset shards written once into the cache folder (the run_* functions read whole splits).
+subset shards written once into the cache folder (the tasks read whole splits).
+
+This module is also the task ``catlip eval`` itself (its flags, run and report are at the end); it imports only
+the standard library at top level (``catlip --help`` reads it).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from catlip.errors import CliError, ConfigError, DataError
+from catlip.evaluate.common.cli import CKPT_HELP, print_table
+from catlip.evaluate.tasks import Task
 
 DEFAULT_DATA_ROOT = "../shared/data"
 SUITES_DIR = Path(__file__).resolve().parents[3] / "configs" / "suites"  # the repository's shipped suites
@@ -389,7 +394,7 @@ def _check_options(suite: Suite, checkpoint: str, common: list[str]) -> None:
 
 
 def _weights_id(checkpoint: str, image_size: int | None) -> str:
-    from catlip.evaluate.model import load_eval_model
+    from catlip.evaluate.common.model import load_eval_model
 
     return load_eval_model(checkpoint, image_size).weights_id()
 
@@ -426,7 +431,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(result: dict[str, Any], out: Path, markdown: bool = False) -> None:
-    from catlip.evaluate.run import write_json
+    from catlip.evaluate.common.cli import write_json
 
     result.update(summary(result))
     stable = {**result, "tasks": {k: {f: v for f, v in t.items() if f != "status"}
@@ -455,3 +460,64 @@ def markdown_table(result: dict[str, Any]) -> str:
         cells = [f"**{row[c]}**" if row["task"] == "average" and row[c] else row[c] for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the command: `catlip eval`
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help=CKPT_HELP)
+    p.add_argument("--suite", required=True, metavar="FILE|NAME",
+                   help="suite YAML (format: docs/eval_suite.md) or the name of a shipped one in configs/suites/ "
+                   "(e.g. shared_small)")
+    p.add_argument("--output", "-o", dest="out_dir", metavar="OUT_DIR",
+                   help="folder for results.json, results.md and the feature cache; a re-run skips the tasks "
+                   "stored there (default: RUN/eval/<suite name>)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N images per split (the first ones in shard "
+                   "order): a quick smoke run")
+    p.add_argument("--data-root", help="folder the suite's dataset paths are relative to (default: the suite's "
+                   "data_root, else ../shared/data)")
+    p.add_argument("--cache-dir", help="feature and subset-shard cache (default: OUT_DIR/cache)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: each task's)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data-loading processes (default: min(4, CPU cores))")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be >= 1")
+    suite = load_suite(args.suite, args.data_root)
+    out = args.out_dir or _default_out(args.checkpoint, suite.name)
+    common = ["--workers", str(args.workers), "--device", args.device]
+    common += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    common += ["--no-progress"] if args.no_progress else []
+    result = run_suite(args.checkpoint, suite, out, limit=args.limit, cache_dir=args.cache_dir, common=common)
+    result["out_dir"] = str(out)
+    return result
+
+
+def _default_out(checkpoint: str, suite_name: str) -> str:
+    if not Path(checkpoint).is_dir():
+        raise CliError(f"{checkpoint} is not a run folder: give the output folder with -o OUT_DIR")
+    return str(Path(checkpoint) / "eval" / suite_name)
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    rows = [{**r, "status": result["tasks"].get(r["task"], {}).get("status", "")} for r in table_rows(result)]
+    print(f"suite {result['suite']} on {result['checkpoint']} (weights {result['weights_id']}"
+          f"{', at most %d images per split' % result['limit'] if result['limit'] else ''}; values in %)")
+    print_table(rows, ["task", "kind", "dataset", "metric", "value", "status"])
+    print(f"wrote {Path(result['out_dir']) / 'results.json'} and {Path(result['out_dir']) / 'results.md'}")
+
+
+TASK = Task(
+    name="eval",
+    help="run an evaluation suite (zero-shot, probe, k-NN, retrieval, multi-label) and print one table",
+    description="Run the tasks a suite file declares (docs/eval_suite.md; shipped: configs/suites/) over its "
+    "datasets, sharing one feature cache, and write OUT_DIR/results.json and results.md: one main metric per task "
+    "(top-1, mean R@1, mAP) and their average. Re-running skips the tasks already stored for the same weights, so "
+    "an interrupted suite continues where it stopped.",
+    add_arguments=add_arguments, run=run, report=report, order=5,
+)

@@ -16,7 +16,7 @@ to. Which rows depends only on the label source the vocabulary was built with, s
   averages the rows of its words (stop-words left out).
 
 Unmapped classes keep the random initialisation and are listed in the coverage report, never dropped. Pure
-Python (no torch): the report is plain data; ``catlip.evaluate.transfer_init`` turns it into head rows.
+Python (no torch): the report is plain data; ``catlip.evaluate.classify.transfer_init`` turns it into head rows.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Mapper:
         self._extractor = None
 
     def map(self, classes: Any, dataset: str = "") -> CoverageReport:
-        """``classes``: anything with ``names`` and ``wnids`` (``catlip.evaluate.datasets.ClassList``)."""
+        """``classes``: anything with ``names`` and ``wnids`` (``catlip.evaluate.common.datasets.ClassList``)."""
         out = [self.map_class(i, name, wnid) for i, (name, wnid) in enumerate(zip(classes.names, classes.wnids))]
         tag = getattr(self.vocab, "method", self.source)
         return CoverageReport(dataset, tag, self.alpha, out, getattr(self.vocab, "labels", self.source))

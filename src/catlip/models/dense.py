@@ -18,6 +18,10 @@ convolutions per doubling (LayerNorm + GELU between two), identity, or max-pooli
 (convnet) takes, per level, the stage whose reduction is nearest to that stride (features_only-style
 intermediates) and resamples the same way. The extra stride-64 level (``extra_pool``) is a stride-2
 subsampling of the stride-32 one, as in ViTDet and torchvision's FPN (``LastLevelMaxPool``).
+
+``Segmenter(backbone, num_classes)`` is DeepLabv3 on the backbone's last map for semantic segmentation: torchvision's
+``ASPP`` (atrous rates 12/24/36 and image pooling), a 3x3 conv, BatchNorm, ReLU and a 1x1 classifier, logits
+upsampled bilinearly to the input size.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from torch import Tensor, nn
 
 from catlip.errors import CatlipError
 
-__all__ = ["SimpleFeaturePyramid", "dense_features", "dense_levels", "feature_reductions", "last_feature_map"]
+__all__ = ["Segmenter", "SimpleFeaturePyramid", "dense_features", "dense_levels", "feature_reductions", "last_feature_map"]
 
 
 def feature_reductions(backbone: nn.Module) -> list[int]:
@@ -141,6 +145,24 @@ class SimpleFeaturePyramid(nn.Module):
         if self.extra_pool:
             out["pool"] = F.max_pool2d(out[str(len(self.levels) - 1)], kernel_size=1, stride=2)
         return out
+
+
+class Segmenter(nn.Module):
+    """backbone -> last feature map -> DeepLabv3 head -> logits at the input's size."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, atrous_rates=(12, 24, 36), channels: int = 256):
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+
+        self.backbone = backbone
+        self.head = nn.Sequential(  # torchvision's DeepLabHead, with the width as a parameter
+            ASPP(feature_channels(backbone)[-1], list(atrous_rates), channels),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.Conv2d(channels, num_classes, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.head(last_feature_map(self.backbone, images))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _nearest_stage(reductions: list[int], stride: int) -> int:

@@ -5,7 +5,7 @@ preprocessing), so changed weights or data are never read as valid; an entry who
 with their key is computed again, never trusted; entries are read into memory, not memory-mapped, so a file replaced
 or truncated under a running job cannot crash it. Two users share this module:
 
-* evaluation (``catlip.evaluate.features.cached_features``): the features of a labelled set, one file
+* evaluation (``catlip.evaluate.common.features.cached_features``): the features of a labelled set, one file
   ``<cache>/features-<weights>-<key>.safetensors`` per (weights, data spec, transform, classes) written with
   :func:`store_tensors` (a cache that cannot be written costs a warning, not the command);
 * LiT's training set (``method.feature_cache``, :func:`open_feature_cache`): with the image tower locked, its output

@@ -13,14 +13,15 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from catlip.config import ConfigError
 from catlip.errors import CheckpointError
 from catlip.progress import progress_bar
+
+if TYPE_CHECKING:  # torch is imported where it is used: the dense task modules define their recipes on this one
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -82,6 +83,7 @@ def set_drop_path(backbone: nn.Module, rate: float) -> None:
     if not rate or blocks is None:
         return
     from timm.layers import DropPath
+    from torch import nn
 
     n = len(blocks)
     for i, block in enumerate(blocks):
@@ -158,6 +160,9 @@ def train(job: Job, cfg: DenseTrainConfig, *, run_dir: str | Path | None = None,
           ) -> dict[str, Any]:
     """Train ``job.model`` for ``cfg.epochs`` (resuming from ``run_dir`` when it holds this run), evaluating on
     the test set every ``eval_every`` epochs. Returns history, final row and counts."""
+    import torch
+    from torch import nn
+
     from catlip.train.distributed import all_mean, init_distributed, wrap_model
 
     d = init_distributed(cfg.device)
@@ -221,6 +226,7 @@ def train(job: Job, cfg: DenseTrainConfig, *, run_dir: str | Path | None = None,
 
 def _loader(job: Job, cfg: DenseTrainConfig, epoch: int, d) -> torch.utils.data.DataLoader:
     """This epoch's shuffled batches (this rank's share under torchrun), seeded by (seed, epoch)."""
+    import torch
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)

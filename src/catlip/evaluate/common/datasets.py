@@ -7,7 +7,7 @@ are those of ``catlip.data.transforms`` (``eval_transform`` and ``train_transfor
 marks an image that ``catlip.data.images.decode_or_skip`` skips, which the collate function drops and counts, so
 a corrupt file costs one sample, never the run. Targets are class indices (single-label) or multi-hot float
 vectors (multi-label). Class names (and WordNet ids when known) travel with the data because Transfer Init and
-zero-shot need them; class files are read by ``catlip.evaluate.class_files``.
+zero-shot need them; class files are read by ``catlip.evaluate.common.class_files``.
 
 The labels of the data are checked against the class list when a source is opened (shards: one pass over their
 label members, no image read), so a metric never covers a silent subset: a label the list does not name is an
@@ -32,7 +32,7 @@ from catlip.data.images import Skip, decode_or_skip
 from catlip.data.transforms import MEAN, STD, eval_transform  # noqa: F401 - re-exported
 from catlip.data.transforms import finetune_transform as train_transform  # noqa: F401 - re-exported
 from catlip.errors import DataError
-from catlip.evaluate.class_files import WNID, ClassList, read_class_file
+from catlip.evaluate.common.class_files import WNID, ClassList, read_class_file
 
 IMAGE_EXTENSIONS = formats.IMAGE_EXTENSIONS
 EVAL_KINDS = (specs.FOLDER, specs.MANIFEST, specs.SHARDS)  # what open_labelled reads (catlip.data.specs)

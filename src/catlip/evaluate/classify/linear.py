@@ -1,10 +1,13 @@
-"""Probes on frozen features: logistic regression over a small hyper-parameter grid, closed-form ridge, k-NN.
+"""Linear probes on frozen features: logistic regression over a small hyper-parameter grid, closed-form ridge.
 
 The logistic probe trains every (learning rate, weight decay) pair of the grid at once: their weights are stacked
 into one tensor and each pair is its own AdamW parameter group, so one pass over the cached features (same batches
 for all) replaces a loop of runs. The pair with the best validation score is then refit on the whole training set.
 Like the paper (Table 7a), training is AdamW with a cosine schedule for a fixed number of epochs; the initial
 classifier is either random (``nn.Linear``'s default) or given (Transfer Init).
+
+``Classifier`` (encoder + linear layer) is the model ``catlip finetune`` trains end to end; it lives here because a
+task module defines no torch class (``catlip --help`` reads every task module without importing torch).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catlip.evaluate.features import Features
-from catlip.evaluate.metrics import mean_average_precision, topk_accuracy
+from catlip.evaluate.common.features import Features
+from catlip.evaluate.common.metrics import mean_average_precision, topk_accuracy
 
 
 # ---------------------------------------------------------------- subsets
@@ -113,6 +116,18 @@ class ProbeResult:
 def _random_linear(dim: int, num_classes: int, seed: int) -> nn.Linear:
     torch.manual_seed(seed)
     return nn.Linear(dim, num_classes)
+
+
+class Classifier(nn.Module):
+    """encoder (backbone + pooling) followed by a linear classifier."""
+
+    def __init__(self, encoder: nn.Module, linear: nn.Linear):
+        super().__init__()
+        self.encoder = encoder
+        self.linear = linear
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.encoder(images))
 
 
 def fit_linear_grid(feats: Features, num_classes: int, cfg: ProbeConfig, init: nn.Linear | None = None,
@@ -283,24 +298,3 @@ def ridge_probe(train: Features, num_classes: int, lambdas: list[float] | None =
         results.append({"lambda": rel * scale, "relative_lambda": rel, "loo_top1": acc, "loo_sq_error": err})
     best = max(results, key=lambda r: (r["loo_top1"], -r["loo_sq_error"]))
     return ridge_fit(train.x, train.y, num_classes, best["lambda"]), {"chosen": best, "grid": results}
-
-
-# ---------------------------------------------------------------- k-NN
-
-
-@torch.no_grad()
-def knn_accuracy(train: Features, test: Features, num_classes: int, k: int = 20, temperature: float = 0.07,
-                 chunk: int = 1024) -> dict[str, float]:
-    """Cosine k-NN with neighbours weighted by exp(similarity / T) (the DINO protocol); top-1 and top-5."""
-    if train.y.dim() != 1:
-        raise ValueError("k-NN accuracy needs single-label targets")
-    bank = F.normalize(train.x.float(), dim=1)
-    k = min(k, bank.shape[0])
-    votes_all = []
-    for i in range(0, test.x.shape[0], chunk):
-        q = F.normalize(test.x[i : i + chunk].float(), dim=1)
-        sim, idx = (q @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(q.shape[0], num_classes)
-        votes.scatter_add_(1, train.y[idx], (sim / temperature).exp())
-        votes_all.append(votes)
-    return topk_accuracy(torch.cat(votes_all), test.y)

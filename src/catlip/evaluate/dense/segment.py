@@ -1,32 +1,81 @@
-"""Semantic segmentation transfer (CatLIP Section 5.2, Table 8a): DeepLabv3 on the backbone's last feature map.
+"""`catlip segment`: semantic segmentation transfer (CatLIP Section 5.2, Table 8a), DeepLabv3 on the backbone's
+last feature map.
 
-The head is DeepLabv3's (torchvision's ``ASPP`` with atrous rates 12/24/36 and image pooling, then a 3x3 conv,
-BatchNorm, ReLU and a 1x1 classifier: torchvision's ``DeepLabHead`` with its width, 256, as a recipe field) on the last block of a ViT (final norm applied; stride = patch) or the last stage
-of a convnet; logits are upsampled bilinearly to the input size and trained with per-pixel cross-entropy that
+The head is DeepLabv3's (``catlip.models.dense.Segmenter``: (torchvision's ``ASPP`` with atrous rates 12/24/36 and image pooling, then a 3x3 conv,
+BatchNorm, ReLU and a 1x1 classifier: torchvision's ``DeepLabHead`` with its width, 256, as a recipe field) on the
+last block of a ViT (final norm applied; stride = patch) or the last stage of a convnet; logits are upsampled bilinearly to the input size and trained with per-pixel cross-entropy that
 ignores unlabeled pixels. Evaluation is whole-image: the shorter side resized to ``image_size``, padded to a
 multiple of 32, logits cropped and upsampled to the mask's own resolution; one confusion matrix over the test
 set gives mIoU (mean over classes that occur in the predictions or the ground truth), per-class IoU and
 pixel accuracy.
+
+:func:`run_segment` loads the checkpoint and the data and trains (``dense.loop``); :func:`evaluate_segmenter` is
+the evaluation of a model on a data set. Torch is imported inside the functions (``catlip --help`` reads this
+module).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from catlip.config import ConfigError, from_dict, read_recipe
-from catlip.evaluate.dense.data import (IGNORE, DenseData, DenseDataset, collate_seg, holdout, open_segmentation,
-                                        seg_eval_transform, seg_train_transform)
-from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
+from catlip.evaluate.common.cli import print_table
+from catlip.evaluate.dense.cli import (add_dense_arguments, check_args, finish, overrides, print_counts,
+                                       report_history)
+from catlip.evaluate.dense.loop import DenseTrainConfig
+from catlip.evaluate.tasks import Task
 from catlip.progress import progress_bar
-from catlip.models.dense import feature_channels, last_feature_map
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from catlip.evaluate.dense.data import DenseData
+
+DATA_HELP = ("webdataset shards with <key>.jpg + <key>.seg.png, an ADE20k-style folder (images/ + annotations/, "
+             "or ROOT/images/<split>), or synthetic[:N[:SIZE]] (embedded scenes, no files)")
+CLASSES_HELP = ("mask id -> class: JSON {id: name} (or under \"segmentation\"), id<TAB>name lines, ADE20k's "
+                "objectInfo150.csv, or names numbered from 1; id 0 = unlabeled (default: classes.json / "
+                "classes.txt / objectInfo150.csv beside the data)")
+PERCENT = ("mIoU", "pixel_acc", "mean_acc")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_dense_arguments(p, DATA_HELP, CLASSES_HELP)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    check_args(args)
+    return finish(run_segment(args.checkpoint, args.train, args.test, args.classes, config=args.config,
+                              overrides=overrides(args), holdout_n=args.holdout, run_dir=args.run_dir,
+                              progress=not args.no_progress))
+
+
+def _fmt(col: str, value: Any) -> Any:
+    return f"{100 * value:.2f}" if col in PERCENT and isinstance(value, float) else value
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"segment {result['checkpoint']} ({result['method']}): {result['train_images']} train / "
+          f"{result['test_images']} test images, {result['num_classes']} classes")
+    report_history(result, list(PERCENT), _fmt)
+    per_class = result["final"].get("per_class_iou")
+    if per_class:
+        rows = sorted(({"class": k, "IoU": f"{100 * v:.2f}"} for k, v in per_class.items() if v is not None),
+                      key=lambda r: -float(r["IoU"]))
+        shown = rows if len(rows) <= 20 else rows[:10] + rows[-10:]
+        print(f"per-class IoU ({len(rows)} classes in the test predictions or ground truth"
+              f"{'; the 10 best and 10 worst' if len(rows) > 20 else ''}):")
+        print_table(shown, ["class", "IoU"])
+    print_counts(result)
+
+
+# ---------------------------------------------------------------- the recipe
 
 
 @dataclass
@@ -52,30 +101,18 @@ def load_segment_config(path: str | Path | None, overrides: list[str] | None = N
     return from_dict(read_recipe(path, overrides), SegmentConfig, "segment").validate()
 
 
-class Segmenter(nn.Module):
-    """backbone -> last feature map -> DeepLabv3 head -> logits at the input's size."""
-
-    def __init__(self, backbone: nn.Module, num_classes: int, atrous_rates=(12, 24, 36), channels: int = 256):
-        super().__init__()
-        from torchvision.models.segmentation.deeplabv3 import ASPP
-
-        self.backbone = backbone
-        self.head = nn.Sequential(  # torchvision's DeepLabHead, with the width as a parameter
-            ASPP(feature_channels(backbone)[-1], list(atrous_rates), channels),
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
-            nn.Conv2d(channels, num_classes, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.head(last_feature_map(self.backbone, images))
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-
-
 # ---------------------------------------------------------------- metrics
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int = IGNORE) -> torch.Tensor:
-    """(K, K) int64 counts, rows = ground truth, columns = prediction; pixels with ``ignore_index`` left out."""
+                     ignore_index: int | None = None) -> torch.Tensor:
+    """(K, K) int64 counts, rows = ground truth, columns = prediction; pixels with ``ignore_index`` (default:
+    ``dense.data.IGNORE``, unlabeled) left out."""
+    import torch
+
+    from catlip.evaluate.dense.data import IGNORE
+
+    ignore_index = IGNORE if ignore_index is None else ignore_index
     keep = target != ignore_index
     idx = target[keep].long() * num_classes + pred[keep].long()
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
@@ -83,6 +120,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 def segmentation_metrics(conf: torch.Tensor, names: list[str]) -> dict[str, Any]:
     """mIoU, per-class IoU (None where a class is neither predicted nor present), pixel and mean class accuracy."""
+    import torch
+
     conf = conf.double()
     tp = conf.diag()
     gt, pred = conf.sum(1), conf.sum(0)
@@ -97,41 +136,49 @@ def segmentation_metrics(conf: torch.Tensor, names: list[str]) -> dict[str, Any]
             "pixels": int(total)}
 
 
-@torch.no_grad()
 def evaluate_segmenter(model: nn.Module, data: DenseData, cfg: SegmentConfig, device: torch.device,
                        progress: bool = False, norm: tuple = (None, None)) -> dict[str, Any]:
     """Whole-image inference over ``data``; metrics from one confusion matrix at the masks' resolution.
     ``norm``: the backbone's pixel (mean, std) (None: CLIP's)."""
+    import torch
+    import torch.nn.functional as F
     from torch.utils.data import DataLoader
+
+    from catlip.evaluate.dense.data import DenseDataset, collate_seg, seg_eval_transform
 
     ds = DenseDataset(data, seg_eval_transform(cfg.image_size, *norm))
     loader = DataLoader(ds, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, collate_fn=collate_seg)
     conf = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64)
     notes, skipped, images = Counter(), 0, 0
-    for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
-        notes.update(batch["notes"])
-        skipped += batch["skipped"]
-        if batch["image"] is None:
-            continue
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(batch["image"].to(device))
-        for i, (h, w) in enumerate(batch["sizes"]):
-            target = batch["mask"][i]
-            if target.shape != (h, w):  # evaluation masks are at full resolution
-                up = F.interpolate(logits[i:i + 1, :, :h, :w].float(), size=target.shape, mode="bilinear",
-                                   align_corners=False)
-            else:
-                up = logits[i:i + 1, :, :h, :w].float()
-            conf += confusion_matrix(up.argmax(1)[0].cpu(), target, data.num_classes)
-            images += 1
+    with torch.no_grad():
+        for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+            notes.update(batch["notes"])
+            skipped += batch["skipped"]
+            if batch["image"] is None:
+                continue
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(batch["image"].to(device))
+            for i, (h, w) in enumerate(batch["sizes"]):
+                target = batch["mask"][i]
+                if target.shape != (h, w):  # evaluation masks are at full resolution
+                    up = F.interpolate(logits[i:i + 1, :, :h, :w].float(), size=target.shape, mode="bilinear",
+                                       align_corners=False)
+                else:
+                    up = logits[i:i + 1, :, :h, :w].float()
+                conf += confusion_matrix(up.argmax(1)[0].cpu(), target, data.num_classes)
+                images += 1
     return {**segmentation_metrics(conf, data.names), "test_images": images, "test_skipped": skipped,
             "test_notes": dict(notes)}
 
 
-# ---------------------------------------------------------------- the task
+# ---------------------------------------------------------------- training
 
 
 def _loss(model: nn.Module, batch: dict, device: torch.device):
+    import torch.nn.functional as F
+
+    from catlip.evaluate.dense.data import IGNORE
+
     if batch["image"] is None or batch["image"].shape[0] < 2:
         return None  # BatchNorm in the ASPP pooling branch needs two images
     logits = model(batch["image"].to(device, non_blocking=True))
@@ -141,6 +188,8 @@ def _loss(model: nn.Module, batch: dict, device: torch.device):
 def open_pair(train: str, test: str | None, classes: str | None, holdout_n: int = 0
               ) -> tuple[DenseData, DenseData | None]:
     """Training and test data; ``holdout_n`` > 0 splits the last samples of ``train`` off as the test set."""
+    from catlip.evaluate.dense.data import holdout, open_segmentation
+
     train_data = open_segmentation(train, classes, seed=0)
     if holdout_n:
         if test:
@@ -155,7 +204,12 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
                 config: str | None = None, overrides: list[str] | None = None, holdout_n: int = 0,
                 run_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Load ``checkpoint`` (or ``random:...``), train DeepLabv3 on ``train_spec``, evaluate on the test set."""
-    from catlip.evaluate.model import check_source, load_eval_model
+    import torch
+
+    from catlip.evaluate.common.model import check_source, load_eval_model
+    from catlip.evaluate.dense.data import DenseDataset, collate_seg, seg_train_transform
+    from catlip.evaluate.dense.loop import Job, set_drop_path, train
+    from catlip.models.dense import Segmenter
 
     check_source(checkpoint)  # before opening the data
     cfg = load_segment_config(config, overrides)
@@ -183,3 +237,13 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
 def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: SegmentConfig, progress: bool,
               norm: tuple = (None, None)):
     return evaluate_segmenter(model, data, cfg, device, progress, norm)
+
+
+TASK = Task(
+    name="segment",
+    help="semantic segmentation transfer (DeepLabv3 head, mIoU)",
+    description="Train a DeepLabv3 head (ASPP, atrous rates 12/24/36) with the backbone on images with semantic "
+    "masks and report mIoU, per-class IoU and pixel accuracy (CatLIP Section 5.2; recipe "
+    "configs/segment_ade20k_vit_b16.yaml). --set key=value overrides recipe fields.",
+    add_arguments=add_arguments, run=run, report=report, order=60,
+)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from catlip.evaluate.datasets import LabelledData, collate_skip
+from catlip.evaluate.common.datasets import LabelledData, collate_skip
 from catlip.progress import progress_bar
 from catlip.train.feature_cache import encode, feature_file, module_hash, read_tensors, store_tensors
 
@@ -43,6 +43,17 @@ class Encoder(nn.Module):
         if self.head is not None:
             return self.head.pool(self.backbone, feats)
         return self.backbone.forward_head(feats, pre_logits=True)
+
+
+class ImageTower(nn.Module):
+    """A two-tower method's image embedding as an encoder module (for ``extract_features``)."""
+
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.encode_image(images)
 
 
 @dataclass

@@ -1,16 +1,22 @@
 """`catlip multilabel`: a multi-label linear probe (BCE, mean average precision), e.g. COCO-style labels.
 
 The same probe as ``catlip probe --multilabel`` (fractions, Transfer Init, the lr/wd grid), without k-NN or ridge,
-which need one class per image.
+which need one class per image. The objective and the metric are shared with multi-label fine-tuning: the loss is
+CatLIP's own (``catlip.losses.bce``: summed over classes, averaged over the batch), as the paper fine-tunes COCO
+with binary cross-entropy (Appendix A); the metric is the mean over classes of average precision. Torch is imported
+inside the functions (``catlip --help`` reads this module).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from catlip.evaluate.common.cli import DATA_HELP, add_common, add_limit, print_coverage, print_table, print_unlisted
 from catlip.evaluate.tasks import Task
-from catlip.evaluate.tasks._common import DATA_HELP, add_common, add_limit, print_coverage, print_table, print_unlisted
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,8 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from catlip.evaluate.run import run_probe
-    from catlip.evaluate.tasks.probe import probe_arguments
+    from catlip.evaluate.classify.probe import probe_arguments, run_probe
 
     result = run_probe(args.checkpoint, args.train, args.test, args.classes,
                        **probe_arguments(args, multilabel=True, knn=False))
@@ -44,6 +49,29 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     print_unlisted(result)
     print_coverage(result)
     print_table(result["rows"], ["protocol", "subset", "init", "n_train", "mAP"])
+
+
+# ---------------------------------------------------------------- objective and metric (also fine-tuning's)
+
+
+def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BCE with logits against multi-hot targets; reduction: sum over classes, mean over the batch."""
+    from catlip.losses import bce
+
+    return bce(logits.float(), targets.float())
+
+
+def multilabel_metrics(scores: torch.Tensor, targets: torch.Tensor) -> dict:
+    """mAP (and per-class AP) of (N, C) scores against (N, C) 0/1 targets."""
+    from catlip.evaluate.common.metrics import mean_average_precision
+
+    out = mean_average_precision(scores.float(), targets)
+    out["mean_labels_per_image"] = float(targets.float().sum(1).mean()) if len(targets) else float("nan")
+    return out
+
+
+def is_multilabel(targets: torch.Tensor) -> bool:
+    return targets.dim() == 2
 
 
 TASK = Task(

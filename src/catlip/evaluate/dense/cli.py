@@ -1,4 +1,4 @@
-"""Arguments, running and printing shared by the dense tasks (segment, detect); not a task itself (the ``_``)."""
+"""Arguments, running and printing shared by the dense tasks (segment, detect); not a task itself."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any, Callable
 
-from catlip.evaluate.tasks._common import CKPT_HELP, print_table
+from catlip.evaluate.common.cli import CKPT_HELP, print_table
 
 DENSE_DATA_HELP = ("webdataset shards ({000..009} patterns) with <key>.jpg and the task's member, or "
                    "synthetic[:N[:SIZE]] (embedded scenes, no files)")

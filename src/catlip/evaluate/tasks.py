@@ -1,12 +1,14 @@
-"""Evaluation tasks as a registry: one module per task in this package, each defining ``TASK = Task(...)``.
+"""Evaluation tasks as a registry: one module per task, each defining ``TASK = Task(...)``.
 
 A task declares its command-line arguments (``add_arguments(parser)``), runs from the parsed arguments
 (``run(args) -> dict`` of metrics and details, JSON-able) and prints its result (``report(result, args)``).
 ``catlip.cli`` builds one subcommand per task by iterating :func:`tasks`; ``--output/-o`` writes the dict as JSON.
 
-Adding a task = adding ``evaluate/tasks/<name>.py`` (plus its test): modules here are discovered by name, so no
-other file lists them. Task modules import only the standard library at top level (``catlip --help`` must not
-import torch); heavy imports go inside ``run``. Modules whose name starts with ``_`` are helpers, not tasks.
+A task is one module holding its command line and its procedure, in its family's package
+(``catlip.evaluate.classify``, ``.caption``, ``.dense``), which names it in its ``TASKS`` tuple; ``catlip.evaluate``
+itself names ``suite`` (``catlip eval``). Adding a task touches that one folder (plus its test). Task modules and
+family ``__init__`` files import only the standard library and torch-free catlip modules at top level
+(``catlip --help`` reads them all and must not import torch); heavy imports go inside the functions.
 """
 
 from __future__ import annotations
@@ -36,12 +38,22 @@ class Task:
 _TASKS: dict[str, Task] | None = None
 
 
+def _task_modules() -> list[str]:
+    """Every task module's name: those ``catlip.evaluate`` and its family packages list in ``TASKS``."""
+    import catlip.evaluate as root
+
+    found = [f"{root.__name__}.{name}" for name in root.TASKS]
+    for info in pkgutil.iter_modules(root.__path__):
+        if info.ispkg:
+            family = importlib.import_module(f"{root.__name__}.{info.name}")
+            found += [f"{family.__name__}.{name}" for name in getattr(family, "TASKS", ())]
+    return found
+
+
 def _discover() -> dict[str, Task]:
     found: dict[str, Task] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for name in _task_modules():
+        module = importlib.import_module(name)
         task = getattr(module, "TASK", None)
         if not isinstance(task, Task):
             raise TypeError(f"{module.__name__} defines no TASK = Task(...)")
@@ -73,7 +85,7 @@ def get(name: str) -> Task:
 
 def run_task(task: Task | str, args: argparse.Namespace) -> dict[str, Any]:
     """Run, print, and write ``args.output`` (JSON) when given: what each evaluation subcommand does."""
-    from catlip.evaluate.run import write_json
+    from catlip.evaluate.common.cli import write_json
 
     task = get(task) if isinstance(task, str) else task
     result = task.run(args)

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from catlip.evaluate.datasets import ClassList
+from catlip.evaluate.common.datasets import ClassList
 from catlip.labels.mapping import DEFAULT_ALPHA, KINDS, ClassMapping, CoverageReport, clean_name
 
-__all__ = ["DEFAULT_ALPHA", "KINDS", "ClassMapping", "CoverageReport", "class_mapper", "clean_name", "map_classes",
-           "transfer_init", "transferred_rows"]
+__all__ = ["DEFAULT_ALPHA", "KINDS", "ClassMapping", "CoverageReport", "class_mapper", "clean_name", "head_mapping",
+           "map_classes", "transfer_init", "transferred_rows"]
 
 
 def class_mapper(vocab: Any, alpha: float = DEFAULT_ALPHA, wordnet: Any = None):
@@ -31,6 +31,14 @@ def class_mapper(vocab: Any, alpha: float = DEFAULT_ALPHA, wordnet: Any = None):
 def map_classes(classes: ClassList, vocab: Any, alpha: float = DEFAULT_ALPHA, dataset: str = "",
                 wordnet: Any = None) -> CoverageReport:
     return class_mapper(vocab, alpha, wordnet).map(classes, dataset)
+
+
+def head_mapping(model: Any, classes: ClassList, alpha: float, purpose: str, dataset: str
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, CoverageReport]:
+    """(head weight, head bias, class mapping) of an ``EvalModel`` for ``classes``; ``purpose`` names the use in
+    the error a model without a head raises."""
+    weight, bias = model.head_weight(purpose)
+    return weight, bias, map_classes(classes, model.vocab, alpha, dataset)
 
 
 def transferred_rows(weight: torch.Tensor, bias: torch.Tensor | None, report: CoverageReport

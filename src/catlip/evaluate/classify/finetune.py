@@ -1,31 +1,115 @@
-"""Fine-tune the whole model on a labelled dataset (CatLIP Appendix A, Table 7b/c).
+"""`catlip finetune`: fine-tune the whole model on a labelled dataset (CatLIP Appendix A, Table 7b/c).
 
 AdamW with weight decay on matrices only, optional layer-wise learning-rate decay (timm), the pre-training
 warmup + cosine schedule (``catlip.train.optim.lr_at``), cross-entropy with label smoothing (single-label) or
-BCE (multi-label). The classifier starts random or from the pre-trained head (Transfer Init).
+BCE (multi-label). The classifier starts random or from the pre-trained head (Transfer Init). A recipe from
+``configs/finetune_*.yaml`` sets it all; ``--set key=value`` overrides recipe fields.
+
+:func:`run_finetune` loads the checkpoint and opens the data; :func:`finetune` is the procedure, given the encoder
+(images -> features) and the classifier to train. Torch is imported inside the functions (``catlip --help`` reads
+this module).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Subset
+from typing import TYPE_CHECKING, Any, Sequence
 
 from catlip.config import ConfigError, OptimConfig, from_dict, read_recipe
-from catlip.errors import DataError
-from catlip.evaluate.datasets import LabelledData, _ShardDataset, collate_skip
-from catlip.evaluate.features import default_device, extract_features
-from catlip.evaluate.linear_probe import balanced_subset
-from catlip.evaluate.metrics import topk_accuracy
-from catlip.evaluate.multilabel import multilabel_loss, multilabel_metrics
+from catlip.errors import DataError, OutputError
+from catlip.evaluate.common.cli import DATA_HELP, add_common, print_coverage, print_table, print_unlisted, unlisted
+from catlip.evaluate.tasks import Task
 from catlip.progress import progress_bar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from catlip.evaluate.classify.linear import Classifier
+    from catlip.evaluate.common.datasets import LabelledData
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--config", help="recipe YAML (configs/finetune_*.yaml)")
+    p.add_argument("--train", required=True, help=DATA_HELP)
+    p.add_argument("--test", help=DATA_HELP)
+    p.add_argument("--save", help="write the fine-tuned weights (safetensors) here")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set epochs=2 --set init=transfer (repeatable)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.overrides) + [f"num_workers={args.workers}", f"device={args.device}"]
+    if args.batch_size:
+        overrides.append(f"batch_size={args.batch_size}")
+    if args.image_size:
+        overrides.append(f"image_size={args.image_size}")
+    return run_finetune(args.checkpoint, args.train, args.test, args.classes, config=args.config,
+                        overrides=overrides, save=args.save, progress=not args.no_progress,
+                        allow_partial=args.allow_partial_classes)
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print_unlisted(result)
+    print_coverage(result)
+    cols = ["epoch", "steps", "train_loss"] + ([c for c in ("top1", "top5", "mAP") if c in result["final"]])
+    print_table(result["history"], cols)
+
+
+def run_finetune(checkpoint: str, train: str, test: str | None, classes: str | None = None, *,
+                 config: str | None = None, overrides: Sequence[str] = (), save: str | None = None,
+                 progress: bool = True, allow_partial: bool = False) -> dict[str, Any]:
+    """Fine-tune the whole network with a ``configs/finetune_*.yaml`` recipe; optionally save the weights."""
+    from catlip.evaluate.classify.linear import _random_linear
+    from catlip.evaluate.classify.transfer_init import head_mapping, transfer_init
+    from catlip.evaluate.common.datasets import open_labelled
+    from catlip.evaluate.common.model import load_eval_model
+
+    cfg = load_finetune_config(config, list(overrides))
+    model = load_eval_model(checkpoint, cfg.image_size or None)
+    size = model.image_size
+    train_data = open_labelled(train, classes, model.train_transform(cfg.rrc_scale_min), cfg.multilabel,
+                               shuffle=cfg.shuffle_buffer, seed=cfg.seed, allow_partial=allow_partial)
+    test_data = open_labelled(test, train_data.classes, model.eval_transform(), cfg.multilabel,
+                              allow_partial=allow_partial) if test else None
+    result: dict[str, Any] = {"checkpoint": checkpoint, "method": model.method_name, "train": train, "test": test,
+                              "num_classes": train_data.num_classes, "image_size": size,
+                              **unlisted(train=train_data, test=test_data), **(model.loaded or {})}
+    encoder = model.encoder()
+    if cfg.init == "transfer":
+        weight, bias, report = head_mapping(model, train_data.classes, cfg.alpha, "init: transfer", Path(train).name)
+        linear = transfer_init(weight, bias, report, cfg.seed)
+        result["coverage"] = report.to_dict()
+    else:
+        linear = _random_linear(encoder.num_features, train_data.num_classes, cfg.seed)
+    out = finetune(encoder, linear, train_data, test_data, cfg, progress=progress)
+    trained = out.pop("model")
+    if save:
+        _save_weights(trained, save)
+        result["saved"] = save
+    result.update(out)
+    return result
+
+
+def _save_weights(model: nn.Module, path: str) -> None:
+    from catlip.atomic import staged
+    from catlip.models.export import save_tensors
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    try:
+        with staged(Path(path)) as (tmp,):
+            save_tensors(state, tmp, {"format": "pt"})
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+# ---------------------------------------------------------------- the procedure
 
 
 @dataclass
@@ -66,18 +150,6 @@ def load_finetune_config(path: str | Path | None, overrides: list[str] | None = 
     return from_dict(read_recipe(path, overrides), FinetuneConfig, "finetune").validate()
 
 
-class Classifier(nn.Module):
-    """encoder (backbone + pooling) followed by a linear classifier."""
-
-    def __init__(self, encoder: nn.Module, linear: nn.Linear):
-        super().__init__()
-        self.encoder = encoder
-        self.linear = linear
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.encoder(images))
-
-
 def param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
     """AdamW groups carrying ``lr_scale``: layer-wise decay over the backbone (timm), scale 1 for the rest."""
     from catlip.train import optim
@@ -99,6 +171,12 @@ def param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict]:
 
 
 def _train_loader(data: LabelledData, cfg: FinetuneConfig) -> tuple[DataLoader, int]:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from catlip.evaluate.classify.linear import balanced_subset
+    from catlip.evaluate.common.datasets import _ShardDataset, collate_skip
+
     ds = data.dataset
     if isinstance(ds, _ShardDataset):
         if cfg.fraction < 1:
@@ -125,6 +203,10 @@ def count_shard_samples(urls: list[str]) -> int:
 def evaluate_classifier(model: nn.Module, data: LabelledData, *, batch_size: int = 256, num_workers: int = 0,
                         device: str | torch.device = "auto", progress: bool = True) -> dict[str, Any]:
     """top-1/top-5 (single-label) or mAP (multi-label) of a model mapping images to logits."""
+    from catlip.evaluate.classify.multilabel import multilabel_metrics
+    from catlip.evaluate.common.features import extract_features
+    from catlip.evaluate.common.metrics import topk_accuracy
+
     out = extract_features(model, data, batch_size=batch_size, num_workers=num_workers, device=device,
                            progress=progress, desc="evaluate")
     if data.multilabel:
@@ -136,6 +218,11 @@ def evaluate_classifier(model: nn.Module, data: LabelledData, *, batch_size: int
 def finetune(encoder: nn.Module, linear: nn.Linear, train: LabelledData, test: LabelledData | None,
              cfg: FinetuneConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train encoder + linear end to end; evaluate on ``test`` after every epoch. Returns history and config."""
+    import torch
+    from torch import nn
+
+    from catlip.evaluate.classify.linear import Classifier
+    from catlip.evaluate.common.features import default_device
     from catlip.train.optim import lr_at
 
     torch.manual_seed(cfg.seed)
@@ -182,9 +269,23 @@ def finetune(encoder: nn.Module, linear: nn.Linear, train: LabelledData, test: L
 
 
 def _loss(model: Classifier, batch: dict, cfg: FinetuneConfig, device: torch.device) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
+    from catlip.evaluate.classify.multilabel import multilabel_loss
+
     images, target = batch["image"].to(device, non_blocking=True), batch["target"].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model(images)
     if target.dim() == 2:
         return multilabel_loss(logits, target)
     return F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+
+
+TASK = Task(
+    name="finetune",
+    help="fine-tune the whole model on a labelled dataset",
+    description="Fine-tune backbone + linear classifier with a recipe from configs/finetune_*.yaml (paper Table 7); "
+    "--set key=value overrides recipe fields.",
+    add_arguments=add_arguments, run=run, report=report, order=50,
+)

@@ -1,4 +1,5 @@
-"""Object detection transfer (CatLIP Section 5.3, Table 8b): Mask R-CNN on ViTDet's simple feature pyramid.
+"""`catlip detect`: object detection transfer (CatLIP Section 5.3, Table 8b), Mask R-CNN on ViTDet's simple feature
+pyramid.
 
 torchvision's ``MaskRCNN`` (or ``FasterRCNN``, its box branch alone, when the data has no instance masks) with
 ``catlip.models.dense.SimpleFeaturePyramid`` as the backbone: maps at strides 4-32 plus the stride-64 pool level,
@@ -7,30 +8,71 @@ pyramid levels. Training uses ViTDet's large-scale jitter (``data.det_train_tran
 transform resizes the longer side to ``image_size``, normalises with the pre-training mean/std and maps
 predictions back to the original pixels. COCO-style AP (IoU .50:.05:.95), AP50 and AP75 for boxes, and for masks
 when the data has them, come from pycocotools' ``COCOeval``.
+
+:func:`run_detect` loads the checkpoint and the data and trains (``dense.loop``); :func:`evaluate_detector` is the
+evaluation of a detector on a data set. Torch is imported inside the functions (``catlip --help`` reads this
+module).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from catlip.config import ConfigError, from_dict, read_recipe
-from catlip.evaluate.dense.data import (DenseData, DenseDataset, collate_det, det_eval_transform,
-                                        det_train_transform, holdout, open_detection)
-from catlip.evaluate.dense.loop import DenseTrainConfig, Job, set_drop_path, train
+from catlip.evaluate.dense.cli import (add_dense_arguments, check_args, finish, overrides, print_counts,
+                                       report_history)
+from catlip.evaluate.dense.loop import DenseTrainConfig
+from catlip.evaluate.tasks import Task
 from catlip.progress import progress_bar
-from catlip.models.dense import SimpleFeaturePyramid
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from catlip.evaluate.dense.data import DenseData
+
+DATA_HELP = ("webdataset shards with <key>.jpg + <key>.json ({\"boxes\": [[x0,y0,x1,y1]...], \"labels\": [...]}), "
+             "a COCO instances_*.json (images: --images), or synthetic[:N[:SIZE]] (embedded scenes, no files)")
+CLASSES_HELP = ("class names in label-index order: a JSON list (or one under \"detection\") or one per line "
+                "(default: classes.json / classes.txt beside the shards; a COCO json brings its categories)")
+PERCENT = ("box_AP", "box_AP50", "box_AP75", "mask_AP", "mask_AP50", "mask_AP75")
 PYRAMID_LEVELS = ["0", "1", "2", "3"]  # strides 4, 8, 16, 32: the levels RoIAlign reads
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_dense_arguments(p, DATA_HELP, CLASSES_HELP)
+    p.add_argument("--images", help="image folder of a COCO --train json (default: found beside the json)")
+    p.add_argument("--test-images", help="image folder of a COCO --test json")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    check_args(args)
+    return finish(run_detect(args.checkpoint, args.train, args.test, args.classes, images=args.images,
+                             test_images=args.test_images, config=args.config, overrides=overrides(args),
+                             holdout_n=args.holdout, run_dir=args.run_dir, progress=not args.no_progress))
+
+
+def _fmt(col: str, value: Any) -> Any:
+    return f"{100 * value:.2f}" if col in PERCENT and isinstance(value, float) else value
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    head = "Mask R-CNN" if result["masks"] else "Mask R-CNN, box branch (no instance masks in the data)"
+    print(f"detect {result['checkpoint']} ({result['method']}), {head}: {result['train_images']} train / "
+          f"{result['test_images']} test images, {result['num_classes']} classes")
+    report_history(result, list(PERCENT), _fmt)
+    print_counts(result)
+
+
+# ---------------------------------------------------------------- the recipe and the model
 
 
 @dataclass
@@ -73,6 +115,7 @@ def build_detector(backbone: nn.Module, num_classes: int, cfg: DetectConfig, mas
     from torchvision.ops import MultiScaleRoIAlign
 
     from catlip.data.transforms import MEAN, STD
+    from catlip.models.dense import SimpleFeaturePyramid
 
     pyramid = SimpleFeaturePyramid(backbone, cfg.fpn_channels, extra_pool=True)
     sizes = tuple((cfg.anchor_size * 2 ** i,) for i in range(len(PYRAMID_LEVELS) + 1))
@@ -97,6 +140,7 @@ def build_detector(backbone: nn.Module, num_classes: int, cfg: DetectConfig, mas
 
 
 def _rle(mask: np.ndarray) -> dict:
+    import numpy as np
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -152,28 +196,31 @@ def coco_ap(gts: list[dict], dets: list[dict], num_classes: int, iou_type: str =
     return {name: float(max(v, 0.0)) for name, v in zip(names, ev.stats[:3])}
 
 
-@torch.no_grad()
 def evaluate_detector(model: nn.Module, data: DenseData, cfg: DetectConfig, device: torch.device,
                       masks: bool, progress: bool = False) -> dict[str, Any]:
     """Detections on ``data`` at the original resolution; box AP (and mask AP when ``masks``)."""
+    import torch
     from torch.utils.data import DataLoader
+
+    from catlip.evaluate.dense.data import DenseDataset, collate_det, det_eval_transform
 
     ds = DenseDataset(data, det_eval_transform())
     loader = DataLoader(ds, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, collate_fn=collate_det)
     gts, dets, notes, skipped = [], [], Counter(), 0
-    for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
-        notes.update(batch["notes"])
-        skipped += batch["skipped"]
-        if batch["image"] is None:
-            continue
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outs = model([img.to(device) for img in batch["image"]])
-        for img, target, out in zip(batch["image"], batch["target"], outs):
-            gts.append({**target, "size": tuple(img.shape[-2:])})
-            det = {k: v.float().cpu() for k, v in out.items()}
-            if masks and "masks" in det:
-                det["masks"] = det["masks"][:, 0] > 0.5
-            dets.append(det)
+    with torch.no_grad():
+        for batch in progress_bar(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+            notes.update(batch["notes"])
+            skipped += batch["skipped"]
+            if batch["image"] is None:
+                continue
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                outs = model([img.to(device) for img in batch["image"]])
+            for img, target, out in zip(batch["image"], batch["target"], outs):
+                gts.append({**target, "size": tuple(img.shape[-2:])})
+                det = {k: v.float().cpu() for k, v in out.items()}
+                if masks and "masks" in det:
+                    det["masks"] = det["masks"][:, 0] > 0.5
+                dets.append(det)
     result = {f"box_{k}": v for k, v in coco_ap(gts, dets, data.num_classes).items()}
     if masks and all("masks" in g for g in gts):
         result.update({f"mask_{k}": v for k, v in coco_ap(gts, dets, data.num_classes, "segm").items()})
@@ -181,7 +228,7 @@ def evaluate_detector(model: nn.Module, data: DenseData, cfg: DetectConfig, devi
             "test_boxes": int(sum(len(g["boxes"]) for g in gts))}
 
 
-# ---------------------------------------------------------------- the task
+# ---------------------------------------------------------------- training
 
 
 def _loss(model: nn.Module, batch: dict, device: torch.device, masks: bool):
@@ -196,6 +243,8 @@ def _loss(model: nn.Module, batch: dict, device: torch.device, masks: bool):
 
 def open_pair(train: str, test: str | None, classes: str | None, holdout_n: int = 0, images: str | None = None,
               test_images: str | None = None) -> tuple[DenseData, DenseData | None]:
+    from catlip.evaluate.dense.data import holdout, open_detection
+
     train_data = open_detection(train, classes, images=images, seed=0)
     if holdout_n:
         if test:
@@ -219,7 +268,11 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
                overrides: list[str] | None = None, holdout_n: int = 0, run_dir: str | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Load ``checkpoint`` (or ``random:...``), train Faster / Mask R-CNN on ``train_spec``, evaluate on test."""
-    from catlip.evaluate.model import check_source, load_eval_model
+    import torch
+
+    from catlip.evaluate.common.model import check_source, load_eval_model
+    from catlip.evaluate.dense.data import DenseDataset, collate_det, det_train_transform
+    from catlip.evaluate.dense.loop import Job, set_drop_path, train
 
     check_source(checkpoint)  # before opening the data
     cfg = load_detect_config(config, overrides)
@@ -253,3 +306,13 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
 def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: DetectConfig, masks: bool,
               progress: bool):
     return evaluate_detector(model, data, cfg, device, masks, progress)
+
+
+TASK = Task(
+    name="detect",
+    help="object detection transfer (Mask R-CNN on a ViTDet feature pyramid, COCO AP)",
+    description="Train Mask R-CNN (boxes; masks when the data has them) on ViTDet's simple feature pyramid over the "
+    "backbone and report COCO box AP / AP50 / AP75 (CatLIP Section 5.3; recipe "
+    "configs/detect_coco_maskrcnn_vit_b16.yaml). --set key=value overrides recipe fields.",
+    add_arguments=add_arguments, run=run, report=report, order=61,
+)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence, Union
 
 from catlip.errors import DataError
-from catlip.evaluate.class_files import clean_name, read_class_file  # noqa: F401 - clean_name re-exported
+from catlip.evaluate.common.class_files import clean_name, read_class_file  # noqa: F401 - clean_name re-exported
 
 log = logging.getLogger("catlip.evaluate")
 
@@ -127,7 +127,7 @@ def resolve_classnames(spec: str | None, dataset_names: Sequence[str]) -> ClassN
 
 
 def read_classnames_file(path: str | Path, with_wnids: bool = False):
-    """The names of a class file (any format :mod:`catlip.evaluate.class_files` reads), in index order;
+    """The names of a class file (any format :mod:`catlip.evaluate.common.class_files` reads), in index order;
     ``with_wnids``: (names, wnids), a WordNet id per name where the file gives one, else None."""
     classes = read_class_file(path)
     return (classes.names, classes.wnids) if with_wnids else classes.names

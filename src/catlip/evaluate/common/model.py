@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from catlip.errors import CheckpointError
-from catlip.evaluate.features import Encoder
+from catlip.evaluate.common.features import Encoder
 from catlip.train.feature_cache import module_hash
 
 RANDOM_PREFIX = "random:"
