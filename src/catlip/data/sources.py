@@ -39,6 +39,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from catlip.config import ModelConfig
 from catlip.data import formats
 from catlip.data.formats import (  # noqa: F401 - re-exported for older imports
     caption_column_index,
@@ -389,15 +390,16 @@ def skip_summary(counts: Counter | dict) -> str:
     return ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v) or "none"
 
 
-def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
-    """All of ``data.train`` as one random-access source. Index-time skips are counted in ``stats``."""
+def open_sources(data_cfg, *, seed: int, stats: Counter, image_size: int = ModelConfig.image_size) -> ConcatSource:
+    """All of ``data.train`` as one random-access source (the synthetic set drawn at ``image_size``, the run's
+    ``model.image_size``). Index-time skips are counted in ``stats``."""
     cache = formats.default_shard_cache()
     seen: dict[Path, str] = {}  # shards read so far (resolved path -> as listed), shared by the data.train entries
     image_exts = [e.strip().lower() for e in data_cfg.image_key.split(";") if e.strip()]
     parts: list[Source] = []
     for spec in data_cfg.train:
         if spec == "synthetic":
-            parts.append(SyntheticSource(data_cfg.synthetic_size, seed, data_cfg.image_size))
+            parts.append(SyntheticSource(data_cfg.synthetic_size, seed, image_size))
         elif formats.is_manifest(spec):
             parts.append(ManifestSource(spec, image_column=data_cfg.image_column,
                                         caption_column=data_cfg.caption_column, stats=stats))

@@ -25,3 +25,11 @@ class Method(nn.Module):
     def backbone_spec(self) -> dict[str, Any]:
         """timm name and kwargs the backbone was built with."""
         return dict(self.backbone.catlip_spec)
+
+
+def build_backbone(cfg) -> nn.Module:
+    """The run's image backbone: architecture and input size from ``cfg.model`` alone; multi-scale data
+    (``data.multiscale``) feeds it other sizes too, so it is then built to take any."""
+    from ..models.backbone import create_backbone
+
+    return create_backbone(cfg.model, dynamic_img_size=cfg.data.multiscale)
