@@ -196,7 +196,7 @@ class Stream:
 
         self.decoder, self.workers = decoder, workers
         mode = decoder if decoder in ("reference", "fast") else "fast"
-        cfg = load_config(None, [f"data.image_size={args.size}", f"data.batch_size={args.batch}",
+        cfg = load_config(None, [f"model.image_size={args.size}", f"data.batch_size={args.batch}",
                                  "data.augment=rrc_flip", f"data.rrc_scale_min={args.scale_min}",
                                  f"data.labels_file={work / 'labels.jsonl'}", f"data.decode={mode}"])
         cfg.data.train = [str(path) for path in sorted(work.glob("bench-*.tar"))]

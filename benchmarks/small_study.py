@@ -272,7 +272,8 @@ def method_vocab(method: str, vocabs: dict):
 def common_overrides(p: Preset, data: Path) -> list[str]:
     lr = BASE_LR * p.batch_size / 256
     return [
-        # quoted: the brace pattern would otherwise read as a YAML mapping
+        # quoted: the brace pattern would otherwise read as a YAML mapping. data.image_size (the deprecated name of
+        # model.image_size) stays: finished runs are reused only when their recorded overrides match these exactly
         f"data.train=['{data / 'flickr8k' / p.train_shards}']", f"data.image_size={p.image_size}",
         f"data.batch_size={p.batch_size}", f"data.num_workers={p.workers}", "data.augment=rrc_flip",
         "data.rrc_scale_min=0.35", "data.vocab_min_count=5", f"model.backbone={p.backbone}",

@@ -53,7 +53,7 @@ VARIANTS = ("compile", "grad_ckpt")  # --variants: torch.compile'd step, gradien
 def _cfg(method: str, backbone: str, image_size: int, batch: int, patch_drop: float = 0.0, variant: str = ""):
     from catlip.config import load_config
 
-    return load_config(None, [f"method.name={method}", f"model.backbone={backbone}", f"data.image_size={image_size}",
+    return load_config(None, [f"method.name={method}", f"model.backbone={backbone}", f"model.image_size={image_size}",
                               f"data.batch_size={batch}", "data.context_length=77", f"model.patch_drop={patch_drop}",
                               f"model.grad_checkpointing={variant == 'grad_ckpt'}"])
 
@@ -179,7 +179,7 @@ def loader_benchmark(images: int = 400) -> dict | None:
     torch.set_num_threads(1)  # what a DataLoader worker process uses
     pattern = str(shards / "flickr8k-train-{000..005}.tar")
     vocab, _ = build_vocabulary([shards / "flickr8k-train-000.tar"], "catlip", min_count=5)
-    cfg = load_config(None, [f"data.train=['{pattern}']", "data.image_size=224", "data.batch_size=50",
+    cfg = load_config(None, [f"data.train=['{pattern}']", "model.image_size=224", "data.batch_size=50",
                              "data.augment=rrc_flip", "data.rrc_scale_min=0.08"])
     t0 = time.perf_counter()
     loader = build_train_loader(cfg, vocab, method_inputs=("image", "label_ids"), num_workers=0)

@@ -4,7 +4,6 @@ TINY_VIT = """
 model:
   backbone: vit_tiny_patch16_224
   backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-data:
   image_size: 32
 """
 

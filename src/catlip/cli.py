@@ -256,7 +256,7 @@ def _cmd_import_corenet(args: argparse.Namespace) -> int:
         print(f"  vocabulary: {len(vocab):,} WordNet synsets ({', '.join(vocab.names[:8])}, ...)")
     else:
         print("  no --vocab: the head's classes have no names (tag, zeroshot and transfer init need them)")
-    print(f"  preprocessing: shorter side {cfg.data.eval_resize} -> centre crop {cfg.data.image_size}, bilinear, "
+    print(f"  preprocessing: shorter side {cfg.data.eval_resize} -> centre crop {cfg.model.image_size}, bilinear, "
           "pixels in [0, 1] (mean 0, std 1); position table: corenet's 1-D stretch at other sizes")
     print(f"wrote {out['run']}")
     return 0
@@ -334,7 +334,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _export_open_clip(trained, args.output)
     from catlip.data.transforms import Preprocess
 
-    spec = export_backbone(trained.method, args.output, preprocess=Preprocess.of(trained.config.data))
+    spec = export_backbone(trained.method, args.output, preprocess=Preprocess.of(trained.config))
     if args.output.endswith(".safetensors"):
         sidecar = args.output[: -len(".safetensors")] + ".json"
         print(f"wrote {args.output} + {sidecar} (timm {timm_architecture(spec)}); load: cfg = json.load("
@@ -364,9 +364,9 @@ def _export_open_clip(trained, output: str) -> int:
 
     from catlip.models.export import preprocessing
 
-    data = trained.config.data
-    pre = preprocessing(data.image_size, data.mean, data.std, data.eval_resize)
-    out = export_open_clip(trained.method, output, image_size=data.image_size, context_length=data.context_length,
+    data, size = trained.config.data, trained.config.model.image_size
+    pre = preprocessing(size, data.mean, data.std, data.eval_resize)
+    out = export_open_clip(trained.method, output, image_size=size, context_length=data.context_length,
                            preprocess=pre)
     vision = out["model_cfg"]["vision_cfg"]
     output = os.path.normpath(output)

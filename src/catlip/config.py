@@ -8,6 +8,7 @@ a typo in a recipe must never silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +36,13 @@ class DataConfig:
     labels_file: str = ""  # pre-extracted labels (JSONL from `catlip labels`), optional
     vocab_min_count: int = V_TAU_DEFAULT  # V_tau: the paper's 500 (catlip.defaults); small recipes set their own
     vocab_top_k: int = 0  # keep at most this many of the most frequent labels in a built vocabulary (0 = all)
-    image_size: int = 64  # training resolution in pixels (square crops)
     # Per-channel pixel mean (R, G, B). Mean, std and eval_resize travel with the model: every command that reads
     # the run feeds it what it was trained on, and exports write them into timm's pretrained_cfg. Default: CLIP's;
     # corenet's CatLIP models (catlip import corenet) read [0, 1] pixels: mean 0, std 1, eval_resize 232.
     mean: list[float] = field(default_factory=lambda: list(CLIP_MEAN))
     std: list[float] = field(default_factory=lambda: list(CLIP_STD))  # per-channel pixel std (R, G, B)
-    eval_resize: int = 0  # evaluation: shorter side to this, then the centre image_size crop (0 = image_size)
+    # evaluation: shorter side to this, then the centre model.image_size crop (0 = model.image_size)
+    eval_resize: int = 0
     batch_size: int = 64  # images per optimizer micro-step on each process
     num_workers: int = 2  # DataLoader worker processes (also the processes counting captions for a vocabulary)
     augment: str = "rrc_flip"  # none | rrc_flip (random-resized crop + flip) | randaugment
@@ -67,6 +68,10 @@ class ModelConfig:
 
     backbone: str = "vit_tiny_patch16_224"  # timm model name of the image backbone
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
+    # input resolution in pixels (square): the training crop, the evaluation crop and the exports' input size.
+    # Stored with the checkpoint's model arguments (meta.json), so evaluation, export and LiT rebuild the model
+    # from the run's own files. data.image_size is its deprecated name
+    image_size: int = 64
     head_bias_init: float = 0.0  # CatLIP: a negative bias starts the sigmoid near the label prior
     # constant: every class starts at head_bias_init; prior: each class at its own caption frequency (log-odds
     # for sigmoid losses, log-frequency for softmax ones), read off the vocabulary counts (models/heads.py)
@@ -189,12 +194,12 @@ class Config:
                                     ("train.resume_changes", self.train.resume_changes, ("refuse", "allow"))):
             if value not in allowed:
                 raise ConfigError(f"{key} must be one of {' | '.join(allowed)}, got {value!r}")
-        if self.data.image_size <= 0 or self.optim.grad_accum <= 0:
-            raise ConfigError("data.image_size and optim.grad_accum must be positive")
+        if self.model.image_size <= 0 or self.optim.grad_accum <= 0:
+            raise ConfigError("model.image_size and optim.grad_accum must be positive")
         if self.train.ckpt_every <= 0 or self.train.log_every <= 0:  # the loop divides the step by them
             raise ConfigError(f"train.ckpt_every and train.log_every must be positive, got {self.train.ckpt_every} "
                               f"and {self.train.log_every}")
-        check_preprocessing(self.data)
+        check_preprocessing(self.data, self.model.image_size)
         check_numbers(self)
         if not 0.0 <= self.model.patch_drop < 1.0:
             raise ConfigError(f"model.patch_drop must lie in [0, 1), got {self.model.patch_drop}")
@@ -204,8 +209,8 @@ class Config:
         return self
 
 
-def check_preprocessing(data: DataConfig) -> None:
-    """data.mean / data.std: three finite numbers each (std > 0); data.eval_resize: 0 or >= data.image_size."""
+def check_preprocessing(data: DataConfig, image_size: int) -> None:
+    """data.mean / data.std: three finite numbers each (std > 0); data.eval_resize: 0 or >= model.image_size."""
     import math
 
     for key, values in (("data.mean", data.mean), ("data.std", data.std)):
@@ -213,9 +218,9 @@ def check_preprocessing(data: DataConfig) -> None:
             raise ConfigError(f"{key} must be three finite numbers (R, G, B), got {values}")
     if min(data.std) <= 0:
         raise ConfigError(f"data.std must be positive, got {data.std}")
-    if data.eval_resize and data.eval_resize < data.image_size:
-        raise ConfigError(f"data.eval_resize ({data.eval_resize}) must be 0 or at least data.image_size "
-                          f"({data.image_size}): the evaluation crop is taken from the resized image")
+    if data.eval_resize and data.eval_resize < image_size:
+        raise ConfigError(f"data.eval_resize ({data.eval_resize}) must be 0 or at least model.image_size "
+                          f"({image_size}): the evaluation crop is taken from the resized image")
 
 
 def check_numbers(cfg: Config) -> None:
@@ -260,10 +265,52 @@ def _warmup_warning(o: OptimConfig) -> str:
             f"run and {what}, with no cosine decay; lower optim.warmup_steps (e.g. to {o.steps // 10})")
 
 
+# Keys that moved to another section (old -> new). Recipes, overrides and the config.yaml / checkpoint meta of older
+# runs still say the old name, so it keeps loading, with one line on stderr saying where it now lives.
+MOVED_KEYS = {"data.image_size": "model.image_size"}
+
+
+def upgrade_keys(raw: dict[str, Any], *, quiet: bool = False) -> dict[str, Any]:
+    """``raw`` (a nested config dict) with every :data:`MOVED_KEYS` entry at its new place, as a copy. The old
+    and the new key both set to different values is a ``ConfigError``; ``quiet`` leaves out the deprecation line
+    (for comparing a stored config, which was read, and announced, elsewhere)."""
+    if not isinstance(raw, dict):
+        return raw
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        if not isinstance(out.get(old_section), dict) or old_key not in out[old_section]:
+            continue
+        value = out[old_section].pop(old_key)
+        target = out.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            continue  # from_dict names the section that is not a mapping
+        if new_key in target and not _same(target[new_key], value, new):
+            raise ConfigError(f"{old}={value!r} and {new}={target[new_key]!r} disagree; set only {new} "
+                              f"({old} is its deprecated name)")
+        target[new_key] = value
+        if not quiet:
+            _deprecated(f"{old} is deprecated and read as {new}; recipes and overrides should set {new}")
+    return out
+
+
+def _same(a: Any, b: Any, key: str) -> bool:
+    section, name = key.split(".")
+    hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
+    return _coerce(a, hint, key) == _coerce(b, hint, key)
+
+
+def _deprecated(text: str) -> None:
+    print(f"catlip: warning: {text}", file=sys.stderr)
+
+
 def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
-    """Build a dataclass tree from a nested dict, rejecting unknown keys."""
+    """Build a dataclass tree from a nested dict, rejecting unknown keys (a :class:`Config` reads moved keys at
+    their new place: :func:`upgrade_keys`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    if cls is Config:
+        data = upgrade_keys(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

@@ -117,6 +117,8 @@ def format_keys(source: str | None = None, width: int = 110) -> str:
             lines.append(f"  {k.name} ({k.type}) = {k.default}")
             lines += textwrap.wrap(k.meaning, width, initial_indent="      ", subsequent_indent="      ")
         lines.append("")
+    lines.append("deprecated: still read (with a warning line) from recipes, overrides and older runs")
+    lines += [f"  {old} -> {new}" for old, new in config_module.MOVED_KEYS.items()]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -137,6 +139,11 @@ def markdown(source: str | None = None) -> str:
         lines += [f"## {s.name}", "", s.meaning, "", "| key | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| `{k.name}` | `{_cell(k.type)}` | `{_cell(k.default)}` | {_cell(k.meaning)} |" for k in s.keys]
         lines.append("")
+    lines += ["## Deprecated keys", "", "Still read from recipes, overrides and the config.yaml / checkpoints of older "
+              "runs, as the key they moved to, with one warning line on stderr; setting both to different values is "
+              "an error.", "", "| deprecated key | read as |", "|---|---|"]
+    lines += [f"| `{old}` | `{new}` |" for old, new in config_module.MOVED_KEYS.items()]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -28,8 +28,8 @@ DEMO_OVERRIDES = [
     "method.name=catlip",
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 96, depth: 3, num_heads: 3}",
-    "model.head_bias_init=-3.0",
-    "data.image_size=48", "data.batch_size=128", "data.synthetic_size=8192", "data.vocab_min_count=5",
+    "model.head_bias_init=-3.0", "model.image_size=48",
+    "data.batch_size=128", "data.synthetic_size=8192", "data.vocab_min_count=5",
     "data.augment=rrc_flip", "data.rrc_scale_min=0.5", "data.num_workers=1",
     "optim.lr=0.002", "optim.weight_decay=0.05", "optim.warmup_steps=60", "optim.steps=1200",
     "optim.min_lr_ratio=0.05", "optim.clip_grad=1.0",
@@ -187,7 +187,7 @@ def run_demo(*, data: str | None = None, steps: int | None = None, output: str =
     if steps:
         overrides.append(f"optim.steps={steps}")
     cfg = load_config(None, overrides + list(extra or []))
-    probe = _probe_set(data, cfg.data.image_size, probe_train, probe_test, probe_size)
+    probe = _probe_set(data, cfg.model.image_size, probe_train, probe_test, probe_size)
     run_dir = pretrain(cfg)
     t_train = time.perf_counter() - t0
     trained = load_pretrained(run_dir)
@@ -199,7 +199,7 @@ def run_demo(*, data: str | None = None, steps: int | None = None, output: str =
               "loss_first": losses[0], "loss_last": losses[-1], "train_seconds": round(t_train, 1)}
     if probe is not None:
         result["probe"] = probe.name
-        size = cfg.data.image_size
+        size = cfg.model.image_size
         for key, model in (("random_init", _eval_model(random_init, vocab, size, "random init")),
                            ("pretrained", _eval_model(trained.method, vocab, size, str(run_dir)))):
             result[f"probe_{key}"], zs = _evaluate(model, probe, zero_shot=data is None)

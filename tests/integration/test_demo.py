@@ -13,7 +13,7 @@ from catlip.cli import main
 def test_demo_runs_and_prints_the_comparison(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--steps", "40", "--probe-size", "200", "--output", str(out), "data.synthetic_size=512",
-                 "data.batch_size=32", "data.num_workers=0", "data.image_size=32", "train.progress=false",
+                 "data.batch_size=32", "data.num_workers=0", "model.image_size=32", "train.progress=false",
                  "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]) == 0
     text = capsys.readouterr().out
     assert "linear probe top-1 (%)" in text and "random init" in text and "CatLIP head, zero-shot" in text

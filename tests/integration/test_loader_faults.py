@@ -16,7 +16,7 @@ from shards import write_tar as _tar  # tests/shards.py
 TINY = [
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.vocab_min_count=1",
+    "model.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.vocab_min_count=1",
     "optim.steps=3", "optim.warmup_steps=1", "train.ckpt_every=100", "train.log_every=1", "train.progress=false",
     "train.tensorboard=false",
 ]
@@ -175,7 +175,7 @@ def test_training_reads_the_rows_after_an_unterminated_quote(tmp_path):
     from catlip.config import load_config
     from catlip.data import build_train_loader
 
-    cfg = load_config(None, ["data.image_size=32", "data.batch_size=9", "data.num_workers=0",
+    cfg = load_config(None, ["model.image_size=32", "data.batch_size=9", "data.num_workers=0",
                              f"data.train=[{src}]"])
     loader = build_train_loader(cfg, None, method_inputs=("image",))
     assert len(loader.dataset) == 9 and dict(loader.stats) == {"bad_manifest_row": 1}

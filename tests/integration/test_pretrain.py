@@ -20,7 +20,7 @@ from catlip.cli import main
 TINY = [
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
-    "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "data.synthetic_size=32",
+    "model.image_size=32", "data.batch_size=8", "data.num_workers=0", "data.synthetic_size=32",
     "data.vocab_min_count=2", "optim.steps=3", "optim.warmup_steps=1",
     "train.ckpt_every=2", "train.log_every=1", "train.progress=false",
 ]

@@ -16,7 +16,7 @@ TINY = [
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
     "model.drop_path_rate=0.1",  # uses the RNG, so the RNG state must be restored too
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
+    "model.image_size=32", "data.batch_size=4", "data.num_workers=0",
     "data.synthetic_size=12",  # 3 batches per epoch: the resumed half crosses an epoch boundary
     "optim.steps=4", "optim.warmup_steps=2", "optim.lr=0.002",
     "train.ckpt_every=2", "train.log_every=1", "train.progress=false", "train.tensorboard=false",

@@ -14,7 +14,7 @@ TINY = [
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
     "model.drop_path_rate=0.1",
-    "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.synthetic_size=12",
+    "model.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.synthetic_size=12",
     "optim.steps=4", "optim.warmup_steps=2", "optim.lr=0.002",
     "train.ckpt_every=2", "train.log_every=1", "train.progress=false", "train.tensorboard=false",
     # CLIP: no vocabulary to build, so the tests stay quick

@@ -182,7 +182,7 @@ def test_a_locked_image_tower_is_counted_as_locked():
     from catlip.train.log import tower_summary
 
     cfg = load_config(CLIP_TINY, SMALL)
-    method = LiTMethod(create_backbone(cfg.model, 48), cfg.model, 32, unlocked_blocks=0)
+    method = LiTMethod(create_backbone(cfg.model), cfg.model, 32, unlocked_blocks=0)
     c = tower_parameters(method)
     backbone = sum(p.numel() for p in method.backbone.parameters())
     assert c["image"] - c["image_trainable"] == backbone  # the projection trains, the backbone does not

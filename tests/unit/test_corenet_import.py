@@ -162,7 +162,7 @@ def test_import_writes_an_ordinary_run(imported, capsys):
     meta = json.loads((imported / "checkpoints" / "step_0000000" / "meta.json").read_text())
     assert meta["imported"]["dropped"][0].startswith("neural_augmentor.")
     cfg = meta["config"]
-    assert cfg["data"]["eval_resize"] == 232 and cfg["data"]["image_size"] == 224 and cfg["model"]["stem"] == "corenet"
+    assert cfg["data"]["eval_resize"] == 232 and cfg["model"]["image_size"] == 224 and cfg["model"]["stem"] == "corenet"
 
 
 def test_tag_uses_the_imported_preprocessing(imported, tmp_path, capsys):

@@ -20,7 +20,7 @@ from catlip.errors import DataError
 
 
 def _cfg(*overrides):
-    return load_config(None, ["data.image_size=32", "data.batch_size=4", "data.num_workers=0",
+    return load_config(None, ["model.image_size=32", "data.batch_size=4", "data.num_workers=0",
                               "data.synthetic_size=40", *overrides])
 
 

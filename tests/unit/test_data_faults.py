@@ -25,7 +25,7 @@ from shards import write_tar as _tar  # tests/shards.py
 
 
 def _cfg(*overrides):
-    return load_config(None, ["data.image_size=32", "data.batch_size=4", "data.num_workers=0", *overrides])
+    return load_config(None, ["model.image_size=32", "data.batch_size=4", "data.num_workers=0", *overrides])
 
 
 def _jpeg(i: int = 0) -> bytes:

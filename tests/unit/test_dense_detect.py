@@ -23,7 +23,6 @@ TINY = """
 model:
   backbone: vit_tiny_patch16_224
   backbone_kwargs: {patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2}
-data:
   image_size: 64
 """
 SMALL = ["image_size=64", "num_workers=0", "weight_decay=0", "fpn_channels=32", "anchor_size=8", "box_head_dim=64"]

@@ -35,7 +35,7 @@ from shards import write_tar  # tests/shards.py
 ROOT = Path(__file__).resolve().parents[2]
 # The smallest real CLIP run (timm and open_clip can both export it): 1 block, 32 px, one optimizer step.
 TINY_CLIP = ["method.name=clip", "model.backbone=vit_tiny_patch16_224",
-             "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}", "data.image_size=32",
+             "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}", "model.image_size=32",
              "model.embed_dim=32", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
              "data.context_length=16", "data.batch_size=4", "data.num_workers=0", "data.synthetic_size=8",
              "optim.steps=1", "optim.warmup_steps=0", "train.progress=false", "train.tensorboard=false"]

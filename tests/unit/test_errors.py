@@ -25,7 +25,7 @@ ERROR_CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass)
 # The smallest real model: a 1-block ViT on 32 px images, no dataloader workers, no logging side files.
 TINY = ["model.backbone=vit_tiny_patch16_224",
         "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
-        "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.synthetic_size=8",
+        "model.image_size=32", "data.batch_size=4", "data.num_workers=0", "data.synthetic_size=8",
         "optim.steps=1", "optim.warmup_steps=0", "train.progress=false", "train.tensorboard=false"]
 CLIP = ["method.name=clip", "model.embed_dim=32", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
         "data.context_length=16"]
@@ -108,7 +108,7 @@ def test_bad_method_loss_is_one_line_and_exit_2(tmp_path):
     (["config.yaml"], "override 'config.yaml' must look like section.key=value"),
     (["data.augment=nonsense"], "data.augment must be one of none | rrc_flip | randaugment, got 'nonsense'"),
     (["train.precision=fp8"], "train.precision must be one of auto | fp32 | bf16 | fp16, got 'fp8'"),
-    (["optim.grad_accum=0"], "data.image_size and optim.grad_accum must be positive"),
+    (["optim.grad_accum=0"], "model.image_size and optim.grad_accum must be positive"),
     (["train.device=nonsense"], "train.device='nonsense' is not a torch device; use auto, cpu, cuda or cuda:N"),
 ], ids=["clip-loss", "unknown-backbone", "backbone-kwarg", "fractional-int", "list-for-float", "bool-for-int",
         "not-an-override", "augment", "precision", "grad-accum", "device"])

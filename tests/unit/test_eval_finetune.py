@@ -15,8 +15,8 @@ def tiny_encoder(seed=0):
 
     torch.manual_seed(seed)
     cfg = ModelConfig(backbone="vit_tiny_patch16_224",
-                      backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2})
-    return Encoder(create_backbone(cfg, 16))
+                      backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}, image_size=16)
+    return Encoder(create_backbone(cfg))
 
 
 def two_colour_folder(root, n=8):

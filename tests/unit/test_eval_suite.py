@@ -17,9 +17,8 @@ TINY = """
 model:
   backbone: vit_tiny_patch16_224
   backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-  head_bias_init: -3.0
-data:
   image_size: 32
+  head_bias_init: -3.0
 """
 SUITE = "configs/suites/shared_small.yaml"
 TASKS = ["cifar10-zeroshot", "cifar10-probe", "cifar10-knn", "flickr8k-retrieval", "coco128-multilabel"]

@@ -259,7 +259,7 @@ def tiny_clip():
     cfg.method.name = "clip"
     cfg.model.backbone_kwargs = {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
     cfg.model.embed_dim, cfg.model.text_width, cfg.model.text_layers, cfg.model.text_heads = 16, 32, 1, 2
-    cfg.data.image_size, cfg.data.context_length = 32, 16
+    cfg.model.image_size, cfg.data.context_length = 32, 16
     torch.manual_seed(0)
     method = build_method(cfg, 0).eval()
     return EvalModel("tiny-clip", "clip", method.backbone, 32, method=method, context_length=16)

@@ -50,7 +50,7 @@ def _same_features(model, run: Path, size: int) -> None:
 
 
 def test_file_export_with_sidecar_loads_with_the_documented_timm_call(run, tmp_path, capsys):
-    size = load_config(str(RECIPE)).data.image_size
+    size = load_config(str(RECIPE)).model.image_size
     assert size == 48
     out = tmp_path / "backbone.safetensors"
     assert main(["export", str(run), "-o", str(out)]) == 0
@@ -71,7 +71,7 @@ def test_file_export_with_sidecar_loads_with_the_documented_timm_call(run, tmp_p
 
 
 def test_folder_export_is_timms_local_dir_layout(run, tmp_path):
-    size = load_config(str(RECIPE)).data.image_size
+    size = load_config(str(RECIPE)).model.image_size
     out = tmp_path / "backbone"
     assert main(["export", str(run), "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
@@ -108,5 +108,5 @@ def test_run_preprocessing_travels_into_the_export(tmp_path):
     assert [getattr(t, "size", None) for t in timm_tf.transforms[:2]] in ([56, (48, 48)], [56, [48, 48]])
     image = Image.fromarray((np.random.default_rng(1).random((70, 90, 3)) * 255).astype(np.uint8))
     ours = Preprocess.of(load_config(str(RECIPE), ["data.mean=[0,0,0]", "data.std=[1,1,1]",
-                                                   "data.eval_resize=56"]).data).eval_transform()
+                                                   "data.eval_resize=56"])).eval_transform()
     assert torch.allclose(timm_tf(image), ours(image), atol=1e-6)

@@ -251,7 +251,7 @@ def test_a_decoded_size_other_than_the_header_says_falls_back(monkeypatch):
 def test_already_decoded_images_are_the_reference_bit_for_bit():
     """The synthetic source hands PIL images over: fast mode must give today's batches exactly."""
     def batches(decode):
-        cfg = load_config(None, ["data.image_size=32", "data.batch_size=4", "data.num_workers=0",
+        cfg = load_config(None, ["model.image_size=32", "data.batch_size=4", "data.num_workers=0",
                                  "data.synthetic_size=12", f"data.decode={decode}"])
         it = iter(build_train_loader(cfg, None, method_inputs=("image",), device="cpu"))
         return [next(it)["image"] for _ in range(4)]
@@ -278,7 +278,7 @@ def assert_load_equal(data: bytes, seed_epoch: int, exact: bool = False) -> None
 
     out = {}
     for decode in ("reference", "fast"):
-        cfg = load_config(None, ["data.image_size=64", "data.rrc_scale_min=0.08", f"data.decode={decode}"]).data
+        cfg = load_config(None, ["model.image_size=64", "data.rrc_scale_min=0.08", f"data.decode={decode}"]).data
         out[decode] = TrainDataset(One(), cfg, seed=3, want_labels=False, want_text=False).load(0, seed_epoch, 64)[0]
     if exact:
         assert torch.equal(out["reference"], out["fast"])
@@ -306,7 +306,7 @@ def bad_shard(path: Path) -> Path:
 
 
 def run_loader(shard: Path, decode: str, gpu_on_cpu: bool = False):
-    cfg = load_config(None, [f"data.train=[{shard}]", "data.image_size=64", "data.batch_size=14",
+    cfg = load_config(None, [f"data.train=[{shard}]", "model.image_size=64", "data.batch_size=14",
                              "data.num_workers=0", "data.max_image_pixels=2000000", f"data.decode={decode}",
                              "data.max_skip_fraction=1"])
     loader = build_train_loader(cfg, None, method_inputs=("image", "text"), device="cpu")
@@ -346,7 +346,7 @@ def test_bad_samples_are_skipped_and_counted_exactly_as_the_reference(tmp_path, 
 
 def test_gpu_decode_without_cuda_is_one_line_then_the_cpu_fast_path(tmp_path, capsys):
     shard = bad_shard(tmp_path / "mixed-000.tar")
-    cfg = load_config(None, [f"data.train=[{shard}]", "data.image_size=64", "data.batch_size=14",
+    cfg = load_config(None, [f"data.train=[{shard}]", "model.image_size=64", "data.batch_size=14",
                              "data.num_workers=0", "data.max_image_pixels=2000000", "data.decode=gpu",
                              "data.max_skip_fraction=1"])
     loader = build_train_loader(cfg, None, method_inputs=("image",), device="cpu")

@@ -88,7 +88,7 @@ def test_16bit_ramp_through_the_training_dataset_transform():
         def read(self, i):
             return data, ["a ramp"], -1
 
-    cfg = DataConfig(augment="none", image_size=64)
+    cfg = DataConfig(augment="none")
     ds = TrainDataset(OneImage(), cfg, seed=0, want_labels=False, want_text=False)
     tensor = ds.load(0, 0, 64)[0]
     pixels = (tensor * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]) * 255

@@ -24,7 +24,8 @@ SOURCE = """
 model:
   backbone: vit_tiny_patch16_224
   backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-data: {image_size: 32, num_workers: 0, augment: none, batch_size: 32, vocab_min_count: 1}
+  image_size: 32
+data: {num_workers: 0, augment: none, batch_size: 32, vocab_min_count: 1}
 optim: {steps: 20, warmup_steps: 2, lr: 0.003}
 train: {progress: false, tensorboard: false, ckpt_every: 20}
 """
@@ -123,7 +124,7 @@ def test_lit_takes_the_pooling_of_its_source(lit):
     pre = load_pretrained(lit["run"])
     assert pre.config.method.image_pool == "avg"  # SuperClass's head reads the mean patch token
     assert pre.config.model.backbone_kwargs == {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
-    assert pre.config.data.image_size == 32
+    assert pre.config.model.image_size == 32
 
 
 def test_lit_resume_is_exact_with_and_without_the_cache(lit, tmp_path, capsys):
@@ -247,7 +248,7 @@ def test_unlocked_blocks_train_only_the_last_blocks(lit, tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.backbone=vit_small_patch16_224"], "differs from the image tower"),
-    (["data.image_size=64"], "differs from the image tower"),
+    (["model.image_size=64"], "differs from the image tower"),
     (["method.unlocked_blocks=1"], "fully locked image tower"),  # with the recipe's feature_cache=auto
     (["method.name=clip"], "trains a locked-image method"),
     (["method.feature_cache=", "method.unlocked_blocks=5"], "has 2 blocks"),

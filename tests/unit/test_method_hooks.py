@@ -21,7 +21,7 @@ def _cfg(method: str, *overrides: str):
     from catlip.config import from_dict, read_recipe
 
     return from_dict(read_recipe(None, [f"method.name={method}", f"model.backbone_kwargs={TINY}",
-                                        "data.image_size=16", "model.embed_dim=16", "model.text_width=32",
+                                        "model.image_size=16", "model.embed_dim=16", "model.text_width=32",
                                         "model.text_layers=1", "model.text_heads=2", "data.context_length=8",
                                         *overrides]))
 

@@ -23,7 +23,7 @@ def tiny_config(method: str, **method_fields) -> Config:
     cfg.model.backbone = "vit_tiny_patch16_224"
     cfg.model.backbone_kwargs = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
     cfg.model.embed_dim, cfg.model.text_width, cfg.model.text_layers, cfg.model.text_heads = 16, 32, 2, 2
-    cfg.data.image_size, cfg.data.context_length = 32, 8
+    cfg.model.image_size, cfg.data.context_length = 32, 8
     return cfg
 
 

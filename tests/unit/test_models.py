@@ -25,7 +25,7 @@ TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 
 def tiny_cfg(**changes) -> ModelConfig:
-    cfg = ModelConfig(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(TINY_VIT))
+    cfg = ModelConfig(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(TINY_VIT), image_size=32)
     cfg.embed_dim, cfg.text_width, cfg.text_layers, cfg.text_heads = 16, 32, 2, 2
     for key, value in changes.items():
         setattr(cfg, key, value)
@@ -34,7 +34,7 @@ def tiny_cfg(**changes) -> ModelConfig:
 
 def test_vit_backbone_follows_timm_contract():
     torch.manual_seed(0)
-    vit = create_backbone(tiny_cfg(), image_size=32)
+    vit = create_backbone(tiny_cfg())
     x = torch.randn(2, 3, 32, 32)
     tokens = vit.forward_features(x)
     assert tokens.shape == (2, 1 + 16, 32)  # CLS + (32 / 8)^2 patches
@@ -49,7 +49,7 @@ def test_vit_backbone_follows_timm_contract():
 
 def test_convnet_backbone_drops_img_size_and_pools_spatial_tokens():
     cfg = tiny_cfg(backbone="resnet18", backbone_kwargs={})
-    net = create_backbone(cfg, image_size=32).eval()
+    net = create_backbone(cfg).eval()
     assert "img_size" not in net.catlip_spec["kwargs"]
     feats = net.forward_features(torch.randn(2, 3, 32, 32))
     assert patch_tokens(net, feats).shape == (2, 1, 512)  # 32 px / stride 32 = one position
@@ -57,13 +57,13 @@ def test_convnet_backbone_drops_img_size_and_pools_spatial_tokens():
 
 def test_bad_backbone_names_and_kwargs_are_clear_errors():
     with pytest.raises(CatlipError, match="unknown timm model"):
-        create_backbone(tiny_cfg(backbone="vit_nonexistent_model"), 32)
+        create_backbone(tiny_cfg(backbone="vit_nonexistent_model"))
     with pytest.raises(CatlipError, match="cannot build"):
-        create_backbone(tiny_cfg(backbone_kwargs={**TINY_VIT, "no_such_option": 1}), 32)
+        create_backbone(tiny_cfg(backbone_kwargs={**TINY_VIT, "no_such_option": 1}))
 
 
 def test_grad_checkpointing_and_dynamic_size_are_applied():
-    vit = create_backbone(tiny_cfg(grad_checkpointing=True), 32, dynamic_img_size=True)
+    vit = create_backbone(tiny_cfg(grad_checkpointing=True), dynamic_img_size=True)
     assert vit.grad_checkpointing
     # Multi-scale batches: the same ViT takes 48 px input by interpolating its position embeddings.
     assert vit.forward_features(torch.randn(1, 3, 48, 48)).shape == (1, 1 + 36, 32)
@@ -71,7 +71,7 @@ def test_grad_checkpointing_and_dynamic_size_are_applied():
 
 def test_heads_init_and_shapes():
     torch.manual_seed(0)
-    vit = create_backbone(tiny_cfg(), 32)
+    vit = create_backbone(tiny_cfg())
     feats = vit.forward_features(torch.randn(3, 3, 32, 32))
     lin = LinearHead(32, 10, bias_init=-2.5)
     assert torch.all(lin.fc.bias == -2.5) and lin.fc.weight.abs().max() > 0
@@ -94,7 +94,7 @@ def test_export_round_trip_through_timm_is_bitwise(tmp_path):
     class Holder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.backbone = create_backbone(tiny_cfg(), 32)
+            self.backbone = create_backbone(tiny_cfg())
 
     method = Holder()
     with torch.no_grad():  # move weights away from init so a silently skipped tensor would show
@@ -125,7 +125,7 @@ def test_load_backbone_rejects_other_files(tmp_path):
 def test_clip_towers_encode_and_cap_temperature():
     torch.manual_seed(0)
     cfg = tiny_cfg()
-    towers = CLIPTowers(create_backbone(cfg, 32), cfg, context_length=8, init_logit_scale=2.6592, init_logit_bias=-10.0)
+    towers = CLIPTowers(create_backbone(cfg), cfg, context_length=8, init_logit_scale=2.6592, init_logit_bias=-10.0)
     img = towers.encode_image(torch.randn(2, 3, 32, 32))
     tokens = torch.tensor([[49406, 320, 1125, 49407, 0, 0, 0, 0], [49406, 3306, 49407, 0, 0, 0, 0, 0]])
     txt = towers.encode_text(tokens)

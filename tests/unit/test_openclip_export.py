@@ -28,7 +28,7 @@ from catlip.models.backbone import average_pooled
 from catlip.models.openclip_export import CONFIG_NAME, WEIGHTS_NAME, export_open_clip
 
 SIZE, CTX = 32, 16
-TINY = ["model.backbone=vit_tiny_patch16_224", "data.image_size=32", "model.embed_dim=32", "model.text_width=32",
+TINY = ["model.backbone=vit_tiny_patch16_224", "model.image_size=32", "model.embed_dim=32", "model.text_width=32",
         "model.text_layers=1", "model.text_heads=2", "data.context_length=16"]
 VIT = {"patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2, "img_size": 32}
 CAPTIONS = ["a photo of a dog", "Two people riding bicycles down a busy city street at night.", "", "red car"]
@@ -232,7 +232,7 @@ def test_the_self_check_catches_a_conversion_that_does_not_reproduce_the_run(tmp
 
 
 CLI_RUN = ["method.name=clip", "model.backbone=vit_tiny_patch16_224",
-           "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}", "data.image_size=32",
+           "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}", "model.image_size=32",
            "model.embed_dim=32", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
            "data.context_length=16", "data.batch_size=4", "data.num_workers=0", "data.synthetic_size=8",
            "optim.steps=2", "optim.warmup_steps=0", "train.progress=false", "train.tensorboard=false"]

@@ -23,7 +23,7 @@ def tiny_config(method: str, patch_drop: float) -> Config:
     cfg.model.backbone, cfg.model.backbone_kwargs = "vit_tiny_patch16_224", dict(TINY_VIT)
     cfg.model.patch_drop = patch_drop
     cfg.model.embed_dim, cfg.model.text_width, cfg.model.text_layers, cfg.model.text_heads = 16, 32, 2, 2
-    cfg.data.image_size, cfg.data.context_length = SIZE, 8
+    cfg.model.image_size, cfg.data.context_length = SIZE, 8
     cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.weight_decay = 2e-3, 0, 0.0
     return cfg.validate()
 
@@ -54,7 +54,7 @@ def tokens_seen(backbone: torch.nn.Module, images: torch.Tensor) -> int:
 @pytest.mark.parametrize("fraction, kept", [(0.0, 16), (0.5, 8), (0.75, 4)])
 def test_train_mode_drops_the_fraction_and_eval_mode_sees_every_token(fraction, kept):
     backbone = create_backbone(ModelConfig(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(TINY_VIT),
-                                           patch_drop=fraction), SIZE)
+                                           patch_drop=fraction, image_size=SIZE))
     images = torch.randn(2, 3, SIZE, SIZE)
     assert tokens_seen(backbone.train(), images) == 1 + kept  # the CLS token is never dropped
     assert tokens_seen(backbone.eval(), images) == 1 + 16
@@ -70,9 +70,9 @@ def test_config_range_and_non_vit_backbones_are_one_line_errors():
         load_config(None, ["model.backbone_kwargs={patch_drop_rate: 0.5}"])
     assert load_config(None, ["model.patch_drop=0.75"]).model.patch_drop == 0.75
     with pytest.raises(BackboneError, match="model.patch_drop needs a ViT-style timm backbone") as err:
-        create_backbone(ModelConfig(backbone="resnet18", patch_drop=0.5), SIZE)
+        create_backbone(ModelConfig(backbone="resnet18", patch_drop=0.5, image_size=SIZE))
     assert "\n" not in str(err.value)
-    create_backbone(ModelConfig(backbone="resnet18", patch_drop=0.0), SIZE)  # 0 leaves any backbone alone
+    create_backbone(ModelConfig(backbone="resnet18", patch_drop=0.0, image_size=SIZE))  # 0 leaves any backbone alone
 
 
 @pytest.mark.parametrize("method", ["catlip", "superclass", "clip", "siglip", "superclip"])

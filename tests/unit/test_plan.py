@@ -28,7 +28,7 @@ def test_analytic_parameters_match_the_built_tiny_models(method):
     from catlip.config import load_config
     from catlip.methods import build_method
 
-    cfg = load_config(None, [f"method.name={method}", "model.backbone=vit_tiny_patch16_224", "data.image_size=224",
+    cfg = load_config(None, [f"method.name={method}", "model.backbone=vit_tiny_patch16_224", "model.image_size=224",
                              "data.context_length=77"])
     built = sum(p.numel() for p in build_method(cfg, 24320).parameters())
     analytic = sum(t.params for t in towers(method, "vit_tiny_patch16_224").values())

@@ -32,7 +32,7 @@ def test_prior_bias_is_set_when_training_starts(tmp_path):
     from catlip.labels.vocab import Vocabulary
 
     cfg = load_config(None, ["model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
-                             "data.image_size=16", "model.head_bias=prior"])
+                             "model.image_size=16", "model.head_bias=prior"])
     vocab = Vocabulary(labels="synsets", keys=["n02084071", "n10287213"], counts=[300, 30], names=["dog", "man"],
                        glosses=["", ""], num_captions=1000)
     method = build_method(cfg, len(vocab))

@@ -30,7 +30,7 @@ TINY = [
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
     "model.embed_dim=16", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
-    "data.image_size=32", "data.context_length=16", "data.num_workers=0", "data.vocab_min_count=1",
+    "model.image_size=32", "data.context_length=16", "data.num_workers=0", "data.vocab_min_count=1",
     "train.log_every=1", "train.progress=false", "train.tensorboard=false",
 ]
 

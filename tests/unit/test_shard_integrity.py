@@ -44,7 +44,7 @@ def _expected(ns) -> list[tuple[bytes, list[str]]]:
 
 def _train(*specs: str | Path):
     """(image bytes, captions) of every sample of the training source over `specs`, and the index skips."""
-    cfg = load_config(None, ["data.image_size=32", "data.num_workers=0"]).data
+    cfg = load_config(None, ["model.image_size=32", "data.num_workers=0"]).data
     cfg.train = [str(s) for s in specs]
     stats: Counter = Counter()
     source = open_sources(cfg, seed=0, stats=stats)

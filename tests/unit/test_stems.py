@@ -22,8 +22,8 @@ class Method(torch.nn.Module):
 
 
 def _backbone(*overrides: str, size: int = 32):
-    cfg = load_config(None, [VIT, f"data.image_size={size}", *overrides])
-    return create_backbone(cfg.model, size)
+    cfg = load_config(None, [VIT, f"model.image_size={size}", *overrides])
+    return create_backbone(cfg.model)
 
 
 def test_conv_stem_keeps_the_patch_grid_and_trains():
@@ -60,7 +60,7 @@ def test_bad_stems_are_one_line_errors():
     with pytest.raises(BackboneError, match="power-of-two"):
         conv_stem(14, 64)
     with pytest.raises(BackboneError, match="patch embedding"):
-        create_backbone(load_config(None, ["model.backbone=resnet18", "model.stem=conv"]).model, 32)
+        create_backbone(load_config(None, ["model.backbone=resnet18", "model.stem=conv"]).model)
 
 
 def test_conv_stem_export_is_refused_clearly(tmp_path):
@@ -118,7 +118,7 @@ def test_paper_layout_bad_settings_are_one_line_errors():
     with pytest.raises(ConfigError, match="model.pos_resize"):
         load_config(None, ["model.pos_resize=bicubic"])
     with pytest.raises(BackboneError, match="position table"):
-        create_backbone(load_config(None, ["model.backbone=resnet18", "model.pos_resize=stretch"]).model, 32)
+        create_backbone(load_config(None, ["model.backbone=resnet18", "model.pos_resize=stretch"]).model)
 
 
 def test_paper_layout_export_is_refused_clearly(tmp_path):

@@ -22,7 +22,7 @@ TINY = [
     "model.backbone=vit_tiny_patch16_224",
     "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
     "model.embed_dim=16", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
-    "data.image_size=32", "data.context_length=16", "data.num_workers=0", "data.vocab_min_count=1",
+    "model.image_size=32", "data.context_length=16", "data.num_workers=0", "data.vocab_min_count=1",
     "train.log_every=1", "train.progress=false", "train.tensorboard=false", "method.name=superclip",
 ]
 
@@ -178,5 +178,5 @@ def test_recipes():
     tiny = load_config(root / "superclip_tiny_cpu.yaml")
     base = load_config(root / "tiny_cpu.yaml")
     assert tiny.method.name == "superclip" and tiny.model.text_layers < base.model.text_layers
-    assert (tiny.model.backbone_kwargs, tiny.optim, tiny.data.image_size) == \
-        (base.model.backbone_kwargs, base.optim, base.data.image_size)
+    assert (tiny.model.backbone_kwargs, tiny.optim, tiny.model.image_size) == \
+        (base.model.backbone_kwargs, base.optim, base.model.image_size)

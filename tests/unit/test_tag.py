@@ -18,13 +18,13 @@ TINY = """
 model:
   backbone: vit_tiny_patch16_224
   backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
+  image_size: 32
   head_bias_init: -3.0
   embed_dim: 16
   text_width: 32
   text_layers: 1
   text_heads: 2
 data:
-  image_size: 32
   context_length: 16
 """
 GROUNDS = {"grass": "on the grass", "sand": "on the sand", "water": "on the water"}

@@ -187,7 +187,7 @@ def test_a_model_that_fails_to_compile_trains_without_compilation(tmp_path, monk
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     common = ["model.backbone=vit_tiny_patch16_224", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, "
-              "num_heads: 2}", "data.image_size=32", "data.synthetic_size=16", "data.batch_size=8",
+              "num_heads: 2}", "model.image_size=32", "data.synthetic_size=16", "data.batch_size=8",
               "data.num_workers=0", "data.vocab_min_count=1", "optim.steps=3", "train.progress=false",
               "train.tensorboard=false"]
     pretrain(load_config(None, [*common, "train.compile=true", f"train.output_dir={tmp_path / 'c'}"]))

@@ -454,10 +454,10 @@ def build_train_loader(cfg, vocab, *, method_inputs, rank: int = 0, world_size: 
     device the trainer picks from ``train.device``), where it was normalised from uint8.
     """
     stats: Counter = Counter()
-    source = open_sources(cfg.data, seed=cfg.train.seed, stats=stats)
+    source = open_sources(cfg.data, seed=cfg.train.seed, stats=stats, image_size=cfg.model.image_size)
     dataset = TrainDataset(source, cfg.data, seed=cfg.train.seed, vocab=vocab,
                            want_labels="label_ids" in method_inputs, want_text="text" in method_inputs)
-    plan = BatchPlan(len(source), cfg.data.batch_size, seed=cfg.train.seed, image_size=cfg.data.image_size,
+    plan = BatchPlan(len(source), cfg.data.batch_size, seed=cfg.train.seed, image_size=cfg.model.image_size,
                      world_size=world_size, rank=rank,
                      multiscale_sizes=cfg.data.multiscale_sizes if cfg.data.multiscale else None)
     workers = cfg.data.num_workers if num_workers is None else num_workers

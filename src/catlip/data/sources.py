@@ -40,6 +40,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from catlip.config import ModelConfig
 from catlip.data import formats, specs
 from catlip.data.formats import (  # noqa: F401 - re-exported for older imports
     caption_column_index,
@@ -402,8 +403,9 @@ def _train_kind(spec: str) -> str:
     return found.kind
 
 
-def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
-    """All of ``data.train`` as one random-access source. Index-time skips are counted in ``stats``."""
+def open_sources(data_cfg, *, seed: int, stats: Counter, image_size: int = ModelConfig.image_size) -> ConcatSource:
+    """All of ``data.train`` as one random-access source (the synthetic set drawn at ``image_size``, the run's
+    ``model.image_size``). Index-time skips are counted in ``stats``."""
     cache = formats.default_shard_cache()
     seen: dict[Path, str] = {}  # shards read so far (resolved path -> as listed), shared by the data.train entries
     image_exts = [e.strip().lower() for e in data_cfg.image_key.split(";") if e.strip()]
@@ -411,7 +413,7 @@ def open_sources(data_cfg, *, seed: int, stats: Counter) -> ConcatSource:
     for spec in data_cfg.train:
         kind = _train_kind(spec)
         if kind == specs.SYNTHETIC:
-            parts.append(SyntheticSource(data_cfg.synthetic_size, seed, data_cfg.image_size))
+            parts.append(SyntheticSource(data_cfg.synthetic_size, seed, image_size))
         elif kind == specs.MANIFEST:
             parts.append(ManifestSource(spec, image_column=data_cfg.image_column,
                                         caption_column=data_cfg.caption_column, stats=stats))

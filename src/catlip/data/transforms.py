@@ -80,7 +80,7 @@ def finetune_transform(size: int, mean=MEAN, std=STD, scale_min: float = 0.25) -
 @dataclass(frozen=True)
 class Preprocess:
     """A model's input convention: ``size`` (evaluation crop), ``resize`` (shorter side before the crop; 0 =
-    ``size``), pixel ``mean`` / ``std``. Built from a run's ``data`` section by :meth:`of`."""
+    ``size``), pixel ``mean`` / ``std``. Built from a run's config by :meth:`of`."""
 
     size: int
     resize: int = 0
@@ -88,10 +88,10 @@ class Preprocess:
     std: tuple[float, ...] = STD
 
     @classmethod
-    def of(cls, data_cfg, size: int | None = None) -> "Preprocess":
-        """The run's preprocessing at its own ``image_size``, or at ``size`` with the resize scaled alike
-        (232 -> 224 evaluated at 256 resizes to 265)."""
-        base = int(data_cfg.image_size)
+    def of(cls, cfg, size: int | None = None) -> "Preprocess":
+        """The preprocessing of a run (``cfg``: its ``Config``) at its own ``model.image_size``, or at ``size``
+        with the resize scaled alike (232 -> 224 evaluated at 256 resizes to 265)."""
+        base, data_cfg = int(cfg.model.image_size), cfg.data
         size = int(size or base)
         resize = int(getattr(data_cfg, "eval_resize", 0) or 0)
         if resize and size != base:

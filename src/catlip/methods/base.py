@@ -46,3 +46,11 @@ class Method(nn.Module):
         cached: ``image`` under a locked image tower, where the method offers ``image_features(images)`` and reads
         ``batch["image_features"]`` in place of ``batch["image"]``. Nothing by default."""
         return {}
+
+
+def build_backbone(cfg) -> nn.Module:
+    """The run's image backbone: architecture and input size from ``cfg.model`` alone; multi-scale data
+    (``data.multiscale``) feeds it other sizes too, so it is then built to take any."""
+    from ..models.backbone import create_backbone
+
+    return create_backbone(cfg.model, dynamic_img_size=cfg.data.multiscale)

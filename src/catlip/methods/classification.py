@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
-from .base import Method
+from .base import Method, build_backbone
 from .targets import IDFStats, class_mask, multi_hot
 
 
@@ -24,11 +24,9 @@ def check_label_head(name: str, loss: str, num_classes: int) -> None:
 
 
 def _build(cfg, num_classes: int, resolved, zero_weight_ids, make_head) -> "ClassificationMethod":
-    from ..models.backbone import create_backbone
-
     name, loss = resolved.spec.name, resolved.loss
     check_label_head(name, loss, num_classes)
-    backbone = create_backbone(cfg.model, cfg.data.image_size, dynamic_img_size=cfg.data.multiscale)
+    backbone = build_backbone(cfg)
     return ClassificationMethod(name, backbone, make_head(backbone), num_classes, loss, use_idf=cfg.method.use_idf,
                                 zero_weight_ids=zero_weight_ids, idf_momentum=cfg.method.idf_momentum)
 

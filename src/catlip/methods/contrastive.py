@@ -7,15 +7,13 @@ from torch import Tensor, nn
 from .. import losses
 from ..config import ModelConfig
 from ..models.clip import CLIPTowers
-from .base import Method
+from .base import Method, build_backbone
 from .distributed import gather_with_grad
 
 
 def build_contrastive(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "ContrastiveMethod":
     """CLIP or SigLIP (``resolved.spec.name``): image and text towers; ``num_classes`` is ignored."""
-    from ..models.backbone import create_backbone
-
-    backbone = create_backbone(cfg.model, cfg.data.image_size, dynamic_img_size=cfg.data.multiscale)
+    backbone = build_backbone(cfg)
     return ContrastiveMethod(resolved.spec.name, backbone, cfg.model, cfg.data.context_length)
 
 

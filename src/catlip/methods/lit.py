@@ -24,9 +24,9 @@ from .distributed import gather_with_grad
 
 def build_lit(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "LiTMethod":
     """The LiT towers at random init; the trainer then loads the locked backbone from ``method.image_tower``."""
-    from ..models.backbone import create_backbone
+    from .base import build_backbone
 
-    backbone = create_backbone(cfg.model, cfg.data.image_size)
+    backbone = build_backbone(cfg)
     return LiTMethod(backbone, cfg.model, cfg.data.context_length, cfg.method.image_pool,
                      cfg.method.unlocked_blocks, image_tower=cfg.method.image_tower,
                      feature_cache=cfg.method.feature_cache)

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from .. import losses
 from ..config import ModelConfig
 from ..models.clip import CLIPTowers
-from .base import Method
+from .base import Method, build_backbone
 from .classification import LabelHead, check_label_head
 from .distributed import gather_with_grad
 
@@ -35,14 +35,13 @@ from .distributed import gather_with_grad
 def build_superclip(cfg, num_classes: int, resolved, zero_weight_ids=()) -> "SuperCLIPMethod":
     """SuperCLIP: CLIP towers + LayerNorm/Linear(mean patch token -> ``num_classes``) with ``resolved.loss``."""
     from ..errors import ConfigError
-    from ..models.backbone import create_backbone
 
     loss = resolved.loss
     check_label_head("superclip", loss, num_classes)
     weight = float(getattr(cfg.method, "superclip_weight", 1.0))
     if not weight >= 0.0:
         raise ConfigError(f"method.superclip_weight must be >= 0, got {weight}")
-    backbone = create_backbone(cfg.model, cfg.data.image_size, dynamic_img_size=cfg.data.multiscale)
+    backbone = build_backbone(cfg)
     return SuperCLIPMethod(backbone, cfg.model, cfg.data.context_length, num_classes, loss, weight=weight,
                            use_idf=cfg.method.use_idf, zero_weight_ids=zero_weight_ids,
                            idf_momentum=cfg.method.idf_momentum, name=resolved.spec.name)

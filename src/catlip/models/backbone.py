@@ -18,10 +18,10 @@ from ..config import ModelConfig
 from ..errors import BackboneError  # noqa: F401  (defined in catlip.errors; imported from here too)
 
 
-def backbone_spec(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size: bool = False) -> dict[str, Any]:
+def backbone_spec(model_cfg: ModelConfig, *, dynamic_img_size: bool = False) -> dict[str, Any]:
     """The timm name and keyword arguments a backbone is (re)built from; stored with exported weights."""
     kwargs: dict[str, Any] = {"drop_path_rate": model_cfg.drop_path_rate, **model_cfg.backbone_kwargs}
-    kwargs.setdefault("img_size", image_size)
+    kwargs.setdefault("img_size", model_cfg.image_size)
     if dynamic_img_size or model_cfg.pos_resize == "stretch":
         # Multi-scale training feeds several resolutions; ViTs then interpolate position embeddings per batch
         # (a stretch ViT always: it takes any input size, as corenet's ViT does).
@@ -29,8 +29,8 @@ def backbone_spec(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size: 
     return {"name": model_cfg.backbone, "kwargs": kwargs}
 
 
-def create_backbone(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size: bool = False) -> nn.Module:
-    """Build ``model_cfg.backbone`` from timm with random weights and no classifier.
+def create_backbone(model_cfg: ModelConfig, *, dynamic_img_size: bool = False) -> nn.Module:
+    """Build ``model_cfg.backbone`` from timm with random weights and no classifier, for ``model_cfg.image_size``.
 
     ``img_size`` (and ``dynamic_img_size``) are passed only to models that accept them (ViT-like); the chosen
     arguments are recorded in ``model.catlip_spec`` so exports can rebuild the same architecture.
@@ -38,7 +38,7 @@ def create_backbone(model_cfg: ModelConfig, image_size: int, *, dynamic_img_size
     mode only, that keeps the prefix tokens); it is left out of ``catlip_spec``, so a rebuilt backbone (exports,
     evaluation: see :func:`for_evaluation`) sees every token.
     """
-    spec = backbone_spec(model_cfg, image_size, dynamic_img_size=dynamic_img_size)
+    spec = backbone_spec(model_cfg, dynamic_img_size=dynamic_img_size)
     kwargs = dict(spec["kwargs"])
     if model_cfg.patch_drop > 0:
         kwargs["patch_drop_rate"] = float(model_cfg.patch_drop)

@@ -191,7 +191,8 @@ def model_section(arch: dict[str, Any]) -> dict[str, Any]:
     name = TIMM_NAMES.get((arch["width"], arch["depth"]), "vit_base_patch16_224")
     kwargs = {"patch_size": PATCH, "embed_dim": arch["width"], "depth": arch["depth"], "num_heads": arch["heads"],
               "mlp_ratio": arch["mlp_ratio"], "qkv_bias": arch["qkv_bias"], "no_embed_class": True}
-    return {"backbone": name, "backbone_kwargs": kwargs, "stem": "corenet", "pos_resize": "stretch"}
+    return {"backbone": name, "backbone_kwargs": kwargs, "image_size": arch["image_size"], "stem": "corenet",
+            "pos_resize": "stretch"}
 
 
 def check_fits(converted: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:

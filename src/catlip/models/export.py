@@ -3,7 +3,7 @@
 An export holds the headless backbone's ``state_dict`` and a timm ``config.json``-style description: the timm
 ``architecture``, its ``model_args`` (the keyword arguments it was built with) and a ``pretrained_cfg`` whose
 ``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``mean`` and ``std`` are the run's own (CLIP
-mean/std, ``data.image_size``, bilinear resize of the shorter side + center crop, as ``catlip probe`` evaluates).
+mean/std, ``model.image_size``, bilinear resize of the shorter side + center crop, as ``catlip probe`` evaluates).
 The description is in the safetensors metadata and in a JSON file beside the weights, in one of two layouts:
 
 - ``-o backbone.safetensors`` (a path ending in ``.safetensors``): the weights plus ``backbone.json``; with any
@@ -131,7 +131,7 @@ def export_backbone(method: nn.Module, path: str | Path, *, image_size: int | No
 
     ``path`` ending in ``.safetensors``: that file plus ``<stem>.json``; otherwise a folder with
     ``model.safetensors`` + ``config.json`` (timm's ``local-dir:`` layout). ``image_size`` is the training
-    resolution (``data.image_size``); default: the backbone's ``img_size`` argument, else timm's input size.
+    resolution (``model.image_size``); default: the backbone's ``img_size`` argument, else timm's input size.
     ``preprocess``: the run's ``catlip.data.transforms.Preprocess`` (mean/std/resize; default: CLIP's, no resize).
     """
     backbone = unwrap(unwrap(method).backbone)

@@ -62,6 +62,8 @@ def remove_stale_temporaries(root: Path) -> list[Path]:
     return removed
 # Sections whose change makes old weights meaningless for the run (the rest may change between resumes).
 COMPAT_SECTIONS = ("model", "method")
+# ...except the input size: a run may go on at another resolution (progressive resizing), as under data.image_size
+COMPAT_EXEMPT = ("model.image_size",)
 
 
 def code_version() -> dict:
@@ -256,13 +258,13 @@ def check_compatible(meta: dict, cfg_dict: dict, vocab_hash: str | None) -> None
     if meta.get("vocab_hash") != vocab_hash:
         raise VocabularyError(f"checkpoint was trained with vocabulary {meta.get('vocab_hash')} but this run uses "
                               f"{vocab_hash}; resume with the run's own vocab.json or start a new output_dir")
-    from catlip.config import Config
+    from catlip.config import Config, upgrade_keys
 
-    old, default = meta.get("config", {}), Config().to_dict()
+    old, default = upgrade_keys(meta.get("config", {}), quiet=True), Config().to_dict()
     # A field added after the checkpoint was written counts as its default there (older runs stay resumable).
     was = {s: {**default[s], **old.get(s, {})} for s in COMPAT_SECTIONS}
     diffs = [f"{s}.{k}: {was[s].get(k)!r} -> {v!r}" for s in COMPAT_SECTIONS
-             for k, v in cfg_dict[s].items() if was[s].get(k) != v]
+             for k, v in cfg_dict[s].items() if was[s].get(k) != v and f"{s}.{k}" not in COMPAT_EXEMPT]
     if diffs:
         raise CheckpointError("checkpoint is incompatible with this config: " + "; ".join(diffs))
 
@@ -275,9 +277,9 @@ RESUME_OWN_KEYS = ("train.resume", "train.resume_changes")
 
 def config_changes(meta: dict, cfg_dict: dict) -> list[tuple[str, object, object]]:
     """``(section.key, stored, new)`` for each setting that differs from the checkpoint's config."""
-    from catlip.config import Config
+    from catlip.config import Config, upgrade_keys
 
-    old, default = meta.get("config", {}), Config().to_dict()
+    old, default = upgrade_keys(meta.get("config", {}), quiet=True), Config().to_dict()
     changes = []
     for section, fields in cfg_dict.items():
         was = {**default.get(section, {}), **old.get(section, {})}  # fields added later: their default

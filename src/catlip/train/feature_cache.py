@@ -148,11 +148,11 @@ def _say(text: str) -> None:
 class _EvalImages(torch.utils.data.Dataset):
     """(index, normalised image or None, captions, skip reason) of every sample, for the cache build."""
 
-    def __init__(self, source, data_cfg):
+    def __init__(self, source, cfg):
         from catlip.data.transforms import Preprocess
 
-        self.source, self.max_pixels = source, data_cfg.max_image_pixels
-        self.transform = Preprocess.of(data_cfg).eval_transform()  # the tower's own resize, crop and mean/std
+        self.source, self.max_pixels = source, cfg.data.max_image_pixels
+        self.transform = Preprocess.of(cfg).eval_transform()  # the tower's own resize, crop and mean/std
 
     def __len__(self) -> int:
         return len(self.source)
@@ -175,7 +175,7 @@ def _collate(rows):
 
 
 @torch.no_grad()
-def compute(method, source, data_cfg, *, device: torch.device, batch_size: int = 256, progress: bool = True):
+def compute(method, source, cfg, *, device: torch.device, batch_size: int = 256, progress: bool = True):
     """(features, status, reasons, captions) of every sample of ``source`` through ``method.image_features``."""
     from catlip.progress import progress_bar
 
@@ -183,8 +183,8 @@ def compute(method, source, data_cfg, *, device: torch.device, batch_size: int =
     features, status = None, torch.zeros(n, dtype=torch.int64)
     reasons: list[str] = []
     captions: list[list[str]] = [[] for _ in range(n)]
-    data = _EvalImages(source, data_cfg)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=data_cfg.num_workers,
+    data = _EvalImages(source, cfg)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=cfg.data.num_workers,
                                          collate_fn=_collate)
     was_training = method.training
     method.eval()
@@ -271,7 +271,7 @@ def open_feature_cache(method, source, cfg, root: str | Path, *, device: torch.d
     """The cache entry of these weights and data under ``root``: verified and reused, or (re)built."""
     root = Path(root)
     meta = {"version": VERSION, "weights": weights_id(method), "data_id": data_id(cfg.data),
-            "data": data_fingerprint(source, cfg.data), "image_size": cfg.data.image_size, "samples": len(source)}
+            "data": data_fingerprint(source, cfg.data), "image_size": cfg.model.image_size, "samples": len(source)}
     if (cfg.data.mean, cfg.data.std, cfg.data.eval_resize) != tuple(_default_preprocess()):
         # only non-default preprocessing enters the key, so caches built before it was recorded stay valid
         meta["preprocess"] = [cfg.data.mean, cfg.data.std, cfg.data.eval_resize]
@@ -288,7 +288,7 @@ def open_feature_cache(method, source, cfg, root: str | Path, *, device: torch.d
         shutil.rmtree(old, ignore_errors=True)
     if entry.exists():
         _say(f"{entry} is damaged: rebuilding")
-    features, status, reasons, captions = compute(method, source, cfg.data, device=device,
+    features, status, reasons, captions = compute(method, source, cfg, device=device,
                                                   batch_size=max(cfg.data.batch_size, 64), progress=progress)
     if not bool((status == 0).any()):
         raise DataError(f"feature cache: none of the {len(source):,} samples of data.train={cfg.data.train} could "
@@ -356,7 +356,7 @@ def build_cached_loader(cfg, method, d, *, start_sample: int = 0):
     if set(cached) != {"image"}:  # the one input a frozen encoder gives: any other needs its own cache
         raise ValueError(f"the feature cache serves images only; {type(method).__name__} asks for {sorted(cached)}")
     stats: Counter = Counter()
-    source = open_sources(cfg.data, seed=cfg.train.seed, stats=stats)
+    source = open_sources(cfg.data, seed=cfg.train.seed, stats=stats, image_size=cfg.model.image_size)
     root = cache_root(cfg, cached["image"])
     cache = None
     if d.is_main:
@@ -365,7 +365,7 @@ def build_cached_loader(cfg, method, d, *, start_sample: int = 0):
     if cache is None:
         cache = open_feature_cache(method, source, cfg, root, device=d.device, build=False)
     dataset = CachedFeatureDataset(cache, source, seed=cfg.train.seed, context_length=cfg.data.context_length)
-    plan = BatchPlan(len(source), cfg.data.batch_size, seed=cfg.train.seed, image_size=cfg.data.image_size,
+    plan = BatchPlan(len(source), cfg.data.batch_size, seed=cfg.train.seed, image_size=cfg.model.image_size,
                      world_size=d.world_size, rank=d.rank)
     return TrainLoader(dataset, plan, start_sample=start_sample, num_workers=0, stats=stats,
                        max_skip_fraction=cfg.data.max_skip_fraction, device=d.device)

@@ -28,7 +28,7 @@ def corenet_config(arch: dict[str, Any], output_dir: Path):
     from catlip.models.corenet import model_section
 
     size = arch["image_size"]
-    raw = {"data": {"train": [], "image_size": size, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+    raw = {"data": {"train": [], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
                     "eval_resize": round(EVAL_RESIZE * size / 224)},
            "model": model_section(arch),
            "method": {"name": "catlip", "labels": "synsets", "label_options": {"style": "corenet"}},

@@ -2,7 +2,7 @@
 tower (:func:`load_image_tower`) when the method asks for it (``Method.preparations``).
 
 The image tower is the source run's backbone, so its architecture (``model.backbone``, ``backbone_kwargs``,
-``stem``, ``pos_resize``), resolution and pixel convention (``data.image_size``, ``mean``, ``std``,
+``stem``, ``pos_resize``, ``image_size``) and pixel convention (``data.mean``, ``std``,
 ``eval_resize``) are copied from the source's recorded config; a recipe or override
 that sets them to something else is an error, not a silent rebuild. The source is pinned to the checkpoint folder
 found now (``method.image_tower``), so resuming LiT later reads the same weights even if the source run trained on.
@@ -15,7 +15,7 @@ from pathlib import Path
 from catlip.errors import CheckpointError, ConfigError
 
 COPIED = (("model", "backbone"), ("model", "backbone_kwargs"), ("model", "stem"), ("model", "pos_resize"),
-          ("data", "image_size"), ("data", "mean"), ("data", "std"), ("data", "eval_resize"))
+          ("model", "image_size"), ("data", "mean"), ("data", "std"), ("data", "eval_resize"))
 
 
 def source_checkpoint(run: str | Path):
@@ -34,12 +34,12 @@ def source_checkpoint(run: str | Path):
 
 def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
     """A validated LiT ``Config``: the recipe + overrides, the source's architecture, its image tower pinned."""
-    from catlip.config import from_dict, read_recipe
+    from catlip.config import from_dict, read_recipe, upgrade_keys
     from catlip.methods.registry import get, image_pool_of, image_tower_method, validate_config
 
     loaded = source_checkpoint(run)  # a checkpoint without backbone weights is refused when the trainer loads it
-    src = loaded.meta.get("config", {})
-    raw = read_recipe(recipe, overrides)
+    src = upgrade_keys(loaded.meta.get("config", {}))  # an older source recorded its size as data.image_size
+    raw = upgrade_keys(read_recipe(recipe, overrides))
     method = raw.setdefault("method", {})
     method.setdefault("name", image_tower_method())
     if not get(str(method["name"])).needs_image_tower:

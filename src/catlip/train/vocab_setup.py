@@ -46,7 +46,7 @@ def build_run_vocabulary(cfg, *, progress: bool = True, resolved=None):
         return None
     if label_source.closed_vocabulary is not None:
         return label_source.closed_vocabulary(options)
-    source = open_sources(cfg.data, seed=cfg.train.seed, stats=Counter())
+    source = open_sources(cfg.data, seed=cfg.train.seed, stats=Counter(), image_size=cfg.model.image_size)
     vocab, counts = build_vocabulary_from_source(
         source, label_source.name, options, min_count=cfg.data.vocab_min_count,
         top_k=cfg.data.vocab_top_k or None, workers=max(1, cfg.data.num_workers), progress=progress,

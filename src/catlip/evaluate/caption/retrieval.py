@@ -84,8 +84,8 @@ def _read(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
     from catlip.config import DataConfig
     from catlip.data.sources import open_sources
 
-    cfg = DataConfig(train=[args.data], caption_column=args.column or "caption", image_size=image_size)
-    source = open_sources(cfg, seed=0, stats=Counter())
+    cfg = DataConfig(train=[args.data], caption_column=args.column or "caption")
+    source = open_sources(cfg, seed=0, stats=Counter(), image_size=image_size)
     captions = [_captions(source, i) for i in range(len(source))]
     keep = [i for i, c in enumerate(captions) if c][:check_limit(args)]  # --limit: the first N captioned images
     if not keep:

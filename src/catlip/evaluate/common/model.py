@@ -109,9 +109,9 @@ def _trained_model(spec: str, image_size: int | None, ema: bool) -> EvalModel:
 
     pre = load_pretrained(spec, ema=ema)
     cfg = pre.config
-    size = image_size or cfg.data.image_size
+    size = image_size or cfg.model.image_size
     method = pre.method
-    if size != cfg.data.image_size:
+    if size != cfg.model.image_size:
         _resize(method.backbone, size, spec)
     head = getattr(method, "head", None)
     from catlip.data.transforms import Preprocess
@@ -119,28 +119,27 @@ def _trained_model(spec: str, image_size: int | None, ema: bool) -> EvalModel:
     loaded = {"checkpoint_path": str(pre.path), "checkpoint_step": pre.meta.get("step"),
               "checkpoint_steps": cfg.optim.steps, "checkpoint_description": pre.describe()}
     return EvalModel(spec, cfg.method.name, method.backbone, size, head, pre.vocab, method, cfg.data.context_length,
-                     Preprocess.of(cfg.data, size), loaded)
+                     Preprocess.of(cfg, size), loaded)
 
 
 def _random_model(name: str, image_size: int | None) -> EvalModel:
+    from dataclasses import replace
+
     from catlip.config import ModelConfig
     from catlip.methods.registry import load_config
     from catlip.models.backbone import create_backbone, for_evaluation
 
-    if name.endswith((".yaml", ".yml")):
-        cfg = load_config(name)  # same architecture as that recipe's pre-training, random weights
-        size = image_size or cfg.data.image_size
-        model_cfg = cfg.model
-    else:
-        size = image_size or 224
-        model_cfg = ModelConfig(backbone=name)
+    # a recipe: the same architecture and size as its pre-training, random weights; a timm name: timm's usual 224
+    recipe = load_config(name) if name.endswith((".yaml", ".yml")) else None
+    model_cfg = recipe.model if recipe is not None else ModelConfig(backbone=name, image_size=224)
+    size = image_size or model_cfg.image_size
     import torch
 
     torch.manual_seed(0)  # the floor must be the same random network every time
-    backbone = create_backbone(for_evaluation(model_cfg), size)  # a recipe's patch_drop is for pre-training
+    backbone = create_backbone(replace(for_evaluation(model_cfg), image_size=size))  # patch_drop: pre-training
     from catlip.data.transforms import Preprocess
 
-    pre = Preprocess.of(cfg.data, size) if name.endswith((".yaml", ".yml")) else None
+    pre = Preprocess.of(recipe, size) if recipe is not None else None
     return EvalModel(f"random:{name}", "random", backbone.eval(), size, preprocess=pre)
 
 
