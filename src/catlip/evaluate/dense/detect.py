@@ -272,7 +272,7 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
 
     from catlip.evaluate.common.model import check_source, load_eval_model
     from catlip.evaluate.dense.data import DenseDataset, collate_det, det_train_transform
-    from catlip.evaluate.dense.loop import Job, set_drop_path, train
+    from catlip.evaluate.dense.loop import Job, job_meta, set_drop_path, task_result, train
 
     check_source(checkpoint)  # before opening the data
     cfg = load_detect_config(config, overrides)
@@ -289,18 +289,12 @@ def run_detect(checkpoint: str, train_spec: str, test_spec: str | None = None, c
                            loaded.preprocess.std)
     evaluate = None if test_data is None else partial(_evaluate, data=test_data, cfg=cfg, masks=test_masks,
                                                       progress=progress)
-    meta = {"task": "detect", "checkpoint": checkpoint, "train": train_data.spec, "train_images": len(train_data),
-            "test": test_data.spec if test_data else None, "classes": train_data.names, "masks": masks,
-            "config": dict(vars(cfg))}
+    meta = job_meta("detect", checkpoint, train_data, test_data, cfg, masks=masks)
     train_set = DenseDataset(train_data, det_train_transform(cfg.image_size, (cfg.scale_min, cfg.scale_max)))
     job = Job(model, loaded.backbone, train_set, collate_det, partial(_loss, masks=masks), evaluate, meta,
               desc="detect")
     out = train(job, cfg, run_dir=run_dir, progress=progress)
-    return {"checkpoint": checkpoint, "method": loaded.method_name, "train": train_data.spec,
-            "test": test_data.spec if test_data else None, "num_classes": train_data.num_classes,
-            "masks": masks, "train_images": len(train_data), "test_images": len(test_data) if test_data else 0,
-            "skipped_at_open": {"train": dict(train_data.skipped), "test": dict(test_data.skipped) if test_data else {}},
-            **out, **(loaded.loaded or {}), "model": model}
+    return task_result(checkpoint, loaded, train_data, test_data, out, model, masks=masks)
 
 
 def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: DetectConfig, masks: bool,

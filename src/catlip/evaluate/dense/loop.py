@@ -126,6 +126,22 @@ class Job:
     desc: str = "train"
 
 
+def job_meta(task: str, checkpoint: str, train_data, test_data, cfg, **extra) -> dict:
+    """What a dense run records beside its checkpoints (a resume must see the same task, data and settings)."""
+    return {"task": task, "checkpoint": checkpoint, "train": train_data.spec, "train_images": len(train_data),
+            "test": test_data.spec if test_data else None, "classes": train_data.names, **extra,
+            "config": dict(vars(cfg))}
+
+
+def task_result(checkpoint: str, loaded, train_data, test_data, out: dict, model: nn.Module, **extra) -> dict:
+    """What a dense task returns (and ``-o`` writes): the data it read, the loop's results, the checkpoint used."""
+    return {"checkpoint": checkpoint, "method": loaded.method_name, "train": train_data.spec,
+            "test": test_data.spec if test_data else None, "num_classes": train_data.num_classes, **extra,
+            "train_images": len(train_data), "test_images": len(test_data) if test_data else 0,
+            "skipped_at_open": {"train": dict(train_data.skipped), "test": dict(test_data.skipped) if test_data else {}},
+            **out, **(loaded.loaded or {}), "model": model}
+
+
 def _run_fingerprint(meta: dict) -> dict:
     cfg = {k: v for k, v in meta.get("config", {}).items() if k not in RESUMABLE_CHANGES}
     return {**{k: v for k, v in meta.items() if k != "config"}, "config": cfg}

@@ -208,7 +208,7 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
 
     from catlip.evaluate.common.model import check_source, load_eval_model
     from catlip.evaluate.dense.data import DenseDataset, collate_seg, seg_train_transform
-    from catlip.evaluate.dense.loop import Job, set_drop_path, train
+    from catlip.evaluate.dense.loop import Job, job_meta, set_drop_path, task_result, train
     from catlip.models.dense import Segmenter
 
     check_source(checkpoint)  # before opening the data
@@ -221,17 +221,11 @@ def run_segment(checkpoint: str, train_spec: str, test_spec: str | None = None, 
     norm = (loaded.preprocess.mean, loaded.preprocess.std)  # what the backbone was trained on
     evaluate = None if test_data is None else partial(_evaluate, data=test_data, cfg=cfg, progress=progress,
                                                       norm=norm)
-    meta = {"task": "segment", "checkpoint": checkpoint, "train": train_data.spec, "train_images": len(train_data),
-            "test": test_data.spec if test_data else None, "classes": train_data.names,
-            "config": {k: v for k, v in vars(cfg).items()}}
+    meta = job_meta("segment", checkpoint, train_data, test_data, cfg)
     job = Job(model, loaded.backbone, DenseDataset(train_data, seg_train_transform(cfg.image_size, (cfg.scale_min,
               cfg.scale_max), *norm)), partial(collate_seg, divisor=32), _loss, evaluate, meta, desc="segment")
     out = train(job, cfg, run_dir=run_dir, progress=progress)
-    return {"checkpoint": checkpoint, "method": loaded.method_name, "train": train_data.spec,
-            "test": test_data.spec if test_data else None, "num_classes": train_data.num_classes,
-            "train_images": len(train_data), "test_images": len(test_data) if test_data else 0,
-            "skipped_at_open": {"train": dict(train_data.skipped), "test": dict(test_data.skipped) if test_data else {}},
-            **out, **(loaded.loaded or {}), "model": model}
+    return task_result(checkpoint, loaded, train_data, test_data, out, model)
 
 
 def _evaluate(model: nn.Module, device: torch.device, *, data: DenseData, cfg: SegmentConfig, progress: bool,
