@@ -218,6 +218,13 @@ def load_train_state(file: Path) -> dict:
         raise CheckpointError(f"{file}: truncated or corrupt ({_why(err)})") from None
 
 
+def not_a_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be a run or checkpoint folder ("does not exist" / "is a file, not a folder"), else None."""
+    if path.is_dir():
+        return None
+    return "does not exist" if not path.exists() else "is a file, not a folder"
+
+
 def find_checkpoint(path: Path, *, with_train_state: bool = True, required: bool = True) -> Loaded | None:
     """Newest valid checkpoint for a run dir, a ``checkpoints/`` dir or one checkpoint folder.
 
@@ -227,8 +234,8 @@ def find_checkpoint(path: Path, *, with_train_state: bool = True, required: bool
     if not path.is_dir():
         if not required:
             return None
-        why = "does not exist" if not path.exists() else "is a file, not a folder"
-        raise CheckpointError(f"{path} {why}; give a run dir or one of its checkpoints/step_XXXXXXX folders")
+        raise CheckpointError(f"{path} {not_a_folder(path)}; give a run dir or one of its checkpoints/step_XXXXXXX "
+                              "folders")
     if (path / "meta.json").exists() or (path / "model.safetensors").exists():
         return load_checkpoint(path, with_train_state=with_train_state)
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path

@@ -96,9 +96,10 @@ def check_source(spec: str) -> None:
     """A run folder that is not there is named as such before any work (not "no valid checkpoint")."""
     if spec.startswith(RANDOM_PREFIX):
         return
-    path = Path(spec)
-    if not path.exists() or not path.is_dir():
-        why = "does not exist" if not path.exists() else "is a file, not a folder"
+    from catlip.train.checkpoint import not_a_folder
+
+    why = not_a_folder(Path(spec))
+    if why:
         raise CheckpointError(f"run folder {spec} {why}; give a run dir or checkpoint dir from `catlip pretrain`, "
                               "or random:<timm name | recipe.yaml>")
 
