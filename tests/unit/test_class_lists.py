@@ -206,3 +206,31 @@ def test_the_class_file_reader_imports_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("classes.json", '{"segmentation": {"0": "unlabeled", "3": "sky", "1": "wall"}}', {1: "wall", 3: "sky"}),
+    ("classes.json", '["wall", "sky"]', {1: "wall", 2: "sky"}),
+    ("classes.txt", "0\tunlabeled\n7\ttree\n2\troad\n", {2: "road", 7: "tree"}),
+    ("classes.txt", "wall\nsky\n", {1: "wall", 2: "sky"}),
+    ("objectInfo150.csv", "Idx,Ratio,Train,Val,Name\n1,0.1,1,1,wall\n2,0.09,1,1,building;edifice\n",
+     {1: "wall", 2: "building"}),
+])
+def test_segmentation_lists_map_mask_ids_to_names(tmp_path, name, text, expected):
+    from catlip.evaluate.common.class_files import read_mask_ids
+
+    path = tmp_path / name
+    path.write_text(text)
+    assert read_mask_ids(path, max_classes=254) == expected
+
+
+def test_segmentation_list_failures_name_the_file(tmp_path):
+    from catlip.evaluate.common.class_files import read_mask_ids
+
+    cases = {"empty.txt": ("0\tunlabeled\n", "names no classes"),
+             "bad.json": ('{"wall": 1}', "keys must be mask ids"),
+             "big.txt": ("".join(f"c{i}\n" for i in range(300)), "at most 254 classes")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_mask_ids(tmp_path / name, max_classes=254)

@@ -5,6 +5,10 @@ a first line ``index wnid name`` is a header), a JSON list of names, a JSON obje
 object holding such a list under ``"detection"`` (coco128's ``classes.json``, whose shard labels are detection
 indices). Text must be UTF-8 (a BOM is fine). Blank lines and ``#`` comments are skipped.
 
+Segmentation lists map mask ids to names instead (:func:`read_mask_ids`): a JSON object ``{id: name}`` (or one under
+``"segmentation"``), ``id<TAB>name`` lines, ADE20k's ``objectInfo150.csv`` (``Idx``, ``Name``), or plain names (a
+JSON list or one per line) numbered from 1; id 0 is "unlabeled", never a class.
+
 Every failure is a one-line :class:`DataError` naming the file: a name that repeats (its classes could never be
 told apart, unless both lines carry different WordNet ids), indices that are not exactly 0..N-1, an empty list.
 
@@ -13,6 +17,8 @@ No torch here: ``catlip --help`` imports the template module, which reads class 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -163,3 +169,44 @@ def _in_index_order(path: Path, entries: list[_Entry]) -> list[_Entry]:
     if missing:
         raise DataError(f"{path}: indices must be 0..{len(entries) - 1}, each once; {missing[0]} is missing")
     return sorted(entries, key=lambda e: e.index)
+
+
+def read_mask_ids(path: str | Path, *, max_classes: int) -> dict[int, str]:
+    """Segmentation classes as mask id -> name, in id order, id 0 left out (formats in the module docstring)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        ids = _json_mask_ids(path)
+    elif path.suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(_read_text(path))))
+        if not rows or "Idx" not in rows[0] or "Name" not in rows[0]:
+            raise DataError(f"class list {path}: a .csv needs the columns Idx and Name (ADE20k objectInfo150.csv)")
+        ids = {int(r["Idx"]): r["Name"].split(";")[0].strip() for r in rows}
+    else:
+        lines = [ln.strip() for ln in _read_text(path).splitlines() if ln.strip()]
+        pairs = [ln.split("\t", 1) for ln in lines]
+        if all(len(p) == 2 and p[0].strip().isdigit() for p in pairs):
+            ids = {int(p[0]): p[1].strip() for p in pairs}
+        else:
+            ids = {i + 1: name for i, name in enumerate(lines)}
+    ids.pop(0, None)  # 0 = unlabeled, never a class
+    if not ids:
+        raise DataError(f"class list {path} names no classes")
+    if len(ids) > max_classes or max(ids) > 65535:  # masks are read as 16-bit ids
+        raise DataError(f"class list {path}: at most {max_classes} classes with mask ids below 65536")
+    return dict(sorted(ids.items()))
+
+
+def _json_mask_ids(path: Path) -> dict[int, str]:
+    try:
+        obj = json.loads(_read_text(path))
+    except ValueError as err:
+        raise DataError(f"class list {path} is not valid JSON ({err})") from None
+    obj = obj.get("segmentation", obj) if isinstance(obj, dict) else obj
+    if isinstance(obj, list):
+        return {i + 1: str(v) for i, v in enumerate(obj)}
+    if not isinstance(obj, dict):
+        return {}
+    try:
+        return {int(k): str(v) for k, v in obj.items()}
+    except ValueError:
+        raise DataError(f"class list {path}: keys must be mask ids (integers)") from None

@@ -20,7 +20,8 @@ data or up to two folders above): segmentation maps mask ids to classes — a JS
 such an object under ``"segmentation"``), ``id<TAB>name`` lines, ADE20k's ``objectInfo150.csv`` (``Idx``,
 ``Name``), or plain names (a JSON list or one per line) numbered from 1. Id 0 is always "unlabeled" and ignored;
 ids outside the list are ignored too, and their pixels counted. Detection: class names in label-index order —
-a JSON list (or one under ``"detection"``) or one per line; a COCO json brings its own categories.
+a JSON list (or one under ``"detection"``) or one per line; a COCO json brings its own categories. Both are read by
+``catlip.evaluate.common.class_files`` (``read_mask_ids``, ``read_class_file``), the one reader of class files.
 
 **Bad input** never stops a run: an unreadable image or mask, a mask whose size differs from its image, a box
 outside the image (clipped), a box with no area, without 4 finite coordinates or with an unknown label (dropped)
@@ -30,7 +31,6 @@ matching none of the data, is a one-line :class:`DataError`.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -47,6 +47,7 @@ from PIL import Image
 from catlip.data import formats, specs
 from catlip.data.images import Skip, decode_or_skip
 from catlip.errors import DataError
+from catlip.evaluate.common.class_files import read_class_file, read_mask_ids
 
 IGNORE = 255  # segmentation target of unlabeled pixels and of ids outside the class list
 MASK_EXT = "seg.png"
@@ -124,70 +125,6 @@ def _find_class_file(found: specs.DataSpec) -> Path | None:
             if (folder / name).is_file():
                 return folder / name
     return None
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise DataError(f"cannot read class list {path}: {err.strerror or err}") from None
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(_read_text(path))
-    except ValueError as err:
-        raise DataError(f"class list {path} is not valid JSON ({err})") from None
-
-
-def seg_class_ids(path: str | Path) -> dict[int, str]:
-    """Mask id -> class name from a class-list file (formats in the module docstring), id 0 left out."""
-    path = Path(path)
-    ids: dict[int, str] = {}
-    if path.suffix == ".json":
-        obj = _json(path)
-        obj = obj.get("segmentation", obj) if isinstance(obj, dict) else obj
-        if isinstance(obj, dict):
-            try:
-                ids = {int(k): str(v) for k, v in obj.items()}
-            except ValueError:
-                raise DataError(f"class list {path}: keys must be mask ids (integers)") from None
-        elif isinstance(obj, list):
-            ids = {i + 1: str(v) for i, v in enumerate(obj)}
-    elif path.suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(_read_text(path))))
-        if not rows or "Idx" not in rows[0] or "Name" not in rows[0]:
-            raise DataError(f"class list {path}: a .csv needs the columns Idx and Name (ADE20k objectInfo150.csv)")
-        ids = {int(r["Idx"]): r["Name"].split(";")[0].strip() for r in rows}
-    else:
-        lines = [ln.strip() for ln in _read_text(path).splitlines() if ln.strip()]
-        pairs = [ln.split("\t", 1) for ln in lines]
-        if all(len(p) == 2 and p[0].strip().isdigit() for p in pairs):
-            ids = {int(p[0]): p[1].strip() for p in pairs}
-        else:
-            ids = {i + 1: name for i, name in enumerate(lines)}
-    ids.pop(0, None)  # 0 = unlabeled, never a class
-    if not ids:
-        raise DataError(f"class list {path} names no classes")
-    if len(ids) >= IGNORE or max(ids) > 65535:
-        raise DataError(f"class list {path}: at most {IGNORE - 1} classes with mask ids below 65536")
-    return dict(sorted(ids.items()))
-
-
-def det_class_names(path: str | Path) -> list[str]:
-    """Detection class names in label-index order."""
-    path = Path(path)
-    if path.suffix == ".json":
-        obj = _json(path)
-        obj = obj.get("detection", obj) if isinstance(obj, dict) else obj
-        if not isinstance(obj, list):
-            raise DataError(f"class list {path}: expected a JSON list of names (or one under \"detection\")")
-        names = [str(x) for x in obj]
-    else:
-        names = [ln.strip() for ln in _read_text(path).splitlines() if ln.strip()]
-    if not names:
-        raise DataError(f"class list {path} names no classes")
-    return names
 
 
 def _lut(ids: dict[int, str]) -> np.ndarray:
@@ -274,7 +211,7 @@ def open_segmentation(spec: str, classes: str | Path | None = None, *, seed: int
         ids = {i + 1: name for i, name in enumerate(SEG_CLASSES)}
         return DenseData(spec, "segment", _synthetic_records(found, seed), list(ids.values()), _lut(ids))
     class_file = _class_file(found, classes)
-    ids = seg_class_ids(class_file)
+    ids = read_mask_ids(class_file, max_classes=IGNORE - 1)
     if found.kind == specs.SHARDS:
         records = _shard_records(found, MASK_EXT, skipped)
     else:
@@ -311,7 +248,7 @@ def open_detection(spec: str, classes: str | Path | None = None, *, images: str 
         return _open_coco(found.path, images)
     skipped: Counter = Counter()
     class_file = _class_file(found, classes)
-    names = det_class_names(class_file)
+    names = read_class_file(class_file).names
     records = _shard_records(found, BOX_EXT, skipped)
     if not records:
         raise DataError(f"{spec}: no image with a .json box member found ({dict(skipped) or 'empty'})")
