@@ -82,7 +82,7 @@ class ModelConfig:
     stem: str = "patch"
     # ViTs at an input size other than the table's: grid (timm's 2-D resample of the position grid) | stretch
     # (corenet's 1-D linear stretch of the flattened row-major table, what the released CatLIP models were trained
-    # and evaluated with). stretch builds the ViT with dynamic input sizes. models/vit_layout.py
+    # and evaluated with). stretch builds the ViT with dynamic input sizes. models/pos_embed.py
     pos_resize: str = "grid"
     # FLIP: fraction of patch tokens a ViT drops at random in each pre-training forward (CLS/register tokens are
     # kept); evaluation, probes, fine-tuning and exports always see every token. 0 disables.
@@ -407,6 +407,8 @@ def read_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as err:  # a folder, no permission: the same one line as a missing file
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):

@@ -405,3 +405,11 @@ def test_lit_print_config_shows_the_towers_copied_settings(imported, tmp_path, c
     assert cfg["model"]["stem"] == "corenet" and cfg["model"]["pos_resize"] == "stretch"
     assert cfg["data"]["mean"] == [0.0, 0.0, 0.0] and cfg["data"]["eval_resize"] == 232
     assert cfg["method"]["image_tower"].endswith("step_0000000") and not (tmp_path / "lit").exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
+    """torch.load fails on foreign bytes with assorted exception types (IndexError on plain text)."""
+    (tmp_path / "captions.txt").write_text("a dog on a beach\na red car\n")
+    out = tmp_path / "run"
+    _refused(capsys, ["import", "corenet", str(tmp_path / "captions.txt"), "-o", str(out)], out,
+             "not a readable PyTorch checkpoint")

@@ -346,3 +346,17 @@ def test_a_missing_run_folder_is_named_by_export_and_lit(tmp_path, capsys, argv)
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0], err
+
+
+@pytest.mark.parametrize("argv", [
+    ["pretrain", "--print-config", "-c", "{folder}"],
+    ["lit", "{folder}", "--print-config", "-c", "{folder}"],
+    ["vocab", "show", "{folder}"],
+])
+def test_a_folder_given_for_a_file_is_one_line(tmp_path, capsys, argv):
+    """A config recipe or a vocabulary that names a folder: read errors other than "not found" are one line too."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    assert main([a.replace("{folder}", str(folder)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(folder) in err and "Traceback" not in err, err

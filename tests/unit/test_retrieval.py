@@ -212,6 +212,17 @@ def test_retrieval_counts_empty_captions_and_undecodable_images(tiny, tmp_path, 
     assert "image→text" in printed and "R@10" in printed
 
 
+def test_images_beyond_limit_are_not_counted_as_skipped(tiny, tmp_path):
+    """--limit 2 keeps the first two captioned images; the captioned ones after them were never skipped data."""
+    shard = caption_shard(tmp_path / "caps-000.tar")
+    out = tmp_path / "r.json"
+    assert main(["retrieval", tiny["run"], "--data", str(shard), "--workers", "0", "--no-progress", "--limit", "2",
+                 "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 2 and result["captions"] == 3
+    assert result["skipped"] == {"no_caption": 1, "undecodable": 0}  # the bad image 004 lies beyond the limit
+
+
 def test_retrieval_without_any_caption_is_one_line(tiny, tmp_path, capsys):
     shard = write_tar(tmp_path / "empty-000.tar", [("000.jpg", _jpeg("red")),
                                                     ("000.json", json.dumps({"captions": []}).encode())])

@@ -161,6 +161,8 @@ class Vocabulary:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as err:
             raise VocabularyError(f"vocabulary file not found: {path}") from err
+        except OSError as err:  # a folder, no permission
+            raise VocabularyError(f"cannot read vocabulary {path}: {err.strerror or err}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise VocabularyError(f"{path}: corrupt vocabulary (not valid JSON: {err})") from err
         return cls.from_json(data, str(path))

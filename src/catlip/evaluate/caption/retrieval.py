@@ -87,12 +87,14 @@ def _read(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
     cfg = DataConfig(train=[args.data], caption_column=args.column or "caption")
     source = open_sources(cfg, seed=0, stats=Counter(), image_size=image_size)
     captions = [_captions(source, i) for i in range(len(source))]
-    keep = [i for i, c in enumerate(captions) if c][:check_limit(args)]  # --limit: the first N captioned images
-    if not keep:
+    captioned = [i for i, c in enumerate(captions) if c]
+    if not captioned:
         raise DataError(f"{args.data}: none of its {len(source):,} images has a caption; looked for: "
                         f"{source.looked_for()}")
+    keep = captioned[:check_limit(args)]  # --limit: the first N captioned images; the rest are not skipped data
     skipped = Counter(source.index_skips)
-    skipped["no_caption"] += len(source) - len(keep)
+    if len(source) > len(captioned):
+        skipped["no_caption"] += len(source) - len(captioned)
     return {"source": source, "keep": keep, "captions": [captions[i] for i in keep], "skipped": dict(skipped)}
 
 
