@@ -266,7 +266,8 @@ def _warmup_warning(o: OptimConfig) -> str:
 
 
 # Keys that moved to another section (old -> new). Recipes, overrides and the config.yaml / checkpoint meta of older
-# runs still say the old name, so it keeps loading, with one line on stderr saying where it now lives.
+# runs still say the old name, so it keeps loading: a recipe or override with one line on stderr saying where it now
+# lives, a stored run's config quietly (its owner has nothing to change).
 MOVED_KEYS = {"data.image_size": "model.image_size"}
 
 
@@ -414,7 +415,27 @@ def read_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path}: expected a mapping of sections (data, model, method, optim, "
                               f"train) at the top level, got a {type(raw).__name__}")
-    return apply_overrides(raw, overrides or [])
+    # each layer's old names first: an override then wins over the recipe whichever name either of them used
+    return apply_overrides(upgrade_keys(raw), upgrade_overrides(overrides or []))
+
+
+def upgrade_overrides(overrides: list[str]) -> list[str]:
+    """``overrides`` with every :data:`MOVED_KEYS` name at its new place (one deprecation line each); the old and
+    the new name both given, with different values, is the same ``ConfigError`` as in a recipe."""
+    given = {".".join(path): value for path, value in map(parse_override, overrides)}
+    out = []
+    for text in overrides:
+        key, value = text.split("=", 1)
+        new = MOVED_KEYS.get(key.strip())
+        if new is not None:
+            old_value = given[key.strip()]
+            if new in given and not _same(given[new], old_value, new):
+                raise ConfigError(f"{key.strip()}={old_value!r} and {new}={given[new]!r} disagree; set only {new} "
+                                  f"({key.strip()} is its deprecated name)")
+            _deprecated(f"{key.strip()} is deprecated and read as {new}; recipes and overrides should set {new}")
+            text = f"{new}={value}"
+        out.append(text)
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

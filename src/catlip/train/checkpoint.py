@@ -392,11 +392,11 @@ def describe_checkpoint(path: Path | str | None, step: int | None, steps: int | 
 
 def load_pretrained(path: str | Path, *, ema: bool = False) -> Pretrained:
     """A trained method (eval mode, CPU) with its config and vocabulary, from a run dir or checkpoint dir."""
-    from catlip.config import from_dict
+    from catlip.config import from_dict, upgrade_keys
     from catlip.methods import build_method
 
     loaded = find_checkpoint(Path(path), with_train_state=False)
-    cfg = from_dict(loaded.meta["config"])
+    cfg = from_dict(upgrade_keys(loaded.meta["config"], quiet=True))  # an older run's names: nothing to fix there
     vocab = None
     for cand in (loaded.path / "vocab.json", loaded.path.parent.parent / "vocab.json"):
         if cand.exists():

@@ -38,7 +38,7 @@ def lit_config(run: str | Path, recipe: str | None, overrides: list[str]):
     from catlip.methods.registry import get, image_pool_of, image_tower_method, validate_config
 
     loaded = source_checkpoint(run)  # a checkpoint without backbone weights is refused when the trainer loads it
-    src = upgrade_keys(loaded.meta.get("config", {}))  # an older source recorded its size as data.image_size
+    src = upgrade_keys(loaded.meta.get("config", {}), quiet=True)  # an older source's names: nothing to fix there
     raw = upgrade_keys(read_recipe(recipe, overrides))
     method = raw.setdefault("method", {})
     method.setdefault("name", image_tower_method())
