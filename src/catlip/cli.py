@@ -118,7 +118,7 @@ def _cmd_vocab_show(args: argparse.Namespace) -> int:
 def _add_labels_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("labels", help="extract label keys from captions (CatLIP synsets or SuperClass BPE ids)",
                        description="Print the labels of captions, or label a caption file into JSON lines.")
-    p.add_argument("captions", nargs="*", help="captions to label (one block of `key  name` lines each)")
+    p.add_argument("captions", nargs="*", help="captions to label; each prints a block of `key  name` lines")
     p.add_argument("--input", help="caption file: text, captions.token.txt, .jsonl, .csv/.tsv or .tar shard")
     p.add_argument("--output", help='with --input: write {"caption", "labels"} JSON lines here (default: stdout)')
     _add_extractor_flags(p)

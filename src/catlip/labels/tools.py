@@ -45,7 +45,7 @@ def label_file(src: str | Path, dst: str | Path | None, method: str, options: di
         return _label_to_stdout(_label_lines(ex, samples)), stats
     n = 0
     with _atomic_text(Path(dst)) as out:
-        for count, text in _label_lines(ex, progress_bar(samples, unit=" samples", desc="labelling", disable=not progress)):
+        for count, text in _label_lines(ex, progress_bar(samples, unit="sample", desc="labelling", disable=not progress)):
             with _writing(str(dst)):  # the write only: an OSError of the input is the reader's to report
                 out.write(text)
             n += count

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common(p)
+    add_common(p, batch_default="the recipe's")
     p.add_argument("--config", help="recipe YAML (configs/finetune_*.yaml)")
     p.add_argument("--train", required=True, help=DATA_HELP)
     p.add_argument("--test", help=DATA_HELP)

@@ -22,8 +22,8 @@ CLASSES_HELP = ("class names in label-index order: one per line, TSV index<TAB>w
                 "{index: name} (UTF-8; default: folder names / classes.txt beside the shards)")
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """The checkpoint and the options every evaluation task takes."""
+def add_common(p: argparse.ArgumentParser, *, batch_default: str = "256") -> None:
+    """The checkpoint and the options every evaluation task takes (``batch_default``: how --help words it)."""
     p.add_argument("checkpoint", help=CKPT_HELP)
     p.add_argument("--classes", help=CLASSES_HELP)
     p.add_argument("--allow-partial-classes", action="store_true",
@@ -31,7 +31,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    "counted and reported (default: an error)")
     p.add_argument("--output", "-o", help="write the full result as JSON here")
     p.add_argument("--image-size", type=int, help="evaluation resolution (default: the pre-training one)")
-    p.add_argument("--batch-size", type=int, help="images per batch (default: 256; finetune: the recipe's)")
+    p.add_argument("--batch-size", type=int, help=f"images per batch (default: {batch_default})")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data-loading processes (default: min(4, CPU cores))")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
