@@ -258,3 +258,12 @@ def test_retrieval_on_the_flickr8k_test_shard(shared_data, tiny, tmp_path):
     assert result["images"] == 1000 and result["captions"] == 5000
     assert all(0.0 <= v <= 1.0 for d in ("image_to_text", "text_to_image") for v in result[d].values())
     assert 0 < result["captions_without_labels"] < 5000
+
+
+def test_retrieval_refusals_name_its_own_flag(tiny, tmp_path, capsys):
+    """The captioned data comes from --data, so a refusal names --data, not the training key data.train."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a dog\n")
+    assert main(["retrieval", tiny["run"], "--data", str(notes), "--workers", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--data entry '{notes}'" in err and "data.train" not in err

@@ -394,24 +394,26 @@ def skip_summary(counts: Counter | dict) -> str:
 TRAIN_KINDS = (specs.SYNTHETIC, specs.SHARDS, specs.MANIFEST, specs.FOLDER)
 
 
-def _train_kind(spec: str) -> str:
+def _train_kind(spec: str, role: str) -> str:
     """The kind of a data.train entry (``catlip.data.specs``); the synthetic set's size is a config value."""
-    found = specs.resolve(spec, "data.train entry", TRAIN_KINDS)
+    found = specs.resolve(spec, f"{role} entry", TRAIN_KINDS)
     if found.count is not None:
-        raise DataError(f"data.train entry {spec!r}: the synthetic set's size is data.synthetic_size; "
+        raise DataError(f"{role} entry {spec!r}: the synthetic set's size is data.synthetic_size; "
                         "write 'synthetic'")
     return found.kind
 
 
-def open_sources(data_cfg, *, seed: int, stats: Counter, image_size: int = ModelConfig.image_size) -> ConcatSource:
+def open_sources(data_cfg, *, seed: int, stats: Counter, image_size: int = ModelConfig.image_size,
+                 role: str = "data.train") -> ConcatSource:
     """All of ``data.train`` as one random-access source (the synthetic set drawn at ``image_size``, the run's
-    ``model.image_size``). Index-time skips are counted in ``stats``."""
+    ``model.image_size``). Index-time skips are counted in ``stats``; ``role`` is how messages name the setting
+    (a command that reads captioned data outside training passes its own flag)."""
     cache = formats.default_shard_cache()
     seen: dict[Path, str] = {}  # shards read so far (resolved path -> as listed), shared by the data.train entries
     image_exts = [e.strip().lower() for e in data_cfg.image_key.split(";") if e.strip()]
     parts: list[Source] = []
     for spec in data_cfg.train:
-        kind = _train_kind(spec)
+        kind = _train_kind(spec, role)
         if kind == specs.SYNTHETIC:
             parts.append(SyntheticSource(data_cfg.synthetic_size, seed, image_size))
         elif kind == specs.MANIFEST:
@@ -426,7 +428,7 @@ def open_sources(data_cfg, *, seed: int, stats: Counter, image_size: int = Model
     source = ConcatSource(parts)
     if len(source) == 0:
         first = "; ".join(f"{reason} at {example}" for reason, example in list(source.examples.items())[:2])
-        raise DataError(f"no usable samples in data.train={data_cfg.train}: skipped while indexing: "
+        raise DataError(f"no usable samples in {role}={data_cfg.train}: skipped while indexing: "
                         f"{skip_summary(source.index_skips)}" + (f"; first: {first}" if first else "")
                         + f"; looked for: {source.looked_for()}")
     return source

@@ -85,7 +85,7 @@ def _read(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
     from catlip.data.sources import open_sources
 
     cfg = DataConfig(train=[args.data], caption_column=args.column or "caption")
-    source = open_sources(cfg, seed=0, stats=Counter(), image_size=image_size)
+    source = open_sources(cfg, seed=0, stats=Counter(), image_size=image_size, role="--data")
     captions = [_captions(source, i) for i in range(len(source))]
     captioned = [i for i, c in enumerate(captions) if c]
     if not captioned:
