@@ -265,5 +265,5 @@ def test_retrieval_refusals_name_its_own_flag(tiny, tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("a dog\n")
     assert main(["retrieval", tiny["run"], "--data", str(notes), "--workers", "0", "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"--data entry '{notes}'" in err and "data.train" not in err
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("catlip retrieval: error:")]
+    assert len(errors) == 1 and f"--data entry '{notes}'" in errors[0] and "data.train" not in errors[0]
