@@ -447,7 +447,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
                       alphas=args.alphas or DEFAULT_ALPHAS, unlabelled=args.unlabelled, seed=args.seed,
                       title=args.title, input_note=args.note, progress=not args.no_progress)
     c = summary["corpus"]
-    print(f"{c['num_captions']:,} captions, {c['unique_synsets']:,} unique synsets -> {args.out}/index.html")
+    print(f"{c['num_captions']:,} captions, {c['unique_synsets']:,} unique synsets -> {os.path.join(args.out, 'index.html')}")
     for t in summary["targets"]:
         cov = ", ".join(f"alpha {r['alpha']:g}: {r['matched']}" for r in t["coverage"][:3])
         print(f"  {t['name']}: {t['num_targets']} classes ({t['num_unknown']} unknown); matched {cov}")

@@ -92,3 +92,10 @@ def test_real_cifar10_shards(shared_data):
     batch = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=16, collate_fn=collate_skip)))
     assert batch["image"].shape == (16, 3, 32, 32) and batch["skipped"] == 0
     assert 0 <= int(batch["target"].min()) and int(batch["target"].max()) < 10
+
+
+def test_a_classes_json_beside_shards_is_found(shared_data):
+    """coco128 ships classes.json (its 80 detection names), not classes.txt: multi-label evaluation finds it."""
+    data = open_labelled(str(shared_data / "coco128" / "coco128-train-000.tar"), transform=eval_transform(32),
+                         multilabel=True)
+    assert len(data.classes) == 80 and data.classes.names[0] == "person" and data.multilabel

@@ -207,3 +207,21 @@ def test_a_dataset_whose_files_are_missing_is_named_before_anything_runs(tmp_pat
 def test_an_unknown_suite_name_lists_the_shipped_ones(tmp_path, capsys):
     assert main(["eval", "random:vit_tiny_patch16_224", "--suite", "no_such_suite", "-o", str(tmp_path)]) == 2
     assert "shipped: shared_small" in capsys.readouterr().err
+
+
+def test_limit_on_a_folder_dataset_is_refused_before_any_task_runs(tiny_run, tmp_path, capsys):
+    """--limit cuts shards only; an image-folder dataset is named as such up front, not after the first tasks."""
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8), "red").save(tmp_path / "imgs" / cls / "a.png")
+    suite = tmp_path / "folder.yaml"
+    suite.write_text("datasets:\n  f: {train: imgs, test: imgs}\ntasks:\n  - {kind: knn, dataset: f}\n")
+    argv = ["eval", tiny_run, "--suite", str(suite), "--limit", "1", "-o", str(tmp_path / "o"),
+            "--data-root", str(tmp_path)]
+    assert main(argv + COMMON) == 2
+    out, err = capsys.readouterr()
+    assert "running" not in out and not (tmp_path / "o" / "results.json").exists()
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "dataset f: --limit and holdout data" in errors[0] and "shards" in errors[0], err

@@ -292,14 +292,16 @@ def _ranges(ds: Dataset) -> dict[str, tuple[str, int, int | None]]:
 
 
 def _classes_beside(spec: str | None) -> str | None:
-    """classes.txt next to the first shard: found there by the reader, but not next to a subset shard."""
+    """The class file next to the first shard: found there by the reader, but not next to a subset shard."""
     from catlip.data import formats, specs
 
     found = specs.classify(spec) if spec else None
     if found is None or found.kind != specs.SHARDS or formats.is_remote(spec):
         return None
-    guess = found.path.parent / "classes.txt"
-    return str(guess) if guess.is_file() else None
+    from catlip.evaluate.common.class_files import class_file_beside
+
+    guess = class_file_beside(found.path.parent)
+    return str(guess) if guess else None
 
 
 def _shard_paths(spec: str) -> list[Path]:
@@ -358,6 +360,7 @@ def run_suite(checkpoint: str, suite: Suite, out_dir: str | Path, *, limit: int 
     cache = Path(cache_dir) if cache_dir else out / "cache"
     common += ["--cache-dir", str(cache)] + (["--image-size", str(suite.image_size)] if suite.image_size else [])
     _check_options(suite, checkpoint, common)
+    _check_subsets(suite, limit)
     wid = _weights_id(checkpoint, suite.image_size)
     done = _reusable(suite, _stored(out / "results.json", wid), limit)
     result = {"suite": suite.name, "suite_file": suite.path, "data_root": suite.data_root, "checkpoint": checkpoint,
@@ -383,6 +386,17 @@ def _reusable(suite: Suite, stored: dict[str, dict], limit: int | None) -> dict[
     """The stored entries of tasks whose definition has not changed since, in suite order."""
     return {t.name: {**stored[t.name], "status": "stored"} for t in suite.tasks
             if stored.get(t.name, {}).get("key") == task_key(t, suite, limit)}
+
+
+def _check_subsets(suite: Suite, limit: int | None) -> None:
+    """Every split that ``--limit`` or ``holdout`` cuts is made of shards, before the first task runs."""
+    from catlip.data import specs
+
+    for ds in (suite.datasets[n] for n in dict.fromkeys(t.dataset for t in suite.tasks)):
+        for split in (("train",) if ds.holdout else ()) + (("train", "test") if limit else ()):
+            spec = getattr(ds, split)
+            if spec:
+                specs.resolve(spec, f"dataset {ds.name}: --limit and holdout data", (specs.SHARDS,))
 
 
 def _check_options(suite: Suite, checkpoint: str, common: list[str]) -> None:

@@ -80,6 +80,14 @@ class _Entry(NamedTuple):
     wnid: str | None
 
 
+BESIDE_SHARDS = ("classes.txt", "classes.json")  # looked for next to shards, which carry class indices only
+
+
+def class_file_beside(folder: Path) -> Path | None:
+    """The first of :data:`BESIDE_SHARDS` in ``folder``, if any."""
+    return next((folder / name for name in BESIDE_SHARDS if (folder / name).is_file()), None)
+
+
 def read_class_file(path: str | Path) -> ClassList:
     """The classes a file lists, in index order (see the module docstring for the formats)."""
     path = Path(path)

@@ -19,7 +19,7 @@ CKPT_HELP = ("run dir or checkpoint dir from `catlip pretrain`, or random:<timm 
              "random-init floor")
 DATA_HELP = "image folder (one sub-folder per class), .csv/.tsv manifest (image,label) or .tar shards ({000..004})"
 CLASSES_HELP = ("class names in label-index order: one per line, TSV index<TAB>wnid<TAB>name, a JSON list or "
-                "{index: name} (UTF-8; default: folder names / classes.txt beside the shards)")
+                "{index: name} (UTF-8; default: folder names / classes.txt or classes.json beside the shards)")
 
 
 def add_common(p: argparse.ArgumentParser, *, batch_default: str = "256") -> None:

@@ -32,7 +32,7 @@ from catlip.data.images import Skip, decode_or_skip
 from catlip.data.transforms import MEAN, STD, eval_transform  # noqa: F401 - re-exported
 from catlip.data.transforms import finetune_transform as train_transform  # noqa: F401 - re-exported
 from catlip.errors import DataError
-from catlip.evaluate.common.class_files import WNID, ClassList, read_class_file
+from catlip.evaluate.common.class_files import WNID, ClassList, class_file_beside, read_class_file
 
 IMAGE_EXTENSIONS = formats.IMAGE_EXTENSIONS
 EVAL_KINDS = (specs.FOLDER, specs.MANIFEST, specs.SHARDS)  # what open_labelled reads (catlip.data.specs)
@@ -346,8 +346,8 @@ def _open_shards(found: specs.DataSpec, classes: ClassList | None, transform, mu
                  allow_partial) -> LabelledData:
     spec, urls = found.spec, list(found.paths)
     if classes is None:
-        guess = formats.local_shard(urls[0], "").parent / "classes.txt"
-        if not guess.is_file():
+        guess = class_file_beside(formats.local_shard(urls[0], "").parent)
+        if guess is None:
             raise DataError(f"{spec}: shards carry class indices only; give the class names with --classes FILE")
         classes = load_classes(guess)
     labels = _shard_labels(urls, multilabel)
