@@ -316,7 +316,11 @@ def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown key(s) in {where or 'config'}: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        # a flat recipe (no section at all) is a task recipe: configs/finetune_*, segment_*, detect_*
+        hint = ("; a recipe without sections is one of `catlip finetune`, `segment` or `detect`"
+                if cls is Config and not set(data) & names else "")
+        raise ConfigError(f"unknown key(s) in {where or 'config'}: {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(names))}{hint}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]

@@ -55,3 +55,13 @@ def test_good_numbers_still_load(tmp_path):
 
     cfg = load_config(None, ["optim.lr=0", "optim.warmup_steps=0", "optim.clip_grad=0", "train.resume_changes=allow"])
     assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.train.nonfinite_patience) == (0.0, 0, 3)
+
+
+def test_a_task_recipe_given_to_pretrain_says_which_commands_take_it(capsys):
+    """configs/finetune_*.yaml has no sections: the error lists its keys and names the commands that read it."""
+    from catlip.cli import main
+
+    assert main(["pretrain", "--print-config", "--config", "configs/finetune_coco_vit_b16.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown key(s) in config: batch_size" in err
+    assert err.endswith("a recipe without sections is one of `catlip finetune`, `segment` or `detect`")

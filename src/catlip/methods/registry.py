@@ -53,7 +53,8 @@ def _locked_image_rules(cfg: Any) -> None:
     m = cfg.method
     if not m.image_tower:
         raise ConfigError(f"method.name={m.name} needs method.image_tower (a pre-trained run); start it with "
-                          "`catlip lit RUN --config configs/lit_tiny_cpu.yaml`")
+                          "`catlip lit RUN --config RECIPE` (a LiT recipe such as configs/lit_tiny_cpu.yaml), which "
+                          "sets the tower to the run's backbone")
     if m.unlocked_blocks < 0:
         raise ConfigError(f"method.unlocked_blocks must be >= 0, got {m.unlocked_blocks}")
     if m.feature_cache and m.unlocked_blocks:
