@@ -94,3 +94,13 @@ def test_finetune_streams_webdataset_shards(tmp_path):
     with pytest.raises(DataError, match="fraction"):
         finetune(tiny_encoder(), torch.nn.Linear(32, 2), data, None, FinetuneConfig(fraction=0.5, num_workers=0),
                  progress=False)
+
+
+def test_the_schedule_ends_where_training_does_when_the_last_batch_is_dropped(tmp_path, capsys):
+    """10 images in batches of 4 with the last partial batch dropped: 2 steps an epoch, not ceil(10 / 4) = 3, so
+    the cosine schedule (and the progress count) covers exactly the 4 steps run."""
+    data = open_labelled(two_colour_folder(tmp_path, n=5), transform=eval_transform(16))
+    cfg = FinetuneConfig(epochs=2, lr=1e-3, min_lr=1e-4, batch_size=4, num_workers=0, device="cpu")
+    out = finetune(tiny_encoder(), torch.nn.Linear(32, 2), data, None, cfg, progress=True)
+    assert [h["steps"] for h in out["history"]] == [2, 4]
+    assert "finetune: done, 4/4 step in " in capsys.readouterr().err

@@ -192,6 +192,15 @@ def _train_loader(data: LabelledData, cfg: FinetuneConfig) -> tuple[DataLoader, 
     return loader, len(ds)
 
 
+def _batches_per_epoch(loader: DataLoader, num_samples: int, batch_size: int) -> int:
+    """The steps one epoch takes: the loader's own count (a dropped last batch included), or for streamed shards
+    every sample in ceil(n / batch) batches. The LR schedule and the progress bar end where training does."""
+    try:
+        return len(loader)
+    except TypeError:  # an iterable dataset has no length
+        return math.ceil(num_samples / batch_size)
+
+
 def count_shard_samples(urls: list[str]) -> int:
     """Samples (keys with an image member) in tar shards, from the member headers only, by the one reader's
     grouping rule (data/formats.py)."""
@@ -229,7 +238,7 @@ def finetune(encoder: nn.Module, linear: nn.Linear, train: LabelledData, test: L
     device = default_device(cfg.device)
     model = Classifier(encoder, linear).to(device)
     loader, num_samples = _train_loader(train, cfg)
-    per_epoch = max(1, math.ceil(num_samples / cfg.batch_size))
+    per_epoch = max(1, _batches_per_epoch(loader, num_samples, cfg.batch_size))
     total = cfg.epochs * per_epoch
     schedule = OptimConfig(lr=cfg.lr, warmup_steps=int(cfg.warmup_epochs * per_epoch), steps=total,
                            min_lr_ratio=cfg.min_lr / cfg.lr if cfg.lr else 0.0)
