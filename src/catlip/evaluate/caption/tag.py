@@ -83,7 +83,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         print("\n".join(format_tag(t) for t in image["tags"]) or "  (no label above the threshold)")
     for skip in result["skipped"]:
         print(f"skipped {skip['image']}: {skip['error']}", file=sys.stderr)
-    print(f"tagged {result['tagged']:,} images, skipped {len(result['skipped']):,} ({result['method']} head, "
+    print(f"tagged {result['tagged']:,} image{'' if result['tagged'] == 1 else 's'}, skipped {len(result['skipped']):,} ({result['method']} head, "
           f"{result['labels']} labels, {result['activation']} probabilities)", file=sys.stderr)
 
 

@@ -17,7 +17,8 @@ from catlip.errors import CliError
 
 CKPT_HELP = ("run dir or checkpoint dir from `catlip pretrain`, or random:<timm name | recipe.yaml> for the "
              "random-init floor")
-DATA_HELP = "image folder (one sub-folder per class), .csv/.tsv manifest (image,label) or .tar shards ({000..004})"
+DATA_HELP = ("image folder (one sub-folder per class), .csv/.tsv manifest (image,label) or .tar shards "
+             "('x-{000..004}.tar', quoted so the shell leaves the braces alone)")
 CLASSES_HELP = ("class names in label-index order: one per line, TSV index<TAB>wnid<TAB>name, a JSON list or "
                 "{index: name} (UTF-8; default: folder names / classes.txt or classes.json beside the shards)")
 
