@@ -16,7 +16,7 @@ def test_demo_runs_and_prints_the_comparison(tmp_path, capsys):
                  "data.batch_size=32", "data.num_workers=0", "model.image_size=32", "train.progress=false",
                  "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]) == 0
     text, err = capsys.readouterr()
-    assert "warmup" not in err  # --steps 40 shortens the warmup with the run (5 %: 2 steps), so no schedule warning
+    assert "warmup" not in err  # --steps 40 shortens the warmup with the run (8 steps), so no schedule warning
     assert "linear probe top-1 (%)" in text and "random init" in text and "CatLIP head, zero-shot" in text
     result = json.loads((out / "demo_result.json").read_text())
     assert result["steps"] == 40 and result["vocab_size"] >= 10
