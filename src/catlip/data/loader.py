@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from catlip.data import fast_decode
-from catlip.data.images import Skip, decode_or_skip, decode_rgb, read_skip  # noqa: F401 - decode_or_skip re-exported
+from catlip.data.images import Skip, decode_or_skip, decode_rgb, read_skip
 from catlip.data.sampler import BatchPlan, BatchSpec
 from catlip.data.sources import open_sources, skip_summary
 from catlip.data.transforms import normalize_uint8, train_transform
@@ -222,8 +222,6 @@ def collate(rows, skipped: Counter, spec: BatchSpec, want_labels: bool, want_tex
             ids[k, : len(r[2])] = torch.tensor(r[2], dtype=torch.int64)
         batch["label_ids"] = ids
     if want_text:
-        import open_clip
-
         batch["text"] = tokenize_captions([r[1] for r in rows], context_length)
     return batch
 

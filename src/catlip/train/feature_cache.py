@@ -158,7 +158,8 @@ class _EvalImages(torch.utils.data.Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int):
-        from catlip.data.loader import decode_or_skip, read_sample
+        from catlip.data.images import decode_or_skip
+        from catlip.data.loader import read_sample
 
         read = read_sample(self.source, i)  # skip reasons decided as the training loader decides them
         if isinstance(read, str):
