@@ -13,13 +13,9 @@ import pytest
 from catlip.cli import main
 from catlip.evaluate.suite import KINDS, load_suite, option_argv, task_splits
 
-TINY = """
-model:
-  backbone: vit_tiny_patch16_224
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-  image_size: 32
-  head_bias_init: -3.0
-"""
+from tiny import TINY_VIT  # noqa: E402  (tests/tiny.py)
+
+TINY = TINY_VIT + "  head_bias_init: -3.0\n"
 SUITE = "configs/suites/shared_small.yaml"
 TASKS = ["cifar10-zeroshot", "cifar10-probe", "cifar10-knn", "flickr8k-retrieval", "coco128-multilabel"]
 COMMON = ["--workers", "0", "--no-progress", "--device", "cpu", "--batch-size", "20"]

@@ -14,12 +14,9 @@ from catlip.cli import main
 from catlip.evaluate.caption.images import list_images
 from catlip.evaluate.caption.tag import LabelNames, top_labels
 
-TINY = """
-model:
-  backbone: vit_tiny_patch16_224
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}
-  image_size: 32
-  head_bias_init: -3.0
+from tiny import TINY_VIT  # noqa: E402  (tests/tiny.py)
+
+TINY = TINY_VIT + """  head_bias_init: -3.0
   embed_dim: 16
   text_width: 32
   text_layers: 1
