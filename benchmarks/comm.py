@@ -1,11 +1,18 @@
 """Validate `catlip plan`'s collective model (catlip.plan.comm) with torch.distributed gloo on this machine.
 
-Local processes (``--worlds``, default 2,3,4) time all-reduce and all-gather of float32 buffers at several sizes
-(median of ``--reps`` after a warm-up, a barrier before each). The model's two unknowns, link bandwidth and per-hop
-latency, are fitted per collective on the points of the first and last world size minus the held-out size
-(``--held-out-mib``); every other point (the middle world sizes at all sizes, every world at the held-out size) is
-a prediction, printed beside its measurement. Loopback gloo on a few CPU cores is no NVLink: what this checks is the
-model's shape (bytes x 2(N-1)/N for all-reduce, (N-1)/N for all-gather, hops x latency), not the presets.
+Local processes (``--worlds``, default 2,3,4) time all-reduce and all-gather of float32 buffers at sizes from 0.5
+to 64 MiB (fastest of ``--trials`` x ``--reps`` after a warm-up, a barrier before each; small messages get more
+repetitions). Two forms of the model are fitted per collective on the first and last world size and then predict
+every point of the middle one, which no fit sees:
+
+- one bandwidth for every size (what ``catlip plan --bandwidth-gbs`` uses) plus a per-hop latency;
+- the bus bandwidth by message size, as ``nccl-tests`` reports it (``catlip plan --nccl-tests``), plus latency.
+
+Both carry one host term: when N ranks outnumber the cores, a collective runs max(1, N / P) slower, P (the ranks the
+host runs at full speed) fitted jointly for both collectives. GPUs run one rank each, so ``catlip plan`` has no such
+term. A last check fits the by-size form on every other size and predicts the sizes between by interpolation.
+Loopback gloo on a few CPU cores is no NVLink: what this checks is the model's shape (bytes x 2(N-1)/N for
+all-reduce, (N-1)/N for all-gather, hops x latency), not the presets.
 
     .venv/bin/python benchmarks/comm.py            # ~2 min; writes benchmarks/results/comm_gloo_cpu.json
 """
@@ -19,14 +26,18 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from catlip.plan.comm import all_gather_s, all_reduce_s, fit_link  # noqa: E402
+from catlip.plan.comm import KINDS, collective_s, fit_link  # noqa: E402
+from catlip.plan.devices import Link  # noqa: E402
 
-KINDS = ("all_reduce", "all_gather")
+def _reps(nbytes: int, reps: int) -> int:
+    """More repetitions for small messages, whose fastest time is the noisiest (about 16 MiB worth per size)."""
+    return max(reps, round(reps * 16 * 2**20 / nbytes))
 
 
 def _rank(rank: int, world: int, port: int, sizes: list[int], reps: int, queue) -> None:
@@ -44,7 +55,7 @@ def _rank(rank: int, world: int, port: int, sizes: list[int], reps: int, queue) 
         ops = {"all_reduce": lambda: dist.all_reduce(full), "all_gather": lambda: dist.all_gather(gathered, part)}
         for kind, op in ops.items():
             times = []
-            for i in range(reps + 2):
+            for i in range(_reps(nbytes, reps) + 2):
                 dist.barrier()
                 t = time.perf_counter()
                 op()
@@ -74,64 +85,95 @@ def measure(world: int, sizes: list[int], reps: int) -> list[tuple[str, int, int
     return result
 
 
-def _scale(world: int, cores: int | None) -> float:
-    """How many ranks share a core: loopback copies are CPU work, so N ranks on fewer cores move data slower."""
-    return max(1.0, world / cores) if cores else 1.0
+def _share(parallel: float):
+    return lambda ranks: max(1.0, ranks / parallel)
 
 
-def predict(kind: str, nbytes: int, world: int, link, cores: int | None) -> float:
-    nbytes = nbytes * _scale(world, cores)
-    return all_reduce_s(nbytes, world, link) if kind == "all_reduce" else all_gather_s(nbytes, world, link)
+def _predict(pt: tuple, link: Link, parallel: float) -> float:
+    kind, nbytes, world, _ = pt
+    return collective_s(kind, nbytes, world, link) * _share(parallel)(world)
 
 
-def evaluate(points: list, fit_worlds: set, held: int, cores: int | None) -> dict:
-    """Fit each collective's link on the fit points, predict every point; ``cores``: the shared-host variant."""
-    links, rows = {}, []
+def _fit(points: list, per_size: bool, parallel: float) -> tuple[dict, float]:
+    """Each collective's link fitted at this host term, and the summed squared relative error of the fit."""
+    links, sq = {}, 0.0
     for kind in KINDS:
-        train = [pt for pt in points if pt[0] == kind and pt[2] in fit_worlds and pt[1] != held]
-        links[kind] = fit_link([(k, b * _scale(w, cores), w, t) for k, b, w, t in train])
-        for pt in (pt for pt in points if pt[0] == kind):
-            pred = predict(kind, pt[1], pt[2], links[kind], cores)
-            rows.append({"kind": kind, "mib": round(pt[1] / 2**20, 3), "world": pt[2], "measured_s": pt[3],
-                         "predicted_s": pred, "error": pred / pt[3] - 1, "held_out": pt not in train})
-    held_rows = [r for r in rows if r["held_out"]]
-    summary = {"held_out_points": len(held_rows),
-               "median_abs_error": statistics.median(abs(r["error"]) for r in held_rows),
-               "max_abs_error": max(abs(r["error"]) for r in held_rows),
-               "within_30pct": sum(abs(r["error"]) <= 0.30 for r in held_rows)}
-    return {"links": {k: {"gb_per_s": v.gb_per_s, "latency_us": v.latency_us} for k, v in links.items()},
+        mine = [pt for pt in points if pt[0] == kind]
+        links[kind] = fit_link(mine, per_size=per_size, share=_share(parallel))
+        sq += sum((_predict(pt, links[kind], parallel) / pt[3] - 1) ** 2 for pt in mine)
+    return links, sq
+
+
+def evaluate(points: list, fit: Callable[[tuple], bool], per_size: bool) -> dict:
+    """Fit on the points ``fit`` accepts (the host term by a scan, both collectives together), predict them all."""
+    train = [pt for pt in points if fit(pt)]
+    parallel = min((p / 20 for p in range(20, 161)), key=lambda p: _fit(train, per_size, p)[1])
+    links, _ = _fit(train, per_size, parallel)
+    rows = [{"kind": pt[0], "mib": round(pt[1] / 2**20, 3), "world": pt[2], "measured_s": pt[3],
+             "predicted_s": (pred := _predict(pt, links[pt[0]], parallel)), "error": pred / pt[3] - 1,
+             "held_out": not fit(pt)} for pt in points]
+    held = [r for r in rows if r["held_out"]]
+    summary = {"held_out_points": len(held),
+               "median_abs_error": statistics.median(abs(r["error"]) for r in held),
+               "max_abs_error": max(abs(r["error"]) for r in held),
+               "within_30pct": sum(abs(r["error"]) <= 0.30 for r in held)}
+    return {"host_parallel_ranks": parallel,
+            "links": {k: {"gb_per_s": v.gb_per_s, "latency_us": v.latency_us,
+                          "curve_mib_gbs": [[b / 2**20, g] for b, g in v.curve]} for k, v in links.items()},
             "rows": rows, "summary": summary}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--worlds", default="2,3,4")
-    p.add_argument("--sizes-mib", default="1,4,16,64", help="buffer sizes (all-gather: the gathered result)")
-    p.add_argument("--held-out-mib", type=float, default=4.0)
-    p.add_argument("--reps", type=int, default=9)
-    p.add_argument("--trials", type=int, default=3, help="passes over the world sizes; each point keeps its fastest")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "comm_gloo_cpu.json"))
-    args = p.parse_args()
+MODELS = {"one_bandwidth": False, "bandwidth_by_size": True}
+
+
+def _measure_all(args) -> list[tuple[str, int, int, float]]:
     worlds = [int(w) for w in args.worlds.split(",")]
     sizes = [int(float(m) * 2**20) // 48 * 48 for m in args.sizes_mib.split(",")]  # divisible by 3 and 4 ranks
-    held = min(sizes, key=lambda s: abs(s - args.held_out_mib * 2**20))
-    load, best = os.getloadavg(), {}
+    best = {}
     for _ in range(args.trials):  # alternate the world sizes so a change in load hits them alike
         for w in worlds:
             for kind, nbytes, world, t in measure(w, sizes, args.reps):
                 best[(kind, nbytes, world)] = min(t, best.get((kind, nbytes, world), t))
-    points = [(*key, t) for key, t in best.items()]
-    fit_worlds, cores = {worlds[0], worlds[-1]}, len(os.sched_getaffinity(0))
-    ring, shared = evaluate(points, fit_worlds, held, None), evaluate(points, fit_worlds, held, cores)
-    for r, q in zip(ring["rows"], shared["rows"]):
+    return [(*key, t) for key, t in best.items()]
+
+
+def _stored(path: str) -> list[tuple[str, int, int, float]]:
+    """The measured points of an earlier result file (this script's, or the older one with its "ring" rows)."""
+    data = json.loads(Path(path).read_text())
+    rows = data.get("points") or [(r["kind"], round(r["mib"] * 2**20), r["world"], r["measured_s"])
+                                  for r in data["ring"]["rows"]]
+    return [tuple(r) for r in rows]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worlds", default="2,3,4", help="rank counts; the first and last are fitted, the rest predicted")
+    p.add_argument("--sizes-mib", default="0.5,1,2,4,8,16,32,64",
+                   help="buffer sizes (all-gather: the gathered result)")
+    p.add_argument("--reps", type=int, default=9, help="repetitions per size at 16 MiB and up (more below)")
+    p.add_argument("--trials", type=int, default=3, help="passes over the world sizes; each point keeps its fastest")
+    p.add_argument("--from", dest="source", default=None, help="refit the measurements of an earlier result file")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "comm_gloo_cpu.json"))
+    args = p.parse_args()
+    load = os.getloadavg()
+    points = _stored(args.source) if args.source else _measure_all(args)
+    worlds = sorted({pt[2] for pt in points})
+    sizes = sorted({pt[1] for pt in points})
+    fit_worlds = {worlds[0], worlds[-1]}
+    models = {name: evaluate(points, lambda pt: pt[2] in fit_worlds, per_size) for name, per_size in MODELS.items()}
+    every_other = set(sizes[::2])
+    models["between_sizes"] = evaluate(points, lambda pt: pt[1] in every_other, True)
+    one, by_size = models["one_bandwidth"], models["bandwidth_by_size"]
+    for r, q in zip(one["rows"], by_size["rows"]):
         print(f"{r['kind']:10s} {r['mib']:6.2f} MiB  N={r['world']}  measured {r['measured_s'] * 1e3:8.2f} ms  "
-              f"ring {r['predicted_s'] * 1e3:8.2f} ms {r['error']:+6.1%}  shared host {q['predicted_s'] * 1e3:8.2f} "
-              f"ms {q['error']:+6.1%}{'  (held out)' if r['held_out'] else ''}")
-    print("ring model:", json.dumps(ring["summary"]))
-    print(f"ring model with {cores} cores shared by the ranks:", json.dumps(shared["summary"]))
-    result = {"backend": "gloo", "device": "CPU loopback", "cores": cores, "load_average_at_start": load,
-              "load_average_at_end": os.getloadavg(), "fit_worlds": sorted(fit_worlds), "held_out_bytes": held,
-              "trials": args.trials, "reps": args.reps, "ring": ring, "ring_shared_host": shared}
+              f"one bandwidth {r['predicted_s'] * 1e3:8.2f} ms {r['error']:+6.1%}  by size "
+              f"{q['predicted_s'] * 1e3:8.2f} ms {q['error']:+6.1%}{'  (held out)' if r['held_out'] else ''}")
+    for name, model in models.items():
+        print(f"{name} (host runs {model['host_parallel_ranks']:.2f} ranks at full speed):",
+              json.dumps(model["summary"]))
+    result = {"backend": "gloo", "device": "CPU loopback", "cores": len(os.sched_getaffinity(0)),
+              "load_average_at_start": load, "load_average_at_end": os.getloadavg(), "fit_worlds": sorted(fit_worlds),
+              "trials": args.trials, "reps": args.reps, "refit_of": args.source, "points": points, **models}
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 

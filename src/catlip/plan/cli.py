@@ -39,7 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "(default: the committed H100 measurement)")
     p.add_argument("--link", default=None, help="inter-node link preset: ib-hdr, ib-ndr, ib-xdr, ethernet-100g")
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="override every link's GB/s per GPU")
+    p.add_argument("--nccl-tests", default=None, metavar="LOG",
+                   help="an nccl-tests log from your cluster (all_reduce_perf -b 1M -e 1G -f 2): its bus bandwidth "
+                        "by message size replaces every link's, read at each collective's message size")
     p.add_argument("--latency-us", type=float, default=None, help="override every link's per-hop latency")
+    p.add_argument("--bucket-mib", type=float, default=25.0,
+                   help="DDP gradient bucket, the all-reduce's message size (default 25, DDP's bucket_cap_mb)")
     p.add_argument("--memory-gib", type=float, default=None, help="override the GPU's memory")
     p.add_argument("--clip-logits", choices=("local", "global"), default="local",
                    help="local: B x G logits per rank (open_clip, the paper); global: G x G per rank (catlip's "
@@ -53,25 +58,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from . import calibration, devices, report
+    from . import calibration, comm, devices, report
 
     gpus = _ints(args.gpus)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or (bad := sorted(set(methods) - {"catlip", "clip", "siglip"})):
         raise CliError(f"catlip plan models the methods catlip, clip and siglip; got {args.methods!r}")
-    if args.global_batch < 1 or args.samples <= 0 or not 0 <= args.overlap <= 1:
-        raise CliError("--global-batch and --samples must be > 0 and --overlap in [0, 1]")
+    if args.global_batch < 1 or args.samples <= 0 or args.bucket_mib <= 0 or not 0 <= args.overlap <= 1:
+        raise CliError("--global-batch, --samples and --bucket-mib must be > 0 and --overlap in [0, 1]")
     if bad := [n for n in gpus if args.global_batch % n]:
         raise CliError(f"--global-batch {args.global_batch} does not split evenly over {bad[0]} GPUs")
+    curve = comm.read_nccl_tests(args.nccl_tests) if args.nccl_tests else ()
     device = devices.get_device(args.gpu, inter=args.link, bandwidth_gb_s=args.bandwidth_gbs,
-                                latency_us=args.latency_us, memory_gib=args.memory_gib)
+                                latency_us=args.latency_us, memory_gib=args.memory_gib, curve=curve)
     cals = calibration.load(args.measured)
     if "clip" in cals:  # same towers; its sigmoid loss over B x G pairs costs what CLIP's softmax does
         cals.setdefault("siglip", cals["clip"])
     if missing := [m for m in methods if m not in cals]:
         raise CliError(f"the calibration has no measurement of {', '.join(missing)} (it has {', '.join(cals)})")
     result = report.build(methods, gpus, args.backbone, args.global_batch, device, args.samples, cals,
-                          clip_logits=args.clip_logits, overlap=args.overlap)
+                          clip_logits=args.clip_logits, overlap=args.overlap, bucket_mib=args.bucket_mib)
     print(json.dumps(result, indent=1) if args.json else report.text(result))
     return 0
 

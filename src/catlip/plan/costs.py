@@ -4,9 +4,10 @@ compute   = (fixed + per-sample x B x FLOPs ratio) x peak ratio [x 4/3 with grad
             measured on the calibration's device and backbone, scaled by the analytic training FLOPs per sample
             (target backbone / measured backbone) and the dense bf16 peaks (measured device / target GPU): the
             measured model-FLOPs utilisation is assumed to carry over to other GPUs, batch sizes and backbones.
-all_reduce = ring all-reduce of every parameter's fp32 gradient, not hidden behind the backward (x (1-overlap)).
+all_reduce = ring all-reduce of every parameter's fp32 gradient, not hidden behind the backward (x (1-overlap)),
+             at the link's bandwidth for one DDP bucket (``bucket_mib``).
 all_gather = contrastive only: image and text embeddings of the global batch gathered forward and their gradients
-             reduce-scattered backward, G x E x 4 bytes x 2 towers each way.
+             reduce-scattered backward, G x E x 4 bytes x 2 towers each way, one message per tower.
 loss      = contrastive only: the similarity logits, B x G per direction ("local", open_clip and the paper) or one
             G x G matrix per rank ("global", catlip's ContrastiveMethod), as matmul FLOPs at the calibrated rate
             plus ~8 reads/writes of each fp32 logit at the HBM bandwidth. CatLIP's head and BCE are per-sample
@@ -42,6 +43,7 @@ class Setup:
     device: Device
     clip_logits: str = "local"  # "local": B x G per rank; "global": G x G per rank
     overlap: float = 0.0  # fraction of the all-reduce hidden behind the backward
+    bucket_mib: float = 25.0  # DDP's gradient bucket (bucket_cap_mb): the all-reduce's message size
 
     @property
     def per_gpu(self) -> int:
@@ -77,13 +79,14 @@ def step_terms(method: str, cal: Calibration, s: Setup, ckpt: bool) -> dict[str,
     flop_rate = _flops(ref) / cal.per_sample_s / speed  # achieved FLOP/s on the target GPU
     params = sum(t.params for t in target.values())
     link = s.device.link(s.gpus)
+    grads = params * GRAD_BYTES
     terms = {"compute": compute,
-             "all_reduce": comm.all_reduce_s(params * GRAD_BYTES, s.gpus, link) * (1 - s.overlap),
+             "all_reduce": comm.all_reduce_s(grads, s.gpus, link, min(grads, s.bucket_mib * MIB)) * (1 - s.overlap),
              "all_gather": 0.0, "loss": 0.0}
     pairs, mats = _logit_pairs(method, s, b)
     if mats:
         embed = s.global_batch * TEXT["embed_dim"] * EMBED_BYTES * 2
-        terms["all_gather"] = 2 * comm.all_gather_s(embed, s.gpus, link)
+        terms["all_gather"] = 2 * comm.all_gather_s(embed, s.gpus, link, embed / 2)
         matmul = 6 * pairs * mats * TEXT["embed_dim"]  # 2 FLOPs per multiply-add, x 3 for the backward
         traffic = pairs * mats * LOGIT_BYTES * LOGIT_PASSES / (s.device.hbm_tb_per_s * 1e12)
         terms["loss"] = matmul / flop_rate + traffic

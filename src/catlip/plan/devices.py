@@ -10,11 +10,31 @@ from catlip.errors import CliError
 
 @dataclass(frozen=True)
 class Link:
-    """Per-GPU bandwidth one way (GB/s, 1e9 bytes) and the latency of one hop of a ring (microseconds)."""
+    """Per-GPU bandwidth one way (GB/s, 1e9 bytes) and the latency of one hop of a ring (microseconds).
+
+    ``curve``, when given, is the bus bandwidth by message size, ((bytes, GB/s), ...) in rising size, as
+    ``nccl-tests`` reports it: small messages and messages that spill a cache move slower than the link's peak, so a
+    collective's bandwidth is read at its own message size (log-log between measured sizes, the end values beyond).
+    """
 
     name: str
     gb_per_s: float
     latency_us: float
+    curve: tuple[tuple[float, float], ...] = ()
+
+    def bus_gb_per_s(self, message_bytes: float) -> float:
+        """The bandwidth a message of ``message_bytes`` moves at."""
+        if not self.curve:
+            return self.gb_per_s
+        sizes = [b for b, _ in self.curve]
+        if message_bytes <= sizes[0]:
+            return self.curve[0][1]
+        if message_bytes >= sizes[-1]:
+            return self.curve[-1][1]
+        i = next(i for i, b in enumerate(sizes) if b >= message_bytes)
+        (b0, g0), (b1, g1) = self.curve[i - 1], self.curve[i]
+        w = math.log(message_bytes / b0) / math.log(b1 / b0)
+        return math.exp((1 - w) * math.log(g0) + w * math.log(g1))
 
 
 @dataclass(frozen=True)
@@ -58,8 +78,10 @@ USABLE_MEMORY = 0.92
 
 
 def get_device(name: str, *, inter: str | None = None, bandwidth_gb_s: float | None = None,
-               latency_us: float | None = None, memory_gib: float | None = None) -> Device:
-    """Preset ``name`` with the inter-node link, its bandwidth / latency or the memory overridden."""
+               latency_us: float | None = None, memory_gib: float | None = None,
+               curve: tuple[tuple[float, float], ...] = ()) -> Device:
+    """Preset ``name`` with the inter-node link, its bandwidth / latency / bandwidth-by-size ``curve`` or the
+    memory overridden."""
     if name not in GPUS:
         raise CliError(f"unknown --gpu {name!r}; choose from {', '.join(GPUS)}")
     dev = GPUS[name]
@@ -72,9 +94,11 @@ def get_device(name: str, *, inter: str | None = None, bandwidth_gb_s: float | N
             raise CliError(f"{flag} must be > 0, got {value}")
     if latency_us is not None and not latency_us >= 0:
         raise CliError(f"--latency-us must be >= 0, got {latency_us}")
-    if bandwidth_gb_s is not None or latency_us is not None:  # an override applies to every hop of the ring
-        links = [replace(lk, gb_per_s=bandwidth_gb_s or lk.gb_per_s,
-                         latency_us=lk.latency_us if latency_us is None else latency_us)
+    if curve and bandwidth_gb_s is not None:
+        raise CliError("give the bandwidth as --bandwidth-gbs or as an --nccl-tests log, not both")
+    if bandwidth_gb_s is not None or latency_us is not None or curve:  # an override applies to every hop
+        links = [replace(lk, gb_per_s=max((g for _, g in curve), default=bandwidth_gb_s or lk.gb_per_s),
+                         latency_us=lk.latency_us if latency_us is None else latency_us, curve=curve)
                  for lk in (dev.intra, dev.inter)]
         dev = replace(dev, intra=links[0], inter=links[1])
     if memory_gib is not None:

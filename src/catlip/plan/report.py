@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .calibration import Calibration
 from .costs import Setup, plan_one
-from .devices import Device
+from .devices import Device, Link
 
 TERMS = ("compute", "all_reduce", "all_gather", "loss")
 
@@ -31,14 +31,23 @@ def build(methods: list[str], gpus: list[int], backbone: str, global_batch: int,
                            "gpu_hours_ratio": b["gpu_hours"] / a["gpu_hours"]})
     calibrated = {m: {"device": c.device, "backbone": c.backbone, "batch": c.batch, "fixed_s": c.fixed_s,
                       "per_sample_s": c.per_sample_s} for m, c in cals.items() if m in methods}
+    links = {where: {"name": lk.name, "gb_per_s": lk.gb_per_s, "latency_us": lk.latency_us,
+                     "curve": [list(point) for point in lk.curve]}
+             for where, lk in (("inside_node", device.intra), ("between_nodes", device.inter))}
     return {"backbone": backbone, "global_batch": global_batch, "gpu": device.name, "samples": samples,
-            "switches": switches, "calibration": calibrated, "plans": rows, "ratios": ratios}
+            "switches": switches, "links": links, "calibration": calibrated, "plans": rows, "ratios": ratios}
 
 
 def text(result: dict) -> str:
     """A table per plan plus the ratio lines."""
     out = [f"{result['backbone']}, global batch {result['global_batch']:,}, {result['gpu']}, "
            f"{result['samples']:.3g} samples per epoch"]
+    if curve := result["links"]["between_nodes"]["curve"]:
+        bucket = result["switches"].get("bucket_mib", 25.0)
+        gb = Link("log", 0.0, 0.0, tuple(map(tuple, curve))).bus_gb_per_s(bucket * 2**20)
+        out.append(f"bus bandwidth by message size from nccl-tests ({len(curve)} sizes, "
+                   f"{curve[0][0] / 2**20:g}-{curve[-1][0] / 2**20:g} MiB): {gb:.1f} GB/s at the {bucket:g} MiB "
+                   "gradient bucket")
     head = f"{'method':8s} {'GPUs':>5s} {'B/GPU':>6s} {'fits':>11s} " + " ".join(f"{t:>10s}" for t in TERMS)
     out += [head + f" {'step s':>7s} {'GPU-h/epoch':>12s}  dominant", "-" * (len(head) + 32)]
     for r in result["plans"]:
