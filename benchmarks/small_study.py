@@ -272,9 +272,8 @@ def method_vocab(method: str, vocabs: dict):
 def common_overrides(p: Preset, data: Path) -> list[str]:
     lr = BASE_LR * p.batch_size / 256
     return [
-        # quoted: the brace pattern would otherwise read as a YAML mapping. data.image_size (the deprecated name of
-        # model.image_size) stays: finished runs are reused only when their recorded overrides match these exactly
-        f"data.train=['{data / 'flickr8k' / p.train_shards}']", f"data.image_size={p.image_size}",
+        # quoted: the brace pattern would otherwise read as a YAML mapping
+        f"data.train=['{data / 'flickr8k' / p.train_shards}']", f"model.image_size={p.image_size}",
         f"data.batch_size={p.batch_size}", f"data.num_workers={p.workers}", "data.augment=rrc_flip",
         "data.rrc_scale_min=0.35", "data.vocab_min_count=5", f"model.backbone={p.backbone}",
         f"model.backbone_kwargs={p.backbone_kwargs}", *p.text, f"optim.lr={lr:g}", "optim.weight_decay=0.2",
@@ -351,6 +350,18 @@ def steps_for(epochs: float, p: Preset) -> int:
     return max(4, round(epochs * p.train_images / p.batch_size))
 
 
+def same_settings(stored: list[str] | None, overrides: list[str]) -> bool:
+    """Whether a run recorded with ``stored`` overrides was made with these, reading a key under its deprecated
+    name (runs from before model.image_size recorded data.image_size) as the key it moved to."""
+    from catlip.config import MOVED_KEYS
+
+    def renamed(item: str) -> str:
+        key, sep, value = item.partition("=")
+        return f"{MOVED_KEYS.get(key, key)}{sep}{value}"
+
+    return stored is not None and [renamed(x) for x in stored] == overrides
+
+
 def pretrain_run(name: str, method: str, overrides: list[str], epochs: float, seed: int, vocab, p: Preset,
                  work: Path) -> dict:
     """One pre-training run (cached: record.json when finished; resumed from its checkpoint when interrupted)."""
@@ -361,11 +372,11 @@ def pretrain_run(name: str, method: str, overrides: list[str], epochs: float, se
     record = run_dir / "record.json"
     if record.is_file():
         rec = json.loads(record.read_text())
-        if rec.get("overrides") == full:
+        if same_settings(rec.get("overrides"), full):
             return rec
         shutil.rmtree(run_dir)
     started = run_dir / "overrides.json"
-    if started.is_file() and json.loads(started.read_text()) != full:
+    if started.is_file() and not same_settings(json.loads(started.read_text()), full):
         shutil.rmtree(run_dir)  # an unfinished run with other settings cannot be resumed
     run_dir.mkdir(parents=True, exist_ok=True)
     started.write_text(json.dumps(full))

@@ -108,3 +108,12 @@ def test_missing_data_folder_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         _script().main(["--quick", "--data", str(tmp_path / "nowhere"), "--work", str(tmp_path / "w")])
     assert "missing data" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_run_recorded_under_the_deprecated_image_size_key_is_still_reused():
+    same = _script().same_settings
+    now = ["model.image_size=32", "data.batch_size=128"]
+    assert same(["data.image_size=32", "data.batch_size=128"], now)  # recorded before the key moved
+    assert same(now, now)
+    assert not same(["data.image_size=64", "data.batch_size=128"], now)
+    assert not same(None, now) and not same(["data.batch_size=128"], now)
