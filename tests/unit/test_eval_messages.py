@@ -314,3 +314,25 @@ def test_features_are_cached_by_default_and_no_cache_keeps_none(tiny, tmp_path, 
     stamp = os.stat(cached[0]).st_mtime_ns
     assert main(argv) == 0  # read back, not written again
     assert os.stat(cached[0]).st_mtime_ns == stamp
+
+
+def test_a_limit_cuts_the_last_batch_and_the_progress_total(capsys):
+    from catlip.evaluate.common.datasets import LabelledData
+    from catlip.evaluate.common.features import extract_features
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(len(x))
+            return x.flatten(1)
+
+    images = [(torch.full((3, 2, 2), float(i)), i % 2) for i in range(10)]
+    enc = Recorder()
+    feats = extract_features(enc, LabelledData("ten", images, ["a", "b"]), batch_size=4, device="cpu", limit=7)
+    assert enc.seen == [4, 3] and len(feats) == 7  # the second batch is cut at the limit before encoding
+    assert feats.x[:, 0].tolist() == [0, 1, 2, 3, 4, 5, 6] and feats.y.tolist() == [0, 1, 0, 1, 0, 1, 0]
+    err = capsys.readouterr().err
+    assert "7/7 img" in err and "/10 img" not in err and "8/" not in err

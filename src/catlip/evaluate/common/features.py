@@ -85,9 +85,9 @@ def extract_features(encoder: nn.Module, data: LabelledData, *, batch_size: int 
     device = default_device(device) if isinstance(device, str) else device
     encoder = encoder.to(device).eval()
     loader = DataLoader(data.dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
-    xs, ys, skipped = [], [], 0
-    total = len(data) or None
-    bar = progress_bar(total=total, desc=desc, unit="img", disable=not progress, leave=False)
+    xs, ys, skipped, kept = [], [], 0, 0
+    total = min(len(data), limit) if limit is not None else len(data)
+    bar = progress_bar(total=total or None, desc=desc, unit="img", disable=not progress, leave=False)
     for batch in loader:
         skipped += batch["skipped"]
         bar.update(batch["skipped"])
@@ -96,20 +96,21 @@ def extract_features(encoder: nn.Module, data: LabelledData, *, batch_size: int 
         target = batch["target"]
         keep = (target >= 0) if target.dim() == 1 else torch.ones(len(target), dtype=torch.bool)
         skipped += int((~keep).sum())
-        xs.append(encode(encoder, batch["image"][keep], device))
-        ys.append(target[keep])
-        bar.update(len(target))
-        if limit is not None and sum(len(y) for y in ys) >= limit:
+        images, target = batch["image"][keep], target[keep]
+        if limit is not None:  # the last batch is cut at the limit, not encoded whole
+            images, target = images[:limit - kept], target[:limit - kept]
+        xs.append(encode(encoder, images, device))
+        ys.append(target)
+        kept += len(target)
+        bar.update(len(target) + int((~keep).sum()))
+        if limit is not None and kept >= limit:
             break
     bar.close()
     if not xs:
         from catlip.errors import DataError
 
         raise DataError(f"{data.spec}: no readable labelled image ({skipped} skipped)")
-    x, y = torch.cat(xs), torch.cat(ys)
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    return Features(x, y, skipped)
+    return Features(torch.cat(xs), torch.cat(ys), skipped)
 
 
 def cached_features(encoder: nn.Module, data: LabelledData, cache_dir: str | Path | None, *, weights_id: str = "",
