@@ -94,21 +94,30 @@ def _predict(pt: tuple, link: Link, parallel: float) -> float:
     return collective_s(kind, nbytes, world, link) * _share(parallel)(world)
 
 
-def _fit(points: list, per_size: bool, parallel: float) -> tuple[dict, float]:
-    """Each collective's link fitted at this host term, and the summed squared relative error of the fit."""
-    links, sq = {}, 0.0
-    for kind in KINDS:
-        mine = [pt for pt in points if pt[0] == kind]
-        links[kind] = fit_link(mine, per_size=per_size, share=_share(parallel))
-        sq += sum((_predict(pt, links[kind], parallel) / pt[3] - 1) ** 2 for pt in mine)
-    return links, sq
+def _links(train: list, model: str, parallel: float) -> dict[str, Link]:
+    """Each collective's link under ``model``, fitted on ``train`` at this host term."""
+    share = _share(parallel)
+    if model == "one_bandwidth":  # what --bandwidth-gbs / --latency-us describe, per collective
+        return {k: fit_link([pt for pt in train if pt[0] == k], share=share) for k in KINDS}
+    if model == "all_reduce_curve_for_both":  # what --nccl-tests alone gives: the all-gather read off it too
+        curve = fit_link([pt for pt in train if pt[0] == "all_reduce"], per_size=True, share=share).curve(
+            "all_reduce")
+        return dict.fromkeys(KINDS, Link("fitted", curve[-1][1], 0.0, tuple((k, curve) for k in KINDS)))
+    return dict.fromkeys(KINDS, fit_link(train, per_size=True, share=share))  # one curve per collective
 
 
-def evaluate(points: list, fit: Callable[[tuple], bool], per_size: bool) -> dict:
-    """Fit on the points ``fit`` accepts (the host term by a scan, both collectives together), predict them all."""
+def _squared_error(train: list, model: str, parallel: float) -> float:
+    links = _links(train, model, parallel)
+    fitted = [pt for pt in train if model != "all_reduce_curve_for_both" or pt[0] == "all_reduce"]
+    return sum((_predict(pt, links[pt[0]], parallel) / pt[3] - 1) ** 2 for pt in fitted)
+
+
+def evaluate(points: list, fit: Callable[[tuple], bool], model: str) -> dict:
+    """Fit ``model`` on the points ``fit`` accepts (the host term by a scan, both collectives together), predict
+    them all; the summary covers the points the fit did not see."""
     train = [pt for pt in points if fit(pt)]
-    parallel = min((p / 20 for p in range(20, 161)), key=lambda p: _fit(train, per_size, p)[1])
-    links, _ = _fit(train, per_size, parallel)
+    parallel = min((p / 20 for p in range(20, 161)), key=lambda p: _squared_error(train, model, p))
+    links = _links(train, model, parallel)
     rows = [{"kind": pt[0], "mib": round(pt[1] / 2**20, 3), "world": pt[2], "measured_s": pt[3],
              "predicted_s": (pred := _predict(pt, links[pt[0]], parallel)), "error": pred / pt[3] - 1,
              "held_out": not fit(pt)} for pt in points]
@@ -117,13 +126,9 @@ def evaluate(points: list, fit: Callable[[tuple], bool], per_size: bool) -> dict
                "median_abs_error": statistics.median(abs(r["error"]) for r in held),
                "max_abs_error": max(abs(r["error"]) for r in held),
                "within_30pct": sum(abs(r["error"]) <= 0.30 for r in held)}
-    return {"host_parallel_ranks": parallel,
-            "links": {k: {"gb_per_s": v.gb_per_s, "latency_us": v.latency_us,
-                          "curve_mib_gbs": [[b / 2**20, g] for b, g in v.curve]} for k, v in links.items()},
-            "rows": rows, "summary": summary}
-
-
-MODELS = {"one_bandwidth": False, "bandwidth_by_size": True}
+    described = {k: {"bus_gb_per_s_by_mib": [[b / 2**20, g] for b, g in v.curve(k)]} if v.curve(k) else
+                 {"gb_per_s": v.gb_per_s, "latency_us": v.latency_us} for k, v in links.items()}
+    return {"host_parallel_ranks": parallel, "links": described, "rows": rows, "summary": summary}
 
 
 def _measure_all(args) -> list[tuple[str, int, int, float]]:
@@ -160,9 +165,10 @@ def main() -> None:
     worlds = sorted({pt[2] for pt in points})
     sizes = sorted({pt[1] for pt in points})
     fit_worlds = {worlds[0], worlds[-1]}
-    models = {name: evaluate(points, lambda pt: pt[2] in fit_worlds, per_size) for name, per_size in MODELS.items()}
+    models = {name: evaluate(points, lambda pt: pt[2] in fit_worlds, name)
+              for name in ("one_bandwidth", "bandwidth_by_size", "all_reduce_curve_for_both")}
     every_other = set(sizes[::2])
-    models["between_sizes"] = evaluate(points, lambda pt: pt[1] in every_other, True)
+    models["between_sizes"] = evaluate(points, lambda pt: pt[1] in every_other, "bandwidth_by_size")
     one, by_size = models["one_bandwidth"], models["bandwidth_by_size"]
     for r, q in zip(one["rows"], by_size["rows"]):
         print(f"{r['kind']:10s} {r['mib']:6.2f} MiB  N={r['world']}  measured {r['measured_s'] * 1e3:8.2f} ms  "
@@ -171,9 +177,13 @@ def main() -> None:
     for name, model in models.items():
         print(f"{name} (host runs {model['host_parallel_ranks']:.2f} ranks at full speed):",
               json.dumps(model["summary"]))
-    result = {"backend": "gloo", "device": "CPU loopback", "cores": len(os.sched_getaffinity(0)),
-              "load_average_at_start": load, "load_average_at_end": os.getloadavg(), "fit_worlds": sorted(fit_worlds),
-              "trials": args.trials, "reps": args.reps, "refit_of": args.source, "points": points, **models}
+    source = json.loads(Path(args.source).read_text()) if args.source else {}
+    measured = {k: source.get(k, getattr(args, k, None)) for k in ("trials", "reps")}
+    measured["load_average_at_start"] = source.get("load_average_at_start", load)
+    measured["load_average_at_end"] = source.get("load_average_at_end", os.getloadavg())
+    result = {"backend": "gloo", "device": "CPU loopback", "cores": source.get("cores", len(os.sched_getaffinity(0))),
+              **measured, "fit_worlds": sorted(fit_worlds), "refit_of": source.get("refit_of") or args.source,
+              "points": points, **models}
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 

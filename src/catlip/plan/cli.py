@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from catlip.errors import CliError
 
@@ -40,8 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--link", default=None, help="inter-node link preset: ib-hdr, ib-ndr, ib-xdr, ethernet-100g")
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="override every link's GB/s per GPU")
     p.add_argument("--nccl-tests", default=None, metavar="LOG",
-                   help="an nccl-tests log from your cluster (all_reduce_perf -b 1M -e 1G -f 2): its bus bandwidth "
-                        "by message size replaces every link's, read at each collective's message size")
+                   help="all_reduce_perf's log from your cluster (nccl-tests, e.g. -b 1M -e 1G -f 2): its bus "
+                        "bandwidth by message size replaces the links' bandwidth and latency, read at each "
+                        "collective's message size")
+    p.add_argument("--nccl-tests-gather", default=None, metavar="LOG",
+                   help="all_gather_perf's log, for CLIP's all-gather of embeddings (default: the all_reduce log)")
     p.add_argument("--latency-us", type=float, default=None, help="override every link's per-hop latency")
     p.add_argument("--bucket-mib", type=float, default=25.0,
                    help="DDP gradient bucket, the all-reduce's message size (default 25, DDP's bucket_cap_mb)")
@@ -55,22 +59,59 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _logs(args: argparse.Namespace) -> dict | None:
+    """Collective -> its nccl-tests log (the all-reduce's serves the all-gather too without its own), or None."""
+    from . import comm
+
+    if args.nccl_tests is None:
+        if args.nccl_tests_gather is not None:
+            raise CliError("--nccl-tests-gather needs --nccl-tests (all_reduce_perf's log) too")
+        return None
+    reduce = comm.read_nccl_tests(args.nccl_tests, "all_reduce")
+    gather = reduce if args.nccl_tests_gather is None else comm.read_nccl_tests(args.nccl_tests_gather, "all_gather")
+    return {"all_reduce": reduce, "all_gather": gather}
+
+
+def _measured_on(logs: dict, paths: dict, gpus: list[int]) -> tuple[dict, list[str]]:
+    """Where each curve came from (JSON), and a note for each log whose rank count differs from a planned one."""
+    record = {kind: {"path": paths[kind], "ranks": log.ranks} for kind, log in logs.items()}
+    notes = []
+    for path in dict.fromkeys(paths.values()):
+        ranks = next(log.ranks for kind, log in logs.items() if paths[kind] == path)
+        other = [str(n) for n in gpus if n > 1 and n != ranks]
+        if not other:
+            continue
+        if ranks is None:
+            notes.append(f"note: {path} does not say on how many ranks it was measured")
+        else:
+            notes.append(f"note: {path} was measured on {ranks} ranks; its bus bandwidth includes that ring's "
+                         f"latency, which grows with the rank count, so the {'/'.join(other)}-GPU plans carry the "
+                         f"{ranks}-rank latency (measure on the count you plan)")
+    return record, notes
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from . import calibration, comm, devices, report
+    from . import calibration, devices, report
 
     gpus = _ints(args.gpus)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or (bad := sorted(set(methods) - {"catlip", "clip", "siglip"})):
         raise CliError(f"catlip plan models the methods catlip, clip and siglip; got {args.methods!r}")
-    if args.global_batch < 1 or args.samples <= 0 or args.bucket_mib <= 0 or not 0 <= args.overlap <= 1:
-        raise CliError("--global-batch, --samples and --bucket-mib must be > 0 and --overlap in [0, 1]")
+    if args.global_batch < 1:
+        raise CliError(f"--global-batch must be >= 1, got {args.global_batch}")
+    for value, flag in ((args.samples, "--samples"), (args.bucket_mib, "--bucket-mib")):
+        if not (math.isfinite(value) and value > 0):
+            raise CliError(f"{flag} must be a finite number > 0, got {value}")
+    if not 0 <= args.overlap <= 1:
+        raise CliError(f"--overlap must be in [0, 1], got {args.overlap}")
     if bad := [n for n in gpus if args.global_batch % n]:
         raise CliError(f"--global-batch {args.global_batch} does not split evenly over {bad[0]} GPUs")
-    curve = comm.read_nccl_tests(args.nccl_tests) if args.nccl_tests else ()
+    logs = _logs(args)
     device = devices.get_device(args.gpu, inter=args.link, bandwidth_gb_s=args.bandwidth_gbs,
-                                latency_us=args.latency_us, memory_gib=args.memory_gib, curve=curve)
+                                latency_us=args.latency_us, memory_gib=args.memory_gib,
+                                curves={k: log.curve for k, log in logs.items()} if logs else None)
     cals = calibration.load(args.measured)
     if "clip" in cals:  # same towers; its sigmoid loss over B x G pairs costs what CLIP's softmax does
         cals.setdefault("siglip", cals["clip"])
@@ -78,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"the calibration has no measurement of {', '.join(missing)} (it has {', '.join(cals)})")
     result = report.build(methods, gpus, args.backbone, args.global_batch, device, args.samples, cals,
                           clip_logits=args.clip_logits, overlap=args.overlap, bucket_mib=args.bucket_mib)
-    print(json.dumps(result, indent=1) if args.json else report.text(result))
+    notes = []
+    if logs:
+        paths = {"all_reduce": args.nccl_tests, "all_gather": args.nccl_tests_gather or args.nccl_tests}
+        result["nccl_tests"], notes = _measured_on(logs, paths, gpus)
+    print(json.dumps(result, indent=1) if args.json else "\n".join([report.text(result), *notes]))
     return 0
 
 

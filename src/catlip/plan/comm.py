@@ -2,20 +2,25 @@
 
 A ring all-reduce moves 2(N-1)/N of the buffer through every GPU's link in 2(N-1) hops; a ring all-gather (or its
 backward, a reduce-scatter) moves (N-1)/N of the gathered result in N-1 hops. Data-parallel frameworks split the
-gradient into buckets whose rings pipeline, so one latency chain is counted per collective, not per bucket, and the
-bandwidth is the link's at the bucket's size (``message``).
+gradient into buckets whose rings pipeline, so a preset link counts one latency chain per collective, not per
+bucket. A measured curve (``nccl-tests``' bus bandwidth, which divides the same 2(N-1)/N or (N-1)/N of the bytes
+by the measured time) is read at the collective's message size, a DDP bucket for the gradient, and already holds
+the latency of every message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from catlip.errors import CliError
 
-from .devices import Link
+from .devices import Curve, Link, interpolate
 
 KINDS = ("all_reduce", "all_gather")
+# nccl-tests' reduction column: "none" for collectives that only move data (all_gather, broadcast, ...)
+NO_REDUCTION = "none"
 
 
 def _shape(kind: str, ranks: int) -> tuple[float, int]:
@@ -25,14 +30,20 @@ def _shape(kind: str, ranks: int) -> tuple[float, int]:
     return (ranks - 1) / ranks, ranks - 1
 
 
+def bandwidth(kind: str, link: Link, message: float) -> float:
+    """GB/s a ``kind`` collective of ``message``-byte messages moves at over ``link``."""
+    curve = link.curve(kind)
+    return interpolate(curve, message) if curve else link.gb_per_s
+
+
 def collective_s(kind: str, nbytes: float, ranks: int, link: Link, message: float | None = None) -> float:
-    """Seconds for one ``kind`` collective of ``nbytes`` (all-gather: the gathered result) over ``ranks``, moving
-    at the link's bandwidth for ``message``-byte messages (default: one message of ``nbytes``); 0 for one rank."""
+    """Seconds for one ``kind`` collective of ``nbytes`` (all-gather: the gathered result) over ``ranks``, sent as
+    ``message``-byte messages (default: one message of ``nbytes``); 0 for one rank."""
     if ranks <= 1:
         return 0.0
     frac, hops = _shape(kind, ranks)
-    gb_per_s = link.bus_gb_per_s(nbytes if message is None else message)
-    return frac * nbytes / (gb_per_s * 1e9) + hops * link.latency_us * 1e-6
+    seconds = frac * nbytes / (bandwidth(kind, link, nbytes if message is None else message) * 1e9)
+    return seconds if link.curve(kind) else seconds + hops * link.latency_us * 1e-6
 
 
 def all_reduce_s(nbytes: float, ranks: int, link: Link, message: float | None = None) -> float:
@@ -47,36 +58,35 @@ def all_gather_s(total_bytes: float, ranks: int, link: Link, message: float | No
 
 def fit_link(points: list[tuple[str, float, int, float]], *, per_size: bool = False,
              share: Callable[[int], float] | None = None) -> Link:
-    """The link that best fits measured (kind, bytes, ranks, seconds) points of one or both kinds.
+    """The link that best fits measured (kind, bytes, ranks, seconds) points of one or both collectives.
 
-    Least squares in relative error on t = share(ranks) x (fraction x bytes / bandwidth + hops x latency):
-    one bandwidth for every size, or with ``per_size`` one per distinct size (the link's ``curve``). ``share``
-    is a host's slow-down when ranks outnumber its cores (default 1: GPUs, one rank each); latency >= 0.
+    Least squares in relative error on t = share(ranks) x (fraction x bytes / bandwidth [+ hops x latency]): one
+    bandwidth and a latency >= 0 for every size and collective, or with ``per_size`` a bus-bandwidth curve per
+    collective (one bandwidth per size, the latency inside it, as nccl-tests reports). ``share`` is a host's
+    slow-down when ranks outnumber its cores (default 1: GPUs, one rank each).
     """
     import numpy as np
 
-    sizes = sorted({float(b) for _, b, _, _ in points}) if per_size else [None]
+    columns = sorted({(k, float(b)) for k, b, _, _ in points}) if per_size else [None]
     rows = []
     for kind, nbytes, ranks, seconds in points:
         frac, hops = _shape(kind, ranks)
-        row = np.zeros(len(sizes) + 1)
-        row[sizes.index(float(nbytes)) if per_size else 0] = frac * nbytes
-        row[-1] = hops
+        row = np.zeros(len(columns) + (0 if per_size else 1))
+        row[columns.index((kind, float(nbytes))) if per_size else 0] = frac * nbytes
+        if not per_size:
+            row[-1] = hops
         rows.append(row * (share(ranks) if share else 1.0) / seconds)
     a = np.array(rows)
-    free = list(range(a.shape[1]))
-    while True:  # non-negative least squares: an unknown that comes out negative is held at zero
-        x = np.zeros(a.shape[1])
-        x[free] = np.linalg.lstsq(a[:, free], np.ones(len(a)), rcond=None)[0]
-        if x.min() >= 0:
-            break
-        free.remove(int(x.argmin()))
-    # a size whose time the latency explains alone has no bandwidth of its own: the curve starts above it
-    curve = [(size, float(1 / v / 1e9)) for size, v in zip(sizes, x[:-1]) if v > 0]
-    if not curve:
-        raise ValueError("the points do not determine a bandwidth: every time is explained by latency")
-    gb = [g for _, g in curve]
-    return Link("fitted", max(gb), float(x[-1]) * 1e6, tuple(curve) if per_size else ())
+    x = np.linalg.lstsq(a, np.ones(len(a)), rcond=None)[0]
+    if not per_size and x[-1] < 0:  # latency cannot be negative: refit the bandwidth alone
+        x = np.array([np.linalg.lstsq(a[:, :1], np.ones(len(a)), rcond=None)[0][0], 0.0])
+    if per_size:
+        curves = {}
+        for (kind, size), v in zip(columns, x):
+            curves.setdefault(kind, []).append((size, float(1 / v / 1e9)))
+        return Link("fitted", max(g for c in curves.values() for _, g in c), 0.0,
+                    tuple((k, tuple(c)) for k, c in sorted(curves.items())))
+    return Link("fitted", float(1 / x[0] / 1e9), float(x[1]) * 1e6)
 
 
 def _words(line: str) -> list[str]:
@@ -87,25 +97,61 @@ def _words(line: str) -> list[str]:
     return words[1:] if words[:1] == ["#"] else words
 
 
-def read_nccl_tests(path: str | Path) -> tuple[tuple[float, float], ...]:
-    """The (bytes, bus GB/s) curve in an ``nccl-tests`` log (e.g. ``all_reduce_perf -b 1M -e 1G -f 2``): its
-    out-of-place busbw column by size, sizes measured more than once averaged; other lines (NCCL INFO, the
-    summary) are skipped."""
+@dataclass(frozen=True)
+class NcclLog:
+    """What an nccl-tests log measured: the bus-bandwidth curve, and on how many ranks (None: not told)."""
+
+    curve: Curve
+    ranks: int | None
+
+
+def _ranks(rank_lines: int, kind: str, busbw: float, algbw: float) -> int | None:
+    """The log's rank count: its "#  Rank n ..." lines, else busbw / algbw = 2(N-1)/N or (N-1)/N solved for N."""
+    if rank_lines:
+        return rank_lines
+    ratio = busbw / algbw if algbw > 0 else 0.0
+    full = 2.0 if kind == "all_reduce" else 1.0
+    return round(full / (full - ratio)) if 0 < ratio < full else None
+
+
+def read_nccl_tests(path: str | Path, kind: str = "all_reduce") -> NcclLog:
+    """The (bytes, bus GB/s) curve in an ``nccl-tests`` log of ``kind`` (all_reduce_perf or all_gather_perf,
+    e.g. ``-b 1M -e 1G -f 2``): its out-of-place busbw column by size, sizes measured more than once averaged.
+    Other lines (NCCL INFO, the summary) are skipped; a row cut short, or rows of the other collective (told
+    apart by the reduction column), are refused."""
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise CliError(f"cannot read the nccl-tests log {path}: {getattr(err, 'strerror', None) or err}") from None
-    column, by_size = None, {}
-    for words in map(_words, lines):
-        if "size" in words and "busbw" in words:
-            column = words.index("busbw") - words.index("size")  # the first busbw: out-of-place
-        elif column is not None and len(words) > column and words[0].isdigit():
-            try:
-                size, busbw = float(words[0]), float(words[column])
+    header, by_size, rank_lines, largest = None, {}, 0, (0.0, 0.0, 0.0)
+    for number, words in enumerate(map(_words, lines), 1):
+        if words[:1] == ["Rank"] and header is None:
+            rank_lines += 1
+        elif "size" in words and "busbw" in words:
+            header = words[words.index("size"):]
+        elif header is not None and words and words[0].isdigit():
+            if len(words) < len(header):
+                raise CliError(f"{path}, line {number}: a row with {len(words)} of the header's {len(header)} "
+                               "columns (a log cut short?); remove it or rerun the test")
+            if "redop" in header:
+                _check_kind(path, number, words[header.index("redop")], kind)
+            try:  # the first time/algbw/busbw columns are the out-of-place ones
+                size, busbw = float(words[0]), float(words[header.index("busbw")])
+                algbw = float(words[header.index("algbw")]) if "algbw" in header else 0.0
             except ValueError:
-                continue
+                raise CliError(f"{path}, line {number}: a size or bandwidth that is not a number") from None
             if size > 0 and busbw > 0:
                 by_size.setdefault(size, []).append(busbw)
+                largest = max(largest, (size, busbw, algbw))
     if not by_size:
         raise CliError(f"{path} holds no nccl-tests results (a 'size ... busbw' header, then rows of numbers)")
-    return tuple((size, sum(v) / len(v)) for size, v in sorted(by_size.items()))
+    curve = tuple((size, sum(v) / len(v)) for size, v in sorted(by_size.items()))
+    return NcclLog(curve, _ranks(rank_lines, kind, *largest[1:]))
+
+
+def _check_kind(path, number: int, redop: str | None, kind: str) -> None:
+    if redop is None or (redop == NO_REDUCTION) == (kind == "all_gather"):
+        return
+    what = "only moves data (all_gather_perf?)" if redop == NO_REDUCTION else "reduces (all_reduce_perf?)"
+    raise CliError(f"{path}, line {number}: reduction {redop!r}, a collective that {what}; --nccl-tests takes "
+                   "all_reduce_perf's log, --nccl-tests-gather all_gather_perf's")

@@ -71,26 +71,45 @@ def _speed(cal: Calibration, s: Setup) -> float:
     return cal.peak_tflops / s.device.peak_tflops
 
 
+def messages(method: str, s: Setup) -> dict[str, tuple[float, float]]:
+    """Collective -> (bytes per step, bytes per message) for one GPU: the fp32 gradients in DDP buckets, and for a
+    contrastive method the global batch's embeddings of both towers, one gathered tensor per tower."""
+    grads = sum(t.params for t in towers(method, s.backbone).values()) * GRAD_BYTES
+    out = {"all_reduce": (grads, min(grads, s.bucket_mib * MIB))}
+    if is_contrastive(method):
+        embed = s.global_batch * TEXT["embed_dim"] * EMBED_BYTES
+        out["all_gather"] = (2 * embed, embed)
+    return out
+
+
 def step_terms(method: str, cal: Calibration, s: Setup, ckpt: bool) -> dict[str, float]:
     """Seconds per step: compute, all_reduce, all_gather, loss."""
     target, ref = towers(method, s.backbone), towers(method, cal.backbone)
     flops_ratio, speed, b = _flops(target) / _flops(ref), _speed(cal, s), s.per_gpu
     compute = (cal.fixed_s + cal.per_sample_s * b * flops_ratio) * speed * (CKPT_COMPUTE if ckpt else 1.0)
     flop_rate = _flops(ref) / cal.per_sample_s / speed  # achieved FLOP/s on the target GPU
-    params = sum(t.params for t in target.values())
-    link = s.device.link(s.gpus)
-    grads = params * GRAD_BYTES
-    terms = {"compute": compute,
-             "all_reduce": comm.all_reduce_s(grads, s.gpus, link, min(grads, s.bucket_mib * MIB)) * (1 - s.overlap),
+    link, sent = s.device.link(s.gpus), messages(method, s)
+    grads, bucket = sent["all_reduce"]
+    terms = {"compute": compute, "all_reduce": comm.all_reduce_s(grads, s.gpus, link, bucket) * (1 - s.overlap),
              "all_gather": 0.0, "loss": 0.0}
-    pairs, mats = _logit_pairs(method, s, b)
-    if mats:
-        embed = s.global_batch * TEXT["embed_dim"] * EMBED_BYTES * 2
-        terms["all_gather"] = 2 * comm.all_gather_s(embed, s.gpus, link, embed / 2)
+    if "all_gather" in sent:  # gathered forward, its gradient reduce-scattered backward: twice the traffic
+        embeds, per_tower = sent["all_gather"]
+        terms["all_gather"] = 2 * comm.all_gather_s(embeds, s.gpus, link, per_tower)
+        pairs, mats = _logit_pairs(method, s, b)
         matmul = 6 * pairs * mats * TEXT["embed_dim"]  # 2 FLOPs per multiply-add, x 3 for the backward
         traffic = pairs * mats * LOGIT_BYTES * LOGIT_PASSES / (s.device.hbm_tb_per_s * 1e12)
         terms["loss"] = matmul / flop_rate + traffic
     return terms
+
+
+def links_used(method: str, s: Setup) -> dict[str, dict]:
+    """What each collective of a step was costed with: the link, the message size and its bandwidth."""
+    link = s.device.link(s.gpus)
+    if s.gpus <= 1:
+        return {}
+    return {kind: {"link": link.name, "message_mib": message / MIB, "gb_per_s": comm.bandwidth(kind, link, message),
+                   "latency_us": None if link.curve(kind) else link.latency_us}
+            for kind, (_, message) in messages(method, s).items()}
 
 
 def memory_mib(method: str, cal: Calibration, s: Setup, batch: int, ckpt: bool) -> float:
@@ -126,6 +145,7 @@ def plan_one(method: str, cal: Calibration, s: Setup, samples: float) -> dict:
     fit, fit_ckpt = max_batch(method, cal, s, False), max_batch(method, cal, s, True)
     if s.per_gpu > fit_ckpt:
         need = math.ceil(s.global_batch / max(fit_ckpt, 1))
+        need = next(n for n in range(need, s.global_batch + 1) if s.global_batch % n == 0)  # an even split
         raise CliError(f"{method} on {s.gpus} x {s.device.name}: {s.per_gpu} per GPU does not fit (at most {fit} "
                        f"without and {fit_ckpt} with gradient checkpointing); use at least {need} GPUs")
     ckpt = s.per_gpu > fit
@@ -135,4 +155,5 @@ def plan_one(method: str, cal: Calibration, s: Setup, samples: float) -> dict:
     return {"method": method, "gpus": s.gpus, "per_gpu_batch": s.per_gpu, "max_batch": fit, "max_batch_ckpt": fit_ckpt,
             "grad_checkpointing": ckpt, "memory_gib": memory_mib(method, cal, s, s.per_gpu, ckpt) / 1024,
             "terms_s": terms, "step_s": step, "steps_per_epoch": steps, "gpu_hours": steps * step * s.gpus / 3600,
-            "images_per_s_per_gpu": s.per_gpu / step, "dominant": max(terms, key=terms.get)}
+            "images_per_s_per_gpu": s.per_gpu / step, "dominant": max(terms, key=terms.get),
+            "links": links_used(method, s)}

@@ -8,33 +8,37 @@ from dataclasses import dataclass, replace
 from catlip.errors import CliError
 
 
+Curve = tuple[tuple[float, float], ...]  # (message bytes, bus GB/s), in rising size
+
+
+def interpolate(curve: Curve, message_bytes: float) -> float:
+    """The bus bandwidth of a ``message_bytes`` message: log-log between measured sizes, the end values beyond."""
+    if message_bytes <= curve[0][0]:
+        return curve[0][1]
+    if message_bytes >= curve[-1][0]:
+        return curve[-1][1]
+    i = next(i for i, (b, _) in enumerate(curve) if b >= message_bytes)
+    (b0, g0), (b1, g1) = curve[i - 1], curve[i]
+    w = math.log(message_bytes / b0) / math.log(b1 / b0)
+    return math.exp((1 - w) * math.log(g0) + w * math.log(g1))
+
+
 @dataclass(frozen=True)
 class Link:
     """Per-GPU bandwidth one way (GB/s, 1e9 bytes) and the latency of one hop of a ring (microseconds).
 
-    ``curve``, when given, is the bus bandwidth by message size, ((bytes, GB/s), ...) in rising size, as
-    ``nccl-tests`` reports it: small messages and messages that spill a cache move slower than the link's peak, so a
-    collective's bandwidth is read at its own message size (log-log between measured sizes, the end values beyond).
+    ``curves`` replace both for the collectives they name: ((collective, curve), ...), the bus bandwidth by message
+    size as ``nccl-tests`` measures it. Small messages and messages that spill a cache move slower than a link's
+    peak, so a collective reads its curve at its own message size; the measured time already holds the latency.
     """
 
     name: str
     gb_per_s: float
     latency_us: float
-    curve: tuple[tuple[float, float], ...] = ()
+    curves: tuple[tuple[str, Curve], ...] = ()
 
-    def bus_gb_per_s(self, message_bytes: float) -> float:
-        """The bandwidth a message of ``message_bytes`` moves at."""
-        if not self.curve:
-            return self.gb_per_s
-        sizes = [b for b, _ in self.curve]
-        if message_bytes <= sizes[0]:
-            return self.curve[0][1]
-        if message_bytes >= sizes[-1]:
-            return self.curve[-1][1]
-        i = next(i for i, b in enumerate(sizes) if b >= message_bytes)
-        (b0, g0), (b1, g1) = self.curve[i - 1], self.curve[i]
-        w = math.log(message_bytes / b0) / math.log(b1 / b0)
-        return math.exp((1 - w) * math.log(g0) + w * math.log(g1))
+    def curve(self, kind: str) -> Curve | None:
+        return dict(self.curves).get(kind)
 
 
 @dataclass(frozen=True)
@@ -77,11 +81,16 @@ GPUS = {
 USABLE_MEMORY = 0.92
 
 
+def _positive(value: float | None, flag: str, *, zero: bool = False) -> None:
+    if value is not None and not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise CliError(f"{flag} must be a finite number {'>=' if zero else '>'} 0, got {value}")
+
+
 def get_device(name: str, *, inter: str | None = None, bandwidth_gb_s: float | None = None,
                latency_us: float | None = None, memory_gib: float | None = None,
-               curve: tuple[tuple[float, float], ...] = ()) -> Device:
-    """Preset ``name`` with the inter-node link, its bandwidth / latency / bandwidth-by-size ``curve`` or the
-    memory overridden."""
+               curves: dict[str, Curve] | None = None) -> Device:
+    """Preset ``name`` with the inter-node link, its bandwidth / latency or the memory overridden, or every link
+    replaced by measured bus-bandwidth ``curves`` (collective -> curve)."""
     if name not in GPUS:
         raise CliError(f"unknown --gpu {name!r}; choose from {', '.join(GPUS)}")
     dev = GPUS[name]
@@ -89,16 +98,19 @@ def get_device(name: str, *, inter: str | None = None, bandwidth_gb_s: float | N
         if inter not in LINKS:
             raise CliError(f"unknown --link {inter!r}; choose from {', '.join(LINKS)}")
         dev = replace(dev, inter=LINKS[inter])
-    for value, flag in ((bandwidth_gb_s, "--bandwidth-gbs"), (memory_gib, "--memory-gib")):
-        if value is not None and not value > 0:
-            raise CliError(f"{flag} must be > 0, got {value}")
-    if latency_us is not None and not latency_us >= 0:
-        raise CliError(f"--latency-us must be >= 0, got {latency_us}")
-    if curve and bandwidth_gb_s is not None:
-        raise CliError("give the bandwidth as --bandwidth-gbs or as an --nccl-tests log, not both")
-    if bandwidth_gb_s is not None or latency_us is not None or curve:  # an override applies to every hop
-        links = [replace(lk, gb_per_s=max((g for _, g in curve), default=bandwidth_gb_s or lk.gb_per_s),
-                         latency_us=lk.latency_us if latency_us is None else latency_us, curve=curve)
+    _positive(bandwidth_gb_s, "--bandwidth-gbs")
+    _positive(memory_gib, "--memory-gib")
+    _positive(latency_us, "--latency-us", zero=True)
+    if curves:
+        given = [flag for flag, v in (("--link", inter), ("--bandwidth-gbs", bandwidth_gb_s),
+                                      ("--latency-us", latency_us)) if v is not None]
+        if given:
+            raise CliError(f"an nccl-tests log measures the links' bandwidth and latency; leave out {given[0]}")
+        measured = Link("nccl-tests", curves["all_reduce"][-1][1], 0.0, tuple(sorted(curves.items())))
+        dev = replace(dev, intra=measured, inter=measured)
+    elif bandwidth_gb_s is not None or latency_us is not None:  # an override applies to every hop of the ring
+        links = [replace(lk, gb_per_s=bandwidth_gb_s or lk.gb_per_s,
+                         latency_us=lk.latency_us if latency_us is None else latency_us)
                  for lk in (dev.intra, dev.inter)]
         dev = replace(dev, intra=links[0], inter=links[1])
     if memory_gib is not None:
