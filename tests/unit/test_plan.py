@@ -254,6 +254,7 @@ def test_a_split_calibration_on_its_own_device_gives_back_its_fit(tmp_path, caps
     (["--nccl-tests", str(ROOT / "pyproject.toml")], "holds no nccl-tests results"),
     (["--nccl-tests", str(Path(__file__).parent)], "cannot read the nccl-tests log"),
     (["--nccl-tests-gather", str(ROOT / "pyproject.toml")], "--nccl-tests-gather needs --nccl-tests"),
+    (["--nccl-tests", ""], "got an empty one"),
     (["--bucket-mib", "0"], "--bucket-mib must be a finite number > 0"),
     (["--bucket-mib", "nan"], "--bucket-mib must be a finite number > 0"),
     (["--samples", "1e400"], "--samples must be a finite number > 0, got inf"),

@@ -63,6 +63,8 @@ def _logs(args: argparse.Namespace) -> dict | None:
     """Collective -> its nccl-tests log (the all-reduce's serves the all-gather too without its own), or None."""
     from . import comm
 
+    if "" in (args.nccl_tests, args.nccl_tests_gather):
+        raise CliError("--nccl-tests and --nccl-tests-gather take the path of a log, got an empty one")
     if args.nccl_tests is None:
         if args.nccl_tests_gather is not None:
             raise CliError("--nccl-tests-gather needs --nccl-tests (all_reduce_perf's log) too")
