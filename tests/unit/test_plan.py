@@ -101,6 +101,24 @@ NCCL_TESTS_LOG = """\
 # Out of bounds values : 0 OK
 # Avg bus bandwidth    : 66.5
 """
+
+
+def nccl_log(kind: str, ranks: int, busbw: dict[int, float]) -> str:
+    """An nccl-tests log of ``kind`` on ``ranks`` GPUs with these bus bandwidths (GB/s) by size (bytes), its
+    times and algorithm bandwidths derived as nccl-tests does."""
+    factor = 2 * (ranks - 1) / ranks if kind == "all_reduce" else (ranks - 1) / ranks
+    rows = []
+    for size, bus in busbw.items():
+        alg = bus / factor
+        count = size // 4 if kind == "all_reduce" else size // 4 // ranks
+        redop = "sum" if kind == "all_reduce" else "none"
+        t = size / alg / 1e3  # microseconds
+        rows.append(f"{size:12d} {count:13d}     float {redop:>7s}      -1 {t:8.2f} {alg:7.2f} {bus:7.2f}      0 "
+                    f"{t:8.2f} {alg:7.2f} {bus:7.2f}      0")
+    head = NCCL_TESTS_LOG.splitlines()[:5]
+    return "\n".join(head + rows + ["# Avg bus bandwidth    : 1.0", ""])
+
+
 RANK_LINES = "".join(f"#  Rank {r:2d} Group  0 Pid {100 + r} on node{r // 8} device {r % 8} [0x1b] NVIDIA H100\n"
                      for r in range(16))
 
@@ -123,11 +141,28 @@ def test_an_nccl_tests_log_gives_the_out_of_place_bus_bandwidth_by_size_and_its_
     assert comm.read_nccl_tests(log) == got
 
 
+@pytest.mark.parametrize("kind, ranks, read", [
+    ("all_reduce", 3, 3), ("all_reduce", 16, 16), ("all_reduce", 256, None),  # 2 decimals cannot tell 256 apart
+    ("all_gather", 3, 3), ("all_gather", 256, 256),  # size / (count x 4 bytes), exact
+])
+def test_a_log_without_rank_lines_tells_its_ranks_only_where_its_numbers_do(tmp_path, kind, ranks, read):
+    log = tmp_path / "perf.txt"
+    log.write_text(nccl_log(kind, ranks, {2**20: 10.0, 2**30: 44.37}))
+    assert comm.read_nccl_tests(log, kind).ranks == read
+
+
 @pytest.mark.parametrize("edit, kind, message", [
     (lambda t: t.replace("117.44      0   1001.0   67.04  117.33      0", "11"), "all_reduce", "line 9: a row with 8"),
     (lambda t: t, "all_gather", "line 6: reduction 'sum'"),
     (lambda t: t.replace(" sum ", " none"), "all_reduce", "reduction 'none'"),
-    (lambda t: t.replace("   60.00   17.48   30.58", "   60.00   17.48   3O.58"), "all_reduce", "not a number"),
+    (lambda t: t.replace("   60.00   17.48   30.58", "   60.00   17.48   3O.58"), "all_reduce", "busbw '3O.58'"),
+    (lambda t: t.replace("   60.00   17.48   30.58", "   60.00   17.48     inf"), "all_reduce", "busbw 'inf'"),
+    (lambda t: t.replace("   60.00   17.48   30.58", "   60.00   17.48  -30.58"), "all_reduce", "busbw '-30.58'"),
+    (lambda t: t.replace("     4194304       1048576", "    4,194,304      1048576"), "all_reduce", "'4,194,304'"),
+    (lambda t: t.replace("sum      -1", "sum       0"), "all_reduce", "root 0, a rooted collective"),
+    (lambda t: t.replace("117.44      0   1001", " 58.72      0   1001"), "all_reduce", "busbw / algbw = 0.875"),
+    (lambda t: RANK_LINES + t + RANK_LINES[:RANK_LINES.index("Rank  8") - 3] + t, "all_reduce",
+     "runs on 8 and 16 ranks"),
 ])
 def test_a_damaged_or_mismatched_nccl_tests_log_is_refused_with_its_line(tmp_path, edit, kind, message):
     log = tmp_path / "perf.txt"
@@ -138,7 +173,7 @@ def test_a_damaged_or_mismatched_nccl_tests_log_is_refused_with_its_line(tmp_pat
 
 def test_plan_reads_the_nccl_tests_bandwidth_at_each_message_size(tmp_path, capsys):
     flat = tmp_path / "flat.txt"
-    flat.write_text(NCCL_TESTS_LOG.replace("30.58", "117.44").replace("61.17", "117.44").replace("58.71", "117.44"))
+    flat.write_text(nccl_log("all_reduce", 8, {2**20: 117.44, 2**22: 117.44, 2**26: 117.44}))
     same = _plan(capsys, "--gpus", "256", "--nccl-tests", str(flat))
     flat_link = _plan(capsys, "--gpus", "256", "--bandwidth-gbs", "117.44", "--latency-us", "0")["plans"]
     assert [p["terms_s"] for p in same["plans"]] == [pytest.approx(p["terms_s"], rel=1e-12) for p in flat_link]
@@ -157,12 +192,16 @@ def test_plan_reads_the_nccl_tests_bandwidth_at_each_message_size(tmp_path, caps
         embed = 65536 * 512 * 4  # one tower's embeddings: the gather's message, past the log's end (117.44)
         assert clip["terms_s"]["all_gather"] == pytest.approx(2 * 255 / 256 * 2 * embed / 117.44e9)
     gather = tmp_path / "gather.txt"
-    gather.write_text(NCCL_TESTS_LOG.replace(" sum ", " none").replace("117.44", "50.00"))
+    gather.write_text(nccl_log("all_gather", 8, {2**20: 20.0, 2**26: 50.0}))
     out = _plan(capsys, "--gpus", "256", "--nccl-tests", str(log), "--nccl-tests-gather", str(gather))
     clip = next(r for r in out["plans"] if r["method"] == "clip")
     assert clip["terms_s"]["all_gather"] == pytest.approx(2 * 255 / 256 * 2 * embed / 50e9)
     assert main(["--gpus", "64", "--nccl-tests", str(log)]) == 0  # the text names the log and its rank count
-    assert f"note: {log} was measured on 8 ranks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"note: {log} was measured on 8 ranks" in out
+    assert f"note: {log} measured a ring inside one node; the 64-GPU plans run over the other link" in out
+    assert main(["--gpus", "8", "--global-batch", "4096", "--nccl-tests", str(log)]) == 0
+    assert "note:" not in capsys.readouterr().out  # planned on the log's own 8 ranks
 
 
 def _row(method, batch, fixed, per_sample):
@@ -259,7 +298,9 @@ def test_a_split_calibration_on_its_own_device_gives_back_its_fit(tmp_path, caps
     (["--bucket-mib", "nan"], "--bucket-mib must be a finite number > 0"),
     (["--samples", "1e400"], "--samples must be a finite number > 0, got inf"),
     (["--latency-us", "-1"], "--latency-us must be a finite number >= 0"),
-    (["--gpus", "4"], "use at least 16 GPUs"),  # 65536 / 5912 per GPU needs 12, which does not split 65536
+    (["--gpus", "4"], "use at least 16 GPUs"),
+    (["--memory-gib", "1e-9"], "not one image per GPU fits, even with gradient checkpointing"),
+    (["--global-batch", "99999999999999999999"], "--global-batch must be between 1 and 2,147,483,648"),  # 65536 / 5912 per GPU needs 12, which does not split 65536
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert main(argv) == 2
@@ -273,6 +314,14 @@ def test_a_link_given_twice_is_one_line_and_exit_2(tmp_path, capsys, extra):
     log.write_text(NCCL_TESTS_LOG)
     assert main(["--nccl-tests", str(log), *extra]) == 2
     assert f"leave out {extra[0]}" in capsys.readouterr().err
+
+
+def test_the_gpu_count_advised_splits_the_batch():
+    from catlip.plan.costs import smallest_divisor_from
+
+    assert smallest_divisor_from(65536, 12) == 16 and smallest_divisor_from(65536, 16) == 16
+    assert smallest_divisor_from(1_000_000_007, 2) == 1_000_000_007  # a prime: one image per GPU
+    assert smallest_divisor_from(2**31, 3) == 4
 
 
 def test_registering_the_command_imports_no_torch():

@@ -15,6 +15,9 @@ DESCRIPTION = (
     "by the analytic training FLOPs and the GPUs' bf16 peaks (docs/scaling.md).")
 
 
+MAX_BATCH = 2**31  # far beyond any published global batch; it keeps the search for an even split quick
+
+
 def _ints(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -74,21 +77,26 @@ def _logs(args: argparse.Namespace) -> dict | None:
     return {"all_reduce": reduce, "all_gather": gather}
 
 
-def _measured_on(logs: dict, paths: dict, gpus: list[int]) -> tuple[dict, list[str]]:
-    """Where each curve came from (JSON), and a note for each log whose rank count differs from a planned one."""
+def _measured_on(logs: dict, paths: dict, gpus: list[int], per_node: int) -> tuple[dict, list[str]]:
+    """Where each curve came from (JSON), and notes where a log's rank count differs from a planned one."""
     record = {kind: {"path": paths[kind], "ranks": log.ranks} for kind, log in logs.items()}
     notes = []
     for path in dict.fromkeys(paths.values()):
         ranks = next(log.ranks for kind, log in logs.items() if paths[kind] == path)
-        other = [str(n) for n in gpus if n > 1 and n != ranks]
+        other = [n for n in gpus if n > 1 and n != ranks]
         if not other:
             continue
         if ranks is None:
             notes.append(f"note: {path} does not say on how many ranks it was measured")
-        else:
-            notes.append(f"note: {path} was measured on {ranks} ranks; its bus bandwidth includes that ring's "
-                         f"latency, which grows with the rank count, so the {'/'.join(other)}-GPU plans carry the "
-                         f"{ranks}-rank latency (measure on the count you plan)")
+            continue
+        notes.append(f"note: {path} was measured on {ranks} ranks; its bus bandwidth includes that ring's latency, "
+                     f"which grows with the rank count, so the {'/'.join(map(str, other))}-GPU plans carry the "
+                     f"{ranks}-rank latency (measure on the count you plan)")
+        if crossed := [n for n in other if (n <= per_node) != (ranks <= per_node)]:
+            where = "inside one node" if ranks <= per_node else f"across nodes of {per_node} GPUs"
+            notes.append(f"note: {path} measured a ring {where}; the {'/'.join(map(str, crossed))}-GPU plans run "
+                         "over the other link (NVLink inside a node, the network between nodes) at the log's "
+                         "bandwidth")
     return record, notes
 
 
@@ -101,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or (bad := sorted(set(methods) - {"catlip", "clip", "siglip"})):
         raise CliError(f"catlip plan models the methods catlip, clip and siglip; got {args.methods!r}")
-    if args.global_batch < 1:
-        raise CliError(f"--global-batch must be >= 1, got {args.global_batch}")
+    if not 1 <= args.global_batch <= MAX_BATCH:
+        raise CliError(f"--global-batch must be between 1 and {MAX_BATCH:,}, got {args.global_batch}")
     for value, flag in ((args.samples, "--samples"), (args.bucket_mib, "--bucket-mib")):
         if not (math.isfinite(value) and value > 0):
             raise CliError(f"{flag} must be a finite number > 0, got {value}")
@@ -124,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     notes = []
     if logs:
         paths = {"all_reduce": args.nccl_tests, "all_gather": args.nccl_tests_gather or args.nccl_tests}
-        result["nccl_tests"], notes = _measured_on(logs, paths, gpus)
+        result["nccl_tests"], notes = _measured_on(logs, paths, gpus, device.per_node)
     print(json.dumps(result, indent=1) if args.json else "\n".join([report.text(result), *notes]))
     return 0
 

@@ -140,12 +140,21 @@ def max_batch(method: str, cal: Calibration, s: Setup, ckpt: bool) -> int:
     return max(0, int((limit - m0) // (m1 - m0)))
 
 
+def smallest_divisor_from(n: int, low: int) -> int:
+    """The smallest divisor of ``n`` that is >= ``low``: a GPU count that splits the global batch evenly."""
+    divisors = {d for i in range(1, math.isqrt(n) + 1) if n % i == 0 for d in (i, n // i)}
+    return min(d for d in divisors if d >= low)
+
+
 def plan_one(method: str, cal: Calibration, s: Setup, samples: float) -> dict:
     """One (method, GPU count): what fits, the step's terms, GPU-hours per epoch and the dominant term."""
     fit, fit_ckpt = max_batch(method, cal, s, False), max_batch(method, cal, s, True)
+    if fit_ckpt < 1:
+        static = memory_mib(method, cal, s, 0, True) / 1024
+        raise CliError(f"{method} on {s.device.name}: not one image per GPU fits, even with gradient checkpointing "
+                       f"({static:.1f} GiB before the first image, of {s.device.memory_mib / 1024:.1f} GiB)")
     if s.per_gpu > fit_ckpt:
-        need = math.ceil(s.global_batch / max(fit_ckpt, 1))
-        need = next(n for n in range(need, s.global_batch + 1) if s.global_batch % n == 0)  # an even split
+        need = smallest_divisor_from(s.global_batch, math.ceil(s.global_batch / fit_ckpt))
         raise CliError(f"{method} on {s.gpus} x {s.device.name}: {s.per_gpu} per GPU does not fit (at most {fit} "
                        f"without and {fit_ckpt} with gradient checkpointing); use at least {need} GPUs")
     ckpt = s.per_gpu > fit
