@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from catlip.plan import comm, fit
+from catlip.plan import comm, fit, nccl_tests
 from catlip.plan.arch import towers
 from catlip.plan.cli import main
 from catlip.errors import CliError
@@ -126,19 +126,19 @@ RANK_LINES = "".join(f"#  Rank {r:2d} Group  0 Pid {100 + r} on node{r // 8} dev
 def test_an_nccl_tests_log_gives_the_out_of_place_bus_bandwidth_by_size_and_its_ranks(tmp_path):
     log = tmp_path / "all_reduce_perf.txt"
     log.write_text(NCCL_TESTS_LOG)
-    got = comm.read_nccl_tests(log)
+    got = nccl_tests.read(log)
     assert [size for size, _ in got.curve] == [2**20, 2**22, 2**26]
     assert [gb for _, gb in got.curve] == pytest.approx([30.58, (61.17 + 58.71) / 2, 117.44])
     assert got.ranks == 8  # busbw / algbw = 117.44 / 67.11 = 1.75 = 2(N-1)/N
     log.write_text(RANK_LINES + NCCL_TESTS_LOG)
-    assert comm.read_nccl_tests(log).ranks == 16  # the rank lines, when the log has them
+    assert nccl_tests.read(log).ranks == 16  # the rank lines, when the log has them
     # srun --label prefixes every line with its rank; newer nccl-tests print the header without "#"
     lines = NCCL_TESTS_LOG.splitlines()
     lines.insert(6, "gpu3:3408:3411 [1] NCCL INFO Channel 00/02 : 0 1")
     log.write_text("\n".join(f"0: {line}" for line in lines))
-    assert comm.read_nccl_tests(log) == got
+    assert nccl_tests.read(log) == got
     log.write_text(NCCL_TESTS_LOG.replace("#       size", "        size"))
-    assert comm.read_nccl_tests(log) == got
+    assert nccl_tests.read(log) == got
 
 
 @pytest.mark.parametrize("kind, ranks, read", [
@@ -148,7 +148,7 @@ def test_an_nccl_tests_log_gives_the_out_of_place_bus_bandwidth_by_size_and_its_
 def test_a_log_without_rank_lines_tells_its_ranks_only_where_its_numbers_do(tmp_path, kind, ranks, read):
     log = tmp_path / "perf.txt"
     log.write_text(nccl_log(kind, ranks, {2**20: 10.0, 2**30: 44.37}))
-    assert comm.read_nccl_tests(log, kind).ranks == read
+    assert nccl_tests.read(log, kind).ranks == read
 
 
 @pytest.mark.parametrize("edit, kind, message", [
@@ -168,7 +168,7 @@ def test_a_damaged_or_mismatched_nccl_tests_log_is_refused_with_its_line(tmp_pat
     log = tmp_path / "perf.txt"
     log.write_text(edit(NCCL_TESTS_LOG))
     with pytest.raises(CliError, match=message):
-        comm.read_nccl_tests(log, kind)
+        nccl_tests.read(log, kind)
 
 
 def test_plan_reads_the_nccl_tests_bandwidth_at_each_message_size(tmp_path, capsys):
@@ -180,7 +180,7 @@ def test_plan_reads_the_nccl_tests_bandwidth_at_each_message_size(tmp_path, caps
     assert same["nccl_tests"]["all_reduce"] == {"path": str(flat), "ranks": 8}
     log = tmp_path / "curve.txt"
     log.write_text(NCCL_TESTS_LOG)
-    curve = comm.read_nccl_tests(log).curve
+    curve = nccl_tests.read(log).curve
     grads = sum(t.params for t in towers("clip", "vit_base_patch16_224").values()) * 4
     for bucket in (25.0, 2.0):
         out = _plan(capsys, "--gpus", "256", "--nccl-tests", str(log), "--bucket-mib", str(bucket))

@@ -64,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _logs(args: argparse.Namespace) -> dict | None:
     """Collective -> its nccl-tests log (the all-reduce's serves the all-gather too without its own), or None."""
-    from . import comm
+    from . import nccl_tests
 
     if "" in (args.nccl_tests, args.nccl_tests_gather):
         raise CliError("--nccl-tests and --nccl-tests-gather take the path of a log, got an empty one")
@@ -72,8 +72,8 @@ def _logs(args: argparse.Namespace) -> dict | None:
         if args.nccl_tests_gather is not None:
             raise CliError("--nccl-tests-gather needs --nccl-tests (all_reduce_perf's log) too")
         return None
-    reduce = comm.read_nccl_tests(args.nccl_tests, "all_reduce")
-    gather = reduce if args.nccl_tests_gather is None else comm.read_nccl_tests(args.nccl_tests_gather, "all_gather")
+    reduce = nccl_tests.read(args.nccl_tests, "all_reduce")
+    gather = reduce if args.nccl_tests_gather is None else nccl_tests.read(args.nccl_tests_gather, "all_gather")
     return {"all_reduce": reduce, "all_gather": gather}
 
 
