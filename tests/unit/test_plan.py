@@ -298,9 +298,9 @@ def test_a_split_calibration_on_its_own_device_gives_back_its_fit(tmp_path, caps
     (["--bucket-mib", "nan"], "--bucket-mib must be a finite number > 0"),
     (["--samples", "1e400"], "--samples must be a finite number > 0, got inf"),
     (["--latency-us", "-1"], "--latency-us must be a finite number >= 0"),
-    (["--gpus", "4"], "use at least 16 GPUs"),
+    (["--gpus", "4"], "use at least 16 GPUs"),  # 65536 / 5912 per GPU needs 12, which does not split 65536
     (["--memory-gib", "1e-9"], "not one image per GPU fits, even with gradient checkpointing"),
-    (["--global-batch", "99999999999999999999"], "--global-batch must be between 1 and 2,147,483,648"),  # 65536 / 5912 per GPU needs 12, which does not split 65536
+    (["--global-batch", "99999999999999999999"], "--global-batch must be between 1 and 2,147,483,648"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert main(argv) == 2
