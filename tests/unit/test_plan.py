@@ -297,6 +297,7 @@ def test_a_split_calibration_on_its_own_device_gives_back_its_fit(tmp_path, caps
     (["--bucket-mib", "0"], "--bucket-mib must be a finite number > 0"),
     (["--bucket-mib", "nan"], "--bucket-mib must be a finite number > 0"),
     (["--samples", "1e400"], "--samples must be a finite number > 0, got inf"),
+    (["--samples", "1e300"], "--samples must be at most"),
     (["--latency-us", "-1"], "--latency-us must be a finite number >= 0"),
     (["--gpus", "4"], "use at least 16 GPUs"),  # 65536 / 5912 per GPU needs 12, which does not split 65536
     (["--memory-gib", "1e-9"], "not one image per GPU fits, even with gradient checkpointing"),

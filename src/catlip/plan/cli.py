@@ -16,6 +16,7 @@ DESCRIPTION = (
 
 
 MAX_BATCH = 2**31  # far beyond any published global batch; it keeps the search for an even split quick
+MAX_SAMPLES = 1.28e13  # beyond it a plan's GPU-hours are no longer a number anyone reads
 
 
 def _ints(text: str) -> list[int]:
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     for value, flag in ((args.samples, "--samples"), (args.bucket_mib, "--bucket-mib")):
         if not (math.isfinite(value) and value > 0):
             raise CliError(f"{flag} must be a finite number > 0, got {value}")
+    if args.samples > MAX_SAMPLES:
+        raise CliError(f"--samples must be at most {MAX_SAMPLES:.3g} (a thousand DataComp-12.8B epochs), got "
+                       f"{args.samples:g}")
     if not 0 <= args.overlap <= 1:
         raise CliError(f"--overlap must be in [0, 1], got {args.overlap}")
     if bad := [n for n in gpus if args.global_batch % n]:
