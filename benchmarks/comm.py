@@ -1,18 +1,21 @@
 """Validate `catlip plan`'s collective model (catlip.plan.comm) with torch.distributed gloo on this machine.
 
 Local processes (``--worlds``, default 2,3,4) time all-reduce and all-gather of float32 buffers at sizes from 0.5
-to 64 MiB (fastest of ``--trials`` x ``--reps`` after a warm-up, a barrier before each; small messages get more
-repetitions). Two forms of the model are fitted per collective on the first and last world size and then predict
-every point of the middle one, which no fit sees:
+to 64 MiB (fastest of ``--trials`` launches x ``--reps`` after a warm-up, a barrier before each; small messages get
+more repetitions). The model is fitted on the first and last world size and predicts every point of the middle
+one, which no fit sees. Three forms of it, each what one way of calling ``catlip plan`` costs collectives with:
 
-- one bandwidth for every size (what ``catlip plan --bandwidth-gbs`` uses) plus a per-hop latency;
-- the bus bandwidth by message size, as ``nccl-tests`` reports it (``catlip plan --nccl-tests``), plus latency.
+- one bandwidth and a per-hop latency per collective (``--bandwidth-gbs``, ``--latency-us``);
+- a bus-bandwidth curve by message size per collective, the latency inside it as nccl-tests measures it
+  (``--nccl-tests`` with ``--nccl-tests-gather``);
+- the all-reduce's curve for both collectives (``--nccl-tests`` alone).
 
-Both carry one host term: when N ranks outnumber the cores, a collective runs max(1, N / P) slower, P (the ranks the
-host runs at full speed) fitted jointly for both collectives. GPUs run one rank each, so ``catlip plan`` has no such
-term. A last check fits the by-size form on every other size and predicts the sizes between by interpolation.
-Loopback gloo on a few CPU cores is no NVLink: what this checks is the model's shape (bytes x 2(N-1)/N for
-all-reduce, (N-1)/N for all-gather, hops x latency), not the presets.
+All carry the host's own terms (``catlip.plan.comm.Host``, fitted with the rest): N ranks on fewer cores share
+them (time x N / P, P the ranks the host runs at full speed), and once ranks outnumber the cores every hop waits
+for its rank to be scheduled. GPUs run one rank each, so ``catlip plan`` has neither. A last check fits the
+by-size form on every other size and predicts the sizes between by interpolation. Loopback gloo on a few CPU
+cores is no NVLink: what this checks is the model's shape (bytes x 2(N-1)/N for all-reduce, (N-1)/N for
+all-gather, read at the message's own size), not the presets.
 
     .venv/bin/python benchmarks/comm.py            # ~2 min; writes benchmarks/results/comm_gloo_cpu.json
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from catlip.plan.comm import KINDS, collective_s, fit_link  # noqa: E402
+from catlip.plan.comm import KINDS, Host, fit_link  # noqa: E402
 from catlip.plan.devices import Link  # noqa: E402
 
 def _reps(nbytes: int, reps: int) -> int:
@@ -85,50 +88,48 @@ def measure(world: int, sizes: list[int], reps: int) -> list[tuple[str, int, int
     return result
 
 
-def _share(parallel: float):
-    return lambda ranks: max(1.0, ranks / parallel)
-
-
-def _predict(pt: tuple, link: Link, parallel: float) -> float:
-    kind, nbytes, world, _ = pt
-    return collective_s(kind, nbytes, world, link) * _share(parallel)(world)
-
-
-def _links(train: list, model: str, parallel: float) -> dict[str, Link]:
-    """Each collective's link under ``model``, fitted on ``train`` at this host term."""
-    share = _share(parallel)
+def _fits(train: list, model: str, host: Host) -> dict[str, tuple[Link, Host]]:
+    """Each collective's link under ``model`` and the host's per-hop wait, fitted on ``train`` at this host's
+    sharing term."""
     if model == "one_bandwidth":  # what --bandwidth-gbs / --latency-us describe, per collective
-        return {k: fit_link([pt for pt in train if pt[0] == k], share=share) for k in KINDS}
+        return {k: fit_link([pt for pt in train if pt[0] == k], host=host) for k in KINDS}
     if model == "all_reduce_curve_for_both":  # what --nccl-tests alone gives: the all-gather read off it too
-        curve = fit_link([pt for pt in train if pt[0] == "all_reduce"], per_size=True, share=share).curve(
-            "all_reduce")
-        return dict.fromkeys(KINDS, Link("fitted", curve[-1][1], 0.0, tuple((k, curve) for k in KINDS)))
-    return dict.fromkeys(KINDS, fit_link(train, per_size=True, share=share))  # one curve per collective
+        link, fitted = fit_link([pt for pt in train if pt[0] == "all_reduce"], per_size=True, host=host)
+        curve = link.curve("all_reduce")
+        return dict.fromkeys(KINDS, (Link("fitted", curve[-1][1], 0.0, tuple((k, curve) for k in KINDS)), fitted))
+    return dict.fromkeys(KINDS, fit_link(train, per_size=True, host=host))  # one curve per collective
 
 
-def _squared_error(train: list, model: str, parallel: float) -> float:
-    links = _links(train, model, parallel)
+def _predict(pt: tuple, fits: dict) -> float:
+    link, host = fits[pt[0]]
+    return host.seconds(pt[0], pt[1], pt[2], link)
+
+
+def _squared_error(train: list, model: str, host: Host) -> float:
+    fits = _fits(train, model, host)
     fitted = [pt for pt in train if model != "all_reduce_curve_for_both" or pt[0] == "all_reduce"]
-    return sum((_predict(pt, links[pt[0]], parallel) / pt[3] - 1) ** 2 for pt in fitted)
+    return sum((_predict(pt, fits) / pt[3] - 1) ** 2 for pt in fitted)
 
 
-def evaluate(points: list, fit: Callable[[tuple], bool], model: str) -> dict:
-    """Fit ``model`` on the points ``fit`` accepts (the host term by a scan, both collectives together), predict
-    them all; the summary covers the points the fit did not see."""
+def evaluate(points: list, fit: Callable[[tuple], bool], model: str, cores: int) -> dict:
+    """Fit ``model`` on the points ``fit`` accepts (the host's sharing term by a scan, both collectives together),
+    predict them all; the summary covers the points the fit did not see."""
     train = [pt for pt in points if fit(pt)]
-    parallel = min((p / 20 for p in range(20, 161)), key=lambda p: _squared_error(train, model, p))
-    links = _links(train, model, parallel)
+    hosts = (Host(cores, p / 20) for p in range(20, 161))
+    fits = _fits(train, model, min(hosts, key=lambda h: _squared_error(train, model, h)))
     rows = [{"kind": pt[0], "mib": round(pt[1] / 2**20, 3), "world": pt[2], "measured_s": pt[3],
-             "predicted_s": (pred := _predict(pt, links[pt[0]], parallel)), "error": pred / pt[3] - 1,
+             "predicted_s": (pred := _predict(pt, fits)), "error": pred / pt[3] - 1,
              "held_out": not fit(pt)} for pt in points]
     held = [r for r in rows if r["held_out"]]
     summary = {"held_out_points": len(held),
                "median_abs_error": statistics.median(abs(r["error"]) for r in held),
                "max_abs_error": max(abs(r["error"]) for r in held),
                "within_30pct": sum(abs(r["error"]) <= 0.30 for r in held)}
-    described = {k: {"bus_gb_per_s_by_mib": [[b / 2**20, g] for b, g in v.curve(k)]} if v.curve(k) else
-                 {"gb_per_s": v.gb_per_s, "latency_us": v.latency_us} for k, v in links.items()}
-    return {"host_parallel_ranks": parallel, "links": described, "rows": rows, "summary": summary}
+    described = {k: {"bus_gb_per_s_by_mib": [[b / 2**20, g] for b, g in link.curve(k)]} if link.curve(k) else
+                 {"gb_per_s": link.gb_per_s, "latency_us": link.latency_us} for k, (link, _) in fits.items()}
+    hosts_fitted = {k: {"cores": h.cores, "parallel_ranks": h.parallel, "wait_us_per_hop": h.wait_us}
+                    for k, (_, h) in fits.items()}
+    return {"host": hosts_fitted, "links": described, "rows": rows, "summary": summary}
 
 
 def _measure_all(args) -> list[tuple[str, int, int, float]]:
@@ -165,23 +166,25 @@ def main() -> None:
     worlds = sorted({pt[2] for pt in points})
     sizes = sorted({pt[1] for pt in points})
     fit_worlds = {worlds[0], worlds[-1]}
-    models = {name: evaluate(points, lambda pt: pt[2] in fit_worlds, name)
+    source = json.loads(Path(args.source).read_text()) if args.source else {}
+    cores = source.get("cores", len(os.sched_getaffinity(0)))
+    models = {name: evaluate(points, lambda pt: pt[2] in fit_worlds, name, cores)
               for name in ("one_bandwidth", "bandwidth_by_size", "all_reduce_curve_for_both")}
     every_other = set(sizes[::2])
-    models["between_sizes"] = evaluate(points, lambda pt: pt[1] in every_other, "bandwidth_by_size")
+    models["between_sizes"] = evaluate(points, lambda pt: pt[1] in every_other, "bandwidth_by_size", cores)
     one, by_size = models["one_bandwidth"], models["bandwidth_by_size"]
     for r, q in zip(one["rows"], by_size["rows"]):
         print(f"{r['kind']:10s} {r['mib']:6.2f} MiB  N={r['world']}  measured {r['measured_s'] * 1e3:8.2f} ms  "
               f"one bandwidth {r['predicted_s'] * 1e3:8.2f} ms {r['error']:+6.1%}  by size "
               f"{q['predicted_s'] * 1e3:8.2f} ms {q['error']:+6.1%}{'  (held out)' if r['held_out'] else ''}")
     for name, model in models.items():
-        print(f"{name} (host runs {model['host_parallel_ranks']:.2f} ranks at full speed):",
-              json.dumps(model["summary"]))
-    source = json.loads(Path(args.source).read_text()) if args.source else {}
+        host = model["host"]["all_reduce"]
+        print(f"{name} (host runs {host['parallel_ranks']:.2f} ranks at full speed, a hop waits "
+              f"{host['wait_us_per_hop']:.0f} us past {cores} ranks):", json.dumps(model["summary"]))
     measured = {k: source.get(k, getattr(args, k, None)) for k in ("trials", "reps")}
     measured["load_average_at_start"] = source.get("load_average_at_start", load)
     measured["load_average_at_end"] = source.get("load_average_at_end", os.getloadavg())
-    result = {"backend": "gloo", "device": "CPU loopback", "cores": source.get("cores", len(os.sched_getaffinity(0))),
+    result = {"backend": "gloo", "device": "CPU loopback", "cores": cores,
               **measured, "fit_worlds": sorted(fit_worlds), "refit_of": source.get("refit_of") or args.source,
               "points": points, **models}
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -55,8 +55,9 @@ def test_fit_link_recovers_bandwidth_and_latency_from_model_points():
     true = Link("true", 2.5, 40.0)
     points = [(kind, nbytes, n, (comm.all_reduce_s if kind == "all_reduce" else comm.all_gather_s)(nbytes, n, true))
               for kind in ("all_reduce", "all_gather") for nbytes in (2**16, 2**20, 2**24) for n in (2, 4)]
-    got = comm.fit_link(points)
+    got, host = comm.fit_link(points)
     assert got.gb_per_s == pytest.approx(2.5, rel=1e-6) and got.latency_us == pytest.approx(40.0, rel=1e-6)
+    assert host is None
 
 
 def test_bandwidth_by_message_size_interpolates_log_log_and_holds_its_ends():
@@ -71,21 +72,20 @@ def test_bandwidth_by_message_size_interpolates_log_log_and_holds_its_ends():
     assert comm.all_gather_s(2**26, 4, link) == pytest.approx(0.75 * 2**26 / 10e9 + 3 * 5e-6)
 
 
-def test_fit_link_by_size_recovers_each_collectives_curve_and_a_host_slowdown():
+def test_fit_link_by_size_recovers_each_collectives_curve_and_the_hosts_terms():
     true = Link("true", 0.0, 0.0, curves=(("all_gather", ((2**20, 1.0), (2**24, 4.0))),
                                           ("all_reduce", ((2**20, 3.0), (2**24, 2.0)))))
-
-    def share(n):
-        return max(1.0, n / 2.5)  # 4 ranks on a host that runs 2.5 at full speed
-
-    points = [(kind, b, n, comm.collective_s(kind, b, n, true) * share(n))
+    host = comm.Host(cores=2, parallel=2.5, wait_us=70.0)  # 4 ranks share 2 cores; past 2, a hop waits 70 us
+    points = [(kind, b, n, host.seconds(kind, b, n, true))
               for kind in ("all_reduce", "all_gather") for b in (2**20, 2**24) for n in (2, 4)]
-    got = comm.fit_link(points, per_size=True, share=share)
+    got, fitted = comm.fit_link(points, per_size=True, host=comm.Host(cores=2, parallel=2.5))
+    assert fitted.wait_us == pytest.approx(70.0, rel=1e-6)
     for kind in ("all_reduce", "all_gather"):
         assert [b for b, _ in got.curve(kind)] == [2**20, 2**24]
         assert [g for _, g in got.curve(kind)] == pytest.approx([g for _, g in true.curve(kind)], rel=1e-6)
-    plain = comm.fit_link(points, per_size=True)  # the slow-down left out is absorbed, wrongly, by the curves
+    plain, _ = comm.fit_link(points, per_size=True)  # the host left out is absorbed, wrongly, by the curves
     assert [g for _, g in plain.curve("all_reduce")] != pytest.approx([3.0, 2.0], rel=0.05)
+    assert host.seconds("all_reduce", 2**20, 2, true) == comm.all_reduce_s(2**20, 2, true)  # 2 ranks: no term
 
 
 NCCL_TESTS_LOG = """\

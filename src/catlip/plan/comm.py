@@ -10,7 +10,7 @@ the latency of every message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from .devices import Link, interpolate
 
@@ -49,34 +49,59 @@ def all_gather_s(total_bytes: float, ranks: int, link: Link, message: float | No
     return collective_s("all_gather", total_bytes, ranks, link, message)
 
 
-def fit_link(points: list[tuple[str, float, int, float]], *, per_size: bool = False,
-             share: Callable[[int], float] | None = None) -> Link:
-    """The link that best fits measured (kind, bytes, ranks, seconds) points of one or both collectives.
+@dataclass(frozen=True)
+class Host:
+    """A CPU host that runs ranks as processes (``benchmarks/comm.py``'s gloo check). ``parallel`` ranks run at
+    full speed and more share the cores (time x N / parallel); once ranks outnumber ``cores``, every hop also waits
+    ``wait_us`` for its rank to be scheduled. GPUs run one rank each: ``catlip plan`` has no such term."""
 
-    Least squares in relative error on t = share(ranks) x (fraction x bytes / bandwidth [+ hops x latency]): one
-    bandwidth and a latency >= 0 for every size and collective, or with ``per_size`` a bus-bandwidth curve per
-    collective (one bandwidth per size, the latency inside it, as nccl-tests reports). ``share`` is a host's
-    slow-down when ranks outnumber its cores (default 1: GPUs, one rank each).
+    cores: int
+    parallel: float
+    wait_us: float = 0.0
+
+    def seconds(self, kind: str, nbytes: float, ranks: int, link: Link) -> float:
+        """A collective's time on this host."""
+        _, hops = _shape(kind, ranks)
+        wait = hops * self.wait_us * 1e-6 if ranks > self.cores else 0.0
+        return collective_s(kind, nbytes, ranks, link) * max(1.0, ranks / self.parallel) + wait
+
+
+def fit_link(points: list[tuple[str, float, int, float]], *, per_size: bool = False,
+             host: Host | None = None) -> tuple[Link, Host | None]:
+    """The link that best fits measured (kind, bytes, ranks, seconds) points of one or both collectives, and the
+    host with its per-hop wait fitted too.
+
+    Least squares in relative error: one bandwidth and a latency for every size and collective, or with
+    ``per_size`` a bus-bandwidth curve per collective (one bandwidth per size, the latency inside it, as
+    nccl-tests reports); on a ``host``, times as :meth:`Host.seconds` gives them. Latency and wait are >= 0.
     """
     import numpy as np
 
     columns = sorted({(k, float(b)) for k, b, _, _ in points}) if per_size else [None]
+    width = len(columns) + (0 if per_size else 1)  # then the wait
     rows = []
     for kind, nbytes, ranks, seconds in points:
         frac, hops = _shape(kind, ranks)
-        row = np.zeros(len(columns) + (0 if per_size else 1))
+        row = np.zeros(width + 1)
         row[columns.index((kind, float(nbytes))) if per_size else 0] = frac * nbytes
         if not per_size:
-            row[-1] = hops
-        rows.append(row * (share(ranks) if share else 1.0) / seconds)
-    a = np.array(rows)
-    x = np.linalg.lstsq(a, np.ones(len(a)), rcond=None)[0]
-    if not per_size and x[-1] < 0:  # latency cannot be negative: refit the bandwidth alone
-        x = np.array([np.linalg.lstsq(a[:, :1], np.ones(len(a)), rcond=None)[0][0], 0.0])
+            row[width - 1] = hops
+        row[:width] *= max(1.0, ranks / host.parallel) if host else 1.0
+        row[width] = hops if host and ranks > host.cores else 0.0
+        rows.append(row / seconds)
+    a, free = np.array(rows), list(range(width + 1))
+    while True:  # a latency or wait that comes out negative is held at zero and the rest refitted
+        x = np.zeros(width + 1)
+        x[free] = np.linalg.lstsq(a[:, free], np.ones(len(a)), rcond=None)[0]
+        negative = [i for i in free[len(columns):] if x[i] < 0]
+        if not negative:
+            break
+        free.remove(negative[0])
+    fitted = replace(host, wait_us=float(x[width]) * 1e6) if host else None
     if per_size:
         curves = {}
         for (kind, size), v in zip(columns, x):
             curves.setdefault(kind, []).append((size, float(1 / v / 1e9)))
         return Link("fitted", max(g for c in curves.values() for _, g in c), 0.0,
-                    tuple((k, tuple(c)) for k, c in sorted(curves.items())))
-    return Link("fitted", float(1 / x[0] / 1e9), float(x[1]) * 1e6)
+                    tuple((k, tuple(c)) for k, c in sorted(curves.items()))), fitted
+    return Link("fitted", float(1 / x[0] / 1e9), float(x[1]) * 1e6), fitted
