@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from catlip.plan.comm import KINDS, Host, fit_link  # noqa: E402
 from catlip.plan.devices import Link  # noqa: E402
 
+
 def _reps(nbytes: int, reps: int) -> int:
     """More repetitions for small messages, whose fastest time is the noisiest (about 16 MiB worth per size)."""
     return max(reps, round(reps * 16 * 2**20 / nbytes))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from catlip.errors import CliError
 
@@ -112,9 +111,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"catlip plan models the methods catlip, clip and siglip; got {args.methods!r}")
     if not 1 <= args.global_batch <= MAX_BATCH:
         raise CliError(f"--global-batch must be between 1 and {MAX_BATCH:,}, got {args.global_batch}")
-    for value, flag in ((args.samples, "--samples"), (args.bucket_mib, "--bucket-mib")):
-        if not (math.isfinite(value) and value > 0):
-            raise CliError(f"{flag} must be a finite number > 0, got {value}")
+    devices.check_positive(args.samples, "--samples")
+    devices.check_positive(args.bucket_mib, "--bucket-mib")
     if args.samples > MAX_SAMPLES:
         raise CliError(f"--samples must be at most {MAX_SAMPLES:.3g} (a thousand DataComp-12.8B epochs), got "
                        f"{args.samples:g}")

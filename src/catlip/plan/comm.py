@@ -16,6 +16,7 @@ from .devices import Link, interpolate
 
 KINDS = ("all_reduce", "all_gather")
 
+
 def _shape(kind: str, ranks: int) -> tuple[float, int]:
     """(fraction of the bytes each link carries, hops in the latency chain)."""
     if kind == "all_reduce":

@@ -81,7 +81,8 @@ GPUS = {
 USABLE_MEMORY = 0.92
 
 
-def _positive(value: float | None, flag: str, *, zero: bool = False) -> None:
+def check_positive(value: float | None, flag: str, *, zero: bool = False) -> None:
+    """A command-line number that must be finite and > 0 (``zero``: >= 0); None is not given."""
     if value is not None and not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
         raise CliError(f"{flag} must be a finite number {'>=' if zero else '>'} 0, got {value}")
 
@@ -98,9 +99,9 @@ def get_device(name: str, *, inter: str | None = None, bandwidth_gb_s: float | N
         if inter not in LINKS:
             raise CliError(f"unknown --link {inter!r}; choose from {', '.join(LINKS)}")
         dev = replace(dev, inter=LINKS[inter])
-    _positive(bandwidth_gb_s, "--bandwidth-gbs")
-    _positive(memory_gib, "--memory-gib")
-    _positive(latency_us, "--latency-us", zero=True)
+    check_positive(bandwidth_gb_s, "--bandwidth-gbs")
+    check_positive(memory_gib, "--memory-gib")
+    check_positive(latency_us, "--latency-us", zero=True)
     if curves:
         given = [flag for flag, v in (("--link", inter), ("--bandwidth-gbs", bandwidth_gb_s),
                                       ("--latency-us", latency_us)) if v is not None]

@@ -43,7 +43,6 @@ def text(result: dict) -> str:
     """A table per plan plus the ratio lines."""
     out = [f"{result['backbone']}, global batch {result['global_batch']:,}, {result['gpu']}, "
            f"{result['samples']:.3g} samples per epoch"]
-
     head = f"{'method':8s} {'GPUs':>5s} {'B/GPU':>6s} {'fits':>11s} " + " ".join(f"{t:>10s}" for t in TERMS)
     out += [head + f" {'step s':>7s} {'GPU-h/epoch':>12s}  dominant", "-" * (len(head) + 32)]
     for r in result["plans"]:
